@@ -1,0 +1,50 @@
+# Kiln: every target installs what it needs into .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install Kiln with its dev tools
+
+.PHONY: crds
+crds: $(STAMP) ## Regenerate crds/ from the pydantic models in kiln.api
+	$(BIN)/kiln crds --output-dir crds
+
+.PHONY: lint
+lint: $(STAMP) ## ruff, mypy (strict), import-linter, and a check that crds/ matches the models
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/kiln crds --output-dir crds --check
+
+.PHONY: format
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format operator tests
+
+.PHONY: test
+test: $(STAMP) ## Run the whole test suite
+	$(BIN)/pytest tests
+
+.PHONY: unit
+unit: $(STAMP) ## Run the unit tests only
+	$(BIN)/pytest tests/unit
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

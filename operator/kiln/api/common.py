@@ -1,0 +1,108 @@
+"""Types shared by more than one Kiln resource: compute resources, env, tolerations, gates."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from kiln.api import base
+
+
+class GPUs(base.KilnModel):
+    """GPUs for each pod, requested as the `nvidia.com/gpu` extended resource."""
+
+    count: int = Field(ge=1, le=64)
+    """How many GPUs each pod gets (requests and limits of `nvidia.com/gpu`)."""
+    product: str | None = Field(default=None, max_length=128)
+    """The GPU model, matched against the node label `nvidia.com/gpu.product`
+    (for example `NVIDIA-A100-SXM4-80GB`); any GPU when unset."""
+
+
+class ComputeResources(base.KilnModel):
+    """CPU, memory and GPUs for each pod."""
+
+    cpu: base.Quantity | None = None
+    """CPU requested by each pod, as a quantity (`500m`, `2`)."""
+    memory: base.Quantity | None = None
+    """Memory requested by each pod, as a quantity (`512Mi`, `16Gi`); also its limit."""
+    cpu_limit: base.Quantity | None = None
+    """A CPU limit; none by default, so pods may burst."""
+    gpus: GPUs | None = None
+    """GPUs for each pod; none when unset."""
+
+
+class EnvVar(base.KilnModel):
+    """An environment variable for a container."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    """The variable's name."""
+    value: str | None = Field(default=None, max_length=32768)
+    """A literal value."""
+    value_from: dict[str, Any] | None = None
+    """A source for the value, as in a Kubernetes container's env (secretKeyRef, configMapKeyRef,
+    fieldRef, resourceFieldRef)."""
+
+    cel_rules = (
+        base.Rule(
+            "!(has(self.value) && has(self.valueFrom))",
+            "value and valueFrom are mutually exclusive",
+        ),
+    )
+
+
+class Toleration(base.KilnModel):
+    """A Kubernetes toleration, copied onto the pods Kiln creates."""
+
+    key: str | None = Field(default=None, max_length=316)
+    """The taint key it tolerates; empty with operator Exists tolerates every taint."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists matches any value; Equal needs the value to match."""
+    value: str | None = Field(default=None, max_length=256)
+    """The taint value to match with operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to match; every effect when unset."""
+    toleration_seconds: int | None = None
+    """For NoExecute, how long the pod stays bound after the taint appears."""
+
+    cel_rules = (
+        base.Rule(
+            "self.operator != 'Exists' || !has(self.value)",
+            "value must be empty when operator is Exists",
+            field_path=".value",
+        ),
+    )
+
+
+class Gate(base.KilnModel):
+    """A quality gate on one metric of a ModelVersion.
+
+    `min` and `max` are absolute thresholds; `noWorseThanProductionBy` compares
+    with the version of the same model currently in stage Production (the
+    champion): the candidate may trail it by at most that much. A gate passes
+    when every bound it sets holds.
+    """
+
+    metric: str = Field(min_length=1, max_length=128)
+    """The metric's name, as in the ModelVersion's spec.metrics (`accuracy`, `latency_p99_ms`)."""
+    min: float | None = None
+    """The metric must be at least this."""
+    max: float | None = None
+    """The metric must be at most this."""
+    no_worse_than_production_by: float | None = Field(default=None, ge=0)
+    """Champion/challenger: the metric may be worse than the Production version's by at most this
+    (in the metric's own units). Passes when the model has no Production version yet."""
+    higher_is_better: bool = True
+    """Which way is better for noWorseThanProductionBy: true for accuracy, false for latency or loss."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.min) || has(self.max) || has(self.noWorseThanProductionBy)",
+            "a gate needs at least one of min, max or noWorseThanProductionBy",
+        ),
+        base.Rule(
+            "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "min must not be greater than max",
+            field_path=".min",
+        ),
+    )

@@ -1,0 +1,591 @@
+"""ModelDeployment: serve a model and move it between versions progressively, with automatic rollback."""
+
+from __future__ import annotations
+
+import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import cel
+from pydantic import AfterValidator, Field
+
+from kiln.api import base, common, trainingjob
+
+
+def _check_cel_expression(expression: str) -> str:
+    try:
+        cel.compile(expression)
+    except ValueError as error:
+        raise ValueError(f"{expression!r} is not a valid CEL expression: {error}") from error
+    return expression
+
+
+CelExpression = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_check_cel_expression)]
+"""A CEL expression over `result`, the measured value (a number, or a list for several series)."""
+
+
+class VersionPolicy(StrEnum):
+    PIN = "Pin"
+    LATEST_VALIDATED = "LatestValidated"
+    PRODUCTION = "Production"
+
+
+class ServerSettings(base.KilnModel):
+    """How the model server runs."""
+
+    image: str | None = Field(default=None, max_length=512)
+    """The server image; Kiln's own kiln-server when unset."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """The port the server listens on."""
+    max_batch_size: int = Field(default=64, ge=1, le=65536)
+    """The most rows one inference request may carry."""
+    allow_pickle: bool = False
+    """Let the server load pickle/joblib artifacts, which can run code when loaded."""
+    env: list[common.EnvVar] = Field(default_factory=list, max_length=128)
+    """Extra environment variables for the server."""
+
+
+class Autoscaling(base.KilnModel):
+    """A HorizontalPodAutoscaler for the serving pods."""
+
+    min_replicas: int = Field(default=1, ge=1)
+    """Fewest serving pods."""
+    max_replicas: int = Field(ge=1)
+    """Most serving pods."""
+    target_cpu_utilization_percentage: int | None = Field(default=None, ge=1, le=100)
+    """Average CPU utilization to aim for."""
+    target_requests_per_second: float | None = Field(default=None, gt=0)
+    """Average requests per second per pod to aim for."""
+
+    cel_rules = (
+        base.Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must not be greater than maxReplicas",
+            field_path=".minReplicas",
+        ),
+        base.Rule(
+            "has(self.targetCpuUtilizationPercentage) || has(self.targetRequestsPerSecond)",
+            "set targetCpuUtilizationPercentage or targetRequestsPerSecond",
+        ),
+    )
+
+
+class AnalysisRef(base.KilnModel):
+    """Which analysis metrics to run, by name."""
+
+    metrics: list[str] = Field(default_factory=list, max_length=16)
+    """Names from spec.analysis.metrics; every metric there when empty."""
+
+
+class Pause(base.KilnModel):
+    """Hold the rollout."""
+
+    duration: base.Duration | None = None
+    """How long to hold; until resumed (`kiln resume`, or spec.paused set false) when unset."""
+
+
+class CanaryStep(base.KilnModel):
+    """One step of a canary: exactly one of setWeight, pause or analysis."""
+
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    """Send this percentage of traffic to the candidate."""
+    pause: Pause | None = None
+    """Hold at the current weight."""
+    analysis: AnalysisRef | None = None
+    """Run analysis and go on only if it succeeds; roll back if it fails."""
+
+    cel_rules = (
+        base.Rule(
+            "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+            "a step must set exactly one of setWeight, pause or analysis",
+        ),
+    )
+
+
+class BackgroundAnalysis(AnalysisRef):
+    """Analysis that runs through the whole canary, from a given step on."""
+
+    starting_step: int = Field(default=0, ge=0)
+    """The step index from which the background analysis runs."""
+
+
+class Canary(base.KilnModel):
+    """Shift traffic to the candidate in steps, analysing as it goes."""
+
+    steps: list[CanaryStep] = Field(default_factory=list, max_length=32)
+    """The steps, in order; after the last one the candidate is promoted to stable."""
+    analysis: BackgroundAnalysis | None = None
+    """Analysis that runs in the background while the steps proceed."""
+
+
+class BlueGreen(base.KilnModel):
+    """Run the candidate beside the stable version, then switch all traffic at once."""
+
+    preview_replicas: int | None = Field(default=None, ge=1)
+    """Replicas of the candidate before promotion; spec.replicas when unset."""
+    auto_promotion: bool = True
+    """Promote without a person once pre-promotion analysis passes."""
+    auto_promotion_seconds: int = Field(default=0, ge=0)
+    """Wait this long after the candidate is ready before promoting automatically."""
+    pre_promotion_analysis: AnalysisRef | None = None
+    """Analysis against the preview before traffic switches."""
+    post_promotion_analysis: AnalysisRef | None = None
+    """Analysis after the switch; a failure switches traffic back."""
+    scale_down_delay_seconds: int = Field(default=30, ge=0)
+    """How long the old version keeps running after the switch, for a fast switch back."""
+
+
+class Comparison(base.KilnModel):
+    """How the shadow's answers are compared with the stable version's."""
+
+    max_disagreement: float = Field(default=0.05, ge=0, le=1)
+    """The largest share of mirrored requests whose prediction may differ from stable's."""
+    max_latency_ratio: float | None = Field(default=None, gt=0)
+    """The shadow's p99 latency may be at most this multiple of stable's."""
+
+
+class Shadow(base.KilnModel):
+    """Mirror live traffic to the candidate, compare its answers, and never serve them."""
+
+    mirror_percent: int = Field(default=100, ge=0, le=100)
+    """The percentage of requests copied to the candidate."""
+    duration: base.Duration = "10m"
+    """How long to shadow before deciding."""
+    comparison: Comparison = Field(default_factory=Comparison)
+    """How the candidate's answers are judged against stable's."""
+    analysis: AnalysisRef | None = None
+    """Analysis metrics run during the shadow period."""
+    auto_promotion: bool = False
+    """After a passing shadow period, shift all traffic to the candidate."""
+
+
+class Strategy(base.KilnModel):
+    """How a new version replaces the stable one: at most one of canary, blueGreen or shadow.
+    With none, the new version takes all traffic once it is ready."""
+
+    canary: Canary | None = None
+    """Progressive traffic shifting."""
+    blue_green: BlueGreen | None = None
+    """Side-by-side deployment with a switch."""
+    shadow: Shadow | None = None
+    """Mirrored traffic with comparison."""
+
+    cel_rules = (
+        base.Rule(
+            "[has(self.canary), has(self.blueGreen), has(self.shadow)].filter(x, x).size() <= 1",
+            "set at most one of canary, blueGreen or shadow",
+        ),
+    )
+
+
+class TrafficProviderName(StrEnum):
+    ROUTER = "router"
+    GATEWAY_API = "gatewayAPI"
+    REPLICAS = "replicas"
+
+
+class ParentRef(base.KilnModel):
+    """A Gateway the HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """The Gateway's name."""
+    namespace: str | None = Field(default=None, max_length=63)
+    """The Gateway's namespace; the deployment's own when unset."""
+    section_name: str | None = Field(default=None, max_length=253)
+    """A listener of the Gateway."""
+
+
+class GatewayAPI(base.KilnModel):
+    """Traffic through a Gateway API HTTPRoute (backendRefs weights, RequestMirror)."""
+
+    http_route: str | None = Field(default=None, alias="httpRoute", max_length=253)
+    """An existing HTTPRoute Kiln manages the weights of; Kiln creates one when unset."""
+    parent_refs: list[ParentRef] = Field(default_factory=list, max_length=16)
+    """The Gateways a route Kiln creates attaches to."""
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    """Hostnames of a route Kiln creates."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.httpRoute) || self.parentRefs.size() > 0",
+            "name an existing httpRoute, or give parentRefs for the route Kiln creates",
+        ),
+    )
+
+
+class RouterSettings(base.KilnModel):
+    """Kiln's own traffic router (kiln-router)."""
+
+    replicas: int = Field(default=1, ge=1, le=32)
+    """Router pods."""
+
+
+class Traffic(base.KilnModel):
+    """Who splits traffic between the versions."""
+
+    provider: TrafficProviderName = TrafficProviderName.ROUTER
+    """`router` (Kiln's own proxy: weights, header match, mirroring), `gatewayAPI`
+    (an HTTPRoute's backendRefs) or `replicas` (weight by replica ratio, no mirroring)."""
+    router: RouterSettings | None = None
+    """Settings of the router provider."""
+    gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
+    """Settings of the gatewayAPI provider."""
+
+    cel_rules = (
+        base.Rule(
+            "self.provider != 'gatewayAPI' || has(self.gatewayAPI)",
+            "gatewayAPI settings are required with provider gatewayAPI",
+            field_path=".gatewayAPI",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class MetricProviderName(StrEnum):
+    PROMETHEUS = "prometheus"
+    WEB = "web"
+
+
+class PrometheusSource(base.KilnModel):
+    """A Prometheus server."""
+
+    address: str = Field(min_length=1, max_length=2048, pattern=r"^https?://.+$")
+    """The server's base URL (`http://prometheus.monitoring:9090`)."""
+
+
+class WebSource(base.KilnModel):
+    """Any HTTP endpoint that answers JSON."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://.+$")
+    """The URL; the same variables as a query may be used."""
+    json_path: str = Field(default="$", max_length=1024)
+    """Where the value is in the answer, as a JSONPath (`$.data.errorRate`)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Request headers."""
+    timeout_seconds: int = Field(default=10, ge=1, le=300)
+    """How long to wait for the answer."""
+
+
+class AnalysisMetric(base.KilnModel):
+    """One measured metric and how to judge it.
+
+    Each measurement is Successful, Failed, Inconclusive (neither condition held)
+    or Error (the provider could not answer). Errors never promote.
+    """
+
+    name: base.DNSLabel
+    """The metric's name, referred to by steps."""
+    provider: MetricProviderName
+    """Where measurements come from: `prometheus` or `web`."""
+    query: str | None = Field(default=None, max_length=8192)
+    """The PromQL query, a template: `{{model}}`, `{{namespace}}`, `{{deployment}}`, `{{stable}}`
+    and `{{candidate}}` are replaced before it runs."""
+    prometheus: PrometheusSource | None = None
+    """The Prometheus server; the operator's default (`--prometheus-url`) when unset."""
+    web: WebSource | None = None
+    """The endpoint, for provider web."""
+    interval: base.Duration = "30s"
+    """Time between measurements."""
+    count: int = Field(default=3, ge=1, le=1000)
+    """How many measurements make a run."""
+    initial_delay: base.Duration = "0s"
+    """Wait this long before the first measurement."""
+    success_condition: CelExpression | None = None
+    """A CEL expression over `result` that holds when the measurement is good (`result <= 0.01`)."""
+    failure_condition: CelExpression | None = None
+    """A CEL expression over `result` that holds when the measurement is bad (`result > 0.05`)."""
+    failure_limit: int = Field(default=0, ge=0)
+    """More failed measurements than this fail the analysis (and roll back)."""
+    inconclusive_limit: int = Field(default=0, ge=0)
+    """More inconclusive measurements than this make the analysis Inconclusive (and pause)."""
+    consecutive_error_limit: int = Field(default=4, ge=0)
+    """More provider errors in a row than this make the analysis Inconclusive (and pause)."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.successCondition) || has(self.failureCondition)",
+            "set successCondition, failureCondition or both",
+        ),
+        base.Rule(
+            "self.provider != 'prometheus' || has(self.query)",
+            "query is required with provider prometheus",
+            field_path=".query",
+            reason="FieldValueRequired",
+        ),
+        base.Rule(
+            "self.provider != 'web' || has(self.web)",
+            "web is required with provider web",
+            field_path=".web",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class Analysis(base.KilnModel):
+    """The metrics a rollout is judged by."""
+
+    metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=16)
+    """The metrics, each with its own query and conditions."""
+
+    cel_rules = (
+        base.Rule(
+            "self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
+            "metric names must be unique",
+            field_path=".metrics",
+        ),
+    )
+
+
+class DriftMethod(StrEnum):
+    PSI = "psi"
+    KS = "ks"
+
+
+class Drift(base.KilnModel):
+    """Drift detection: live feature distributions against the ModelVersion's baseline."""
+
+    method: DriftMethod = DriftMethod.PSI
+    """The statistic: population stability index (`psi`) or Kolmogorov-Smirnov distance (`ks`)."""
+    threshold: float = Field(default=0.2, gt=0)
+    """A feature whose statistic exceeds this has drifted."""
+    interval: base.Duration = "5m"
+    """How often drift is computed."""
+    min_samples: int = Field(default=500, ge=1)
+    """Fewest live samples before drift is judged."""
+
+
+class TriggerType(StrEnum):
+    DRIFT = "Drift"
+    SCHEDULE = "Schedule"
+
+
+class RetrainingTrigger(base.KilnModel):
+    """When to start a retraining TrainingJob."""
+
+    type: TriggerType
+    """`Drift` (a feature drifted) or `Schedule` (a cron schedule)."""
+    schedule: str | None = Field(default=None, max_length=128)
+    """A cron schedule (`0 3 * * 0`) for type Schedule."""
+
+    cel_rules = (
+        base.Rule(
+            "self.type != 'Schedule' || has(self.schedule)",
+            "schedule is required for a Schedule trigger",
+            field_path=".schedule",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class Retraining(base.KilnModel):
+    """Closing the loop: a TrainingJob started from a template when a trigger fires."""
+
+    template: trainingjob.TrainingJobSpec
+    """The spec of the TrainingJobs to create; each retrain registers the next patch version."""
+    triggers: list[RetrainingTrigger] = Field(min_length=1, max_length=8)
+    """What starts a retraining."""
+    cooldown: base.Duration = "1h"
+    """The least time between two retrainings."""
+
+
+class Monitoring(base.KilnModel):
+    """Watching production once the rollout is done."""
+
+    drift: Drift | None = None
+    """Drift detection."""
+    retraining: Retraining | None = None
+    """Retraining when a trigger fires."""
+
+
+class ModelDeploymentSpec(base.KilnModel):
+    """Which model to serve, how, and how to move to a new version."""
+
+    model: base.DNSLabel
+    """The model to serve (a ModelVersion's modelName)."""
+    version: base.SemVer | None = None
+    """The version to serve, with versionPolicy Pin."""
+    version_policy: VersionPolicy | None = None
+    """How the version is chosen: `Pin` (spec.version), `LatestValidated` (the highest Validated
+    version) or `Production` (the version in stage Production). Pin when version is set, otherwise
+    Production."""
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Serving pods of the stable version."""
+    resources: common.ComputeResources = Field(default_factory=common.ComputeResources)
+    """CPU, memory and GPUs for each serving pod."""
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    """Model server settings."""
+    autoscaling: Autoscaling | None = None
+    """Scale the serving pods with load instead of a fixed count."""
+    strategy: Strategy = Field(default_factory=Strategy)
+    """How a new version replaces the stable one."""
+    traffic: Traffic = Field(default_factory=Traffic)
+    """Who splits the traffic."""
+    analysis: Analysis = Field(default_factory=Analysis)
+    """The metrics that decide promotion and rollback."""
+    paused: bool = False
+    """Hold the rollout where it is."""
+    progress_deadline_seconds: int = Field(default=600, ge=1)
+    """How long a step may wait for its pods to be ready before the rollout is rolled back."""
+    monitoring: Monitoring | None = None
+    """Drift monitoring and retraining."""
+
+    cel_rules = (
+        base.Rule(
+            "!has(self.versionPolicy) || (self.versionPolicy == 'Pin') == has(self.version)",
+            "version must be set with versionPolicy Pin and only then",
+            field_path=".version",
+        ),
+        base.Rule(
+            "!has(self.strategy) || !has(self.strategy.shadow) || !has(self.traffic)"
+            " || self.traffic.provider != 'replicas'",
+            "the shadow strategy mirrors traffic, which traffic provider replicas cannot do",
+            field_path=".traffic.provider",
+        ),
+        base.Rule(
+            "!has(self.strategy) || !has(self.strategy.canary) || !has(self.strategy.canary.steps)"
+            " || self.strategy.canary.steps.all(s, !has(s.analysis) || !has(s.analysis.metrics)"
+            " || s.analysis.metrics.all(m, has(self.analysis) && has(self.analysis.metrics)"
+            " && self.analysis.metrics.exists(d, d.name == m)))",
+            "every metric a canary step names must be defined in spec.analysis.metrics",
+            field_path=".strategy.canary.steps",
+        ),
+    )
+
+
+class ModelDeploymentPhase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    ROLLED_BACK = "RolledBack"
+
+
+class Weights(base.KilnModel):
+    """The traffic split as last applied."""
+
+    stable: int = Field(default=100, ge=0, le=100)
+    """Percentage of traffic served by the stable version."""
+    canary: int = Field(default=0, ge=0, le=100)
+    """Percentage of traffic served by the candidate."""
+    mirror: int = Field(default=0, ge=0, le=100)
+    """Percentage of traffic copied to the candidate (shadow)."""
+
+
+class MeasurementPhase(StrEnum):
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class Measurement(base.KilnModel):
+    """One measurement of an analysis metric."""
+
+    phase: MeasurementPhase
+    """Successful, Failed, Inconclusive or Error."""
+    value: str | None = None
+    """The measured value, as text."""
+    error: str | None = None
+    """Why the provider could not answer."""
+    time: datetime.datetime
+    """When it was taken."""
+
+
+class AnalysisPhase(StrEnum):
+    RUNNING = "Running"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class AnalysisResult(base.KilnModel):
+    """The state of one metric's analysis in the current rollout."""
+
+    metric: str
+    """The metric's name."""
+    step: int | None = None
+    """The canary step that ran it; unset for background analysis."""
+    phase: AnalysisPhase = AnalysisPhase.RUNNING
+    """Running, Successful, Failed or Inconclusive."""
+    successful: int = 0
+    """Successful measurements."""
+    failed: int = 0
+    """Failed measurements."""
+    inconclusive: int = 0
+    """Inconclusive measurements."""
+    errors: int = 0
+    """Provider errors."""
+    consecutive_errors: int = 0
+    """Provider errors since the last answer."""
+    measurements: list[Measurement] = Field(default_factory=list)
+    """The latest measurements, bounded."""
+    message: str | None = None
+    """Why the analysis ended as it did."""
+
+
+class DriftStatus(base.KilnModel):
+    """The last drift computation."""
+
+    drifted: bool = False
+    """Whether any feature exceeded the threshold."""
+    scores: dict[str, float] = Field(default_factory=dict)
+    """The statistic per feature."""
+    samples: int = 0
+    """Live samples the statistic was computed from."""
+    last_checked: datetime.datetime | None = None
+    """When drift was last computed."""
+
+
+class RetrainingStatus(base.KilnModel):
+    """The last retraining Kiln started."""
+
+    training_job: str | None = None
+    """The TrainingJob's name."""
+    reason: str | None = None
+    """The trigger that fired."""
+    time: datetime.datetime | None = None
+    """When it was started."""
+
+
+class ModelDeploymentStatus(base.KilnModel):
+    """What the operator observed of the rollout."""
+
+    phase: ModelDeploymentPhase = ModelDeploymentPhase.PENDING
+    """Pending, Progressing, Paused, Healthy, Degraded or RolledBack."""
+    message: str | None = None
+    """Why the deployment is in its phase."""
+    observed_generation: int | None = None
+    """The metadata.generation this status reflects."""
+    conditions: list[base.Condition] = Field(default_factory=list)
+    """Ready, Progressing, Available, Paused."""
+    stable_version: str | None = None
+    """The version serving (most) traffic."""
+    candidate_version: str | None = None
+    """The version being rolled out, if any."""
+    current_step_index: int | None = None
+    """The canary step the rollout is at."""
+    pause_start_time: datetime.datetime | None = None
+    """When the current pause began."""
+    weights: Weights = Field(default_factory=Weights)
+    """The traffic split as last applied."""
+    analysis: list[AnalysisResult] = Field(default_factory=list)
+    """Analysis of the current rollout."""
+    rolled_back_versions: list[str] = Field(default_factory=list)
+    """Versions rolled back, which the version policy skips until spec changes."""
+    ready_replicas: int = 0
+    """Serving pods ready across versions."""
+    drift: DriftStatus | None = None
+    """The last drift computation."""
+    retraining: RetrainingStatus | None = None
+    """The last retraining started."""
+
+
+class ModelDeployment(base.KilnModel):
+    """Serves a model and rolls new versions out progressively."""
+
+    api_version: Literal["kiln.dev/v1alpha1"] = base.API_VERSION
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: base.ObjectMeta = Field(default_factory=base.ObjectMeta)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None

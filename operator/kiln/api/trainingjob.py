@@ -1,0 +1,268 @@
+"""TrainingJob: train a model on one or many (GPU) pods, gang-scheduled, and register the result."""
+
+from __future__ import annotations
+
+import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from kiln.api import base, common
+
+
+class ContainerTrainer(base.KilnModel):
+    """The user's own training container."""
+
+    image: str = Field(min_length=1, max_length=512)
+    """The container image."""
+    command: list[str] = Field(default_factory=list, max_length=64)
+    """The entrypoint; the image's own when empty."""
+    args: list[str] = Field(default_factory=list, max_length=256)
+    """Arguments to the entrypoint."""
+    env: list[common.EnvVar] = Field(default_factory=list, max_length=128)
+    """Extra environment variables. Kiln adds its own (`KILN_*`, and the torchrun variables
+    `MASTER_ADDR`, `MASTER_PORT`, `WORLD_SIZE`, `RANK`, `LOCAL_RANK`, `NODE_RANK`)."""
+    working_dir: str | None = Field(default=None, max_length=4096)
+    """The working directory; the image's own when unset."""
+
+
+BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
+
+
+class Dataset(base.KilnModel):
+    """Where the training data comes from: a file by URI, or a dataset scikit-learn ships."""
+
+    uri: str | None = Field(default=None, max_length=2048, pattern=r"^(file|pvc)://.+$")
+    """A CSV or Parquet file: `file:///abs/path.csv` or `pvc://claim/path/in/claim.parquet`."""
+    builtin: Literal["iris", "wine", "breast_cancer", "digits", "diabetes"] | None = None
+    """A dataset that scikit-learn ships, loaded without any download."""
+    format: Literal["csv", "parquet"] | None = None
+    """The file format; guessed from the URI's extension when unset."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.uri) != has(self.builtin)",
+            "exactly one of uri or builtin must be set",
+        ),
+        base.Rule(
+            "!has(self.format) || has(self.uri)",
+            "format applies only to a dataset given by uri",
+            field_path=".format",
+        ),
+    )
+
+
+class SklearnTrainer(base.KilnModel):
+    """The built-in trainer: fits a scikit-learn estimator and measures it on a held-out split."""
+
+    estimator: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
+    )
+    """The estimator's dotted class path, from an allowlist of modules
+    (`sklearn.ensemble.RandomForestClassifier`)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the estimator (`n_estimators: 200`)."""
+    dataset: Dataset
+    """The training data."""
+    target_column: str | None = Field(default=None, max_length=256)
+    """The label column of a file dataset; builtin datasets know their own target."""
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    """The share of rows held out to compute the metrics."""
+    random_seed: int = Field(default=0, ge=0)
+    """Seed for the split and the estimator, so a run can be repeated."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.dataset.builtin) || has(self.targetColumn)",
+            "targetColumn is required for a dataset given by uri",
+            field_path=".targetColumn",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class Elastic(base.KilnModel):
+    """Elastic training: the job keeps running with between minWorkers and maxWorkers pods."""
+
+    min_workers: int = Field(ge=1, le=1024)
+    """Fewest workers the job runs with."""
+    max_workers: int = Field(ge=1, le=1024)
+    """Most workers the job runs with."""
+    max_restarts: int = Field(default=3, ge=0)
+    """How many membership changes torch elastic tolerates before failing."""
+
+    cel_rules = (
+        base.Rule(
+            "self.minWorkers <= self.maxWorkers",
+            "minWorkers must not be greater than maxWorkers",
+            field_path=".minWorkers",
+        ),
+    )
+
+
+class GangScheduler(StrEnum):
+    BUILTIN = "builtin"
+    VOLCANO = "volcano"
+    COSCHEDULING = "coscheduling"
+
+
+class GangScheduling(base.KilnModel):
+    """All-or-nothing placement of a job's workers."""
+
+    scheduler: GangScheduler = GangScheduler.BUILTIN
+    """Who admits the gang: `builtin` (Kiln admits the job only when every worker fits),
+    `volcano` or `coscheduling` (Kiln emits a PodGroup with minMember and that scheduler binds)."""
+    timeout_seconds: int = Field(default=600, ge=1)
+    """How long a gang may wait for capacity before the job fails."""
+
+
+class Checkpoint(base.KilnModel):
+    """A volume for checkpoints, mounted in every worker so a restarted job resumes."""
+
+    claim_name: str | None = Field(default=None, max_length=253)
+    """An existing PersistentVolumeClaim to use."""
+    size: base.Quantity | None = None
+    """The size of a claim Kiln creates (and owns) when claimName is unset."""
+    storage_class_name: str | None = Field(default=None, max_length=253)
+    """The storage class of a claim Kiln creates."""
+    mount_path: str = Field(default="/var/run/kiln/checkpoints", max_length=4096, pattern=r"^/.*")
+    """Where the volume is mounted; passed to the workers as `KILN_CHECKPOINT_DIR`."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.claimName) != has(self.size)",
+            "exactly one of claimName (an existing claim) or size (a new claim) must be set",
+        ),
+    )
+
+
+class Output(base.KilnModel):
+    """The ModelVersion a successful job registers."""
+
+    model_name: base.DNSLabel
+    """The model the version belongs to."""
+    version: base.SemVer
+    """The semantic version to register."""
+    gates: list[common.Gate] = Field(default_factory=list, max_length=32)
+    """Quality gates the ModelVersion must pass to become Validated."""
+    required_approvals: int = Field(default=0, ge=0, le=16)
+    """Distinct approvals the version needs before it may enter stage Production."""
+
+
+class TrainingJobSpec(base.KilnModel):
+    """What to train, on what, and where the result goes."""
+
+    container: ContainerTrainer | None = None
+    """Run the user's own container."""
+    sklearn: SklearnTrainer | None = None
+    """Run Kiln's built-in scikit-learn trainer."""
+    resources: common.ComputeResources = Field(default_factory=common.ComputeResources)
+    """CPU, memory and GPUs for each worker."""
+    workers: int = Field(default=1, ge=1, le=1024)
+    """How many worker pods; more than one makes a distributed job with a headless Service
+    for rendezvous."""
+    elastic: Elastic | None = None
+    """Elastic bounds on the number of workers (torch elastic)."""
+    gang_scheduling: GangScheduling = Field(default_factory=GangScheduling)
+    """How the workers are admitted all-or-nothing."""
+    checkpoint: Checkpoint | None = None
+    """A checkpoint volume shared by the workers and kept across restarts."""
+    backoff_limit: int = Field(default=3, ge=0, le=100)
+    """How many times the whole gang is restarted after a worker fails before the job is Failed."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """How long the job may run, from its start, before it is Failed."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """How long a finished job is kept before Kiln deletes it (its ModelVersion stays)."""
+    suspend: bool = False
+    """True deletes the job's pods and keeps its state; false resumes it."""
+    priority_class_name: str | None = Field(default=None, max_length=253)
+    """The PriorityClass of the worker pods; it also orders jobs waiting for admission."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Labels a node must have to run a worker."""
+    tolerations: list[common.Toleration] = Field(default_factory=list, max_length=32)
+    """Tolerations for the worker pods; GPU jobs also get the standard `nvidia.com/gpu` one."""
+    service_account_name: str | None = Field(default=None, max_length=253)
+    """The service account of the worker pods; Kiln's trainer account when unset."""
+    output: Output | None = None
+    """The ModelVersion to register when the job succeeds."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.container) != has(self.sklearn)",
+            "exactly one of container or sklearn must be set",
+        ),
+        base.Rule(
+            "!has(self.elastic) || (self.workers >= self.elastic.minWorkers"
+            " && self.workers <= self.elastic.maxWorkers)",
+            "workers must be between elastic.minWorkers and elastic.maxWorkers",
+            field_path=".workers",
+        ),
+        base.Rule(
+            "!has(self.sklearn) || self.workers == 1",
+            "the sklearn trainer runs on one worker; use a container for distributed training",
+            field_path=".workers",
+        ),
+    )
+
+
+class TrainingJobPhase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    ADMITTED = "Admitted"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class WorkerCounts(base.KilnModel):
+    """How many workers are in each state."""
+
+    desired: int = 0
+    """Workers the job wants now."""
+    active: int = 0
+    """Worker pods that exist and have not finished."""
+    ready: int = 0
+    """Worker pods that are running and ready."""
+    succeeded: int = 0
+    """Worker pods that exited 0."""
+    failed: int = 0
+    """Worker pods that failed in the current attempt."""
+
+
+class TrainingJobStatus(base.KilnModel):
+    """What the operator observed of the job."""
+
+    phase: TrainingJobPhase = TrainingJobPhase.PENDING
+    """Pending, Queued, Admitted, Running, Succeeded, Failed or Suspended."""
+    message: str | None = None
+    """Why the job is in its phase, for people."""
+    observed_generation: int | None = None
+    """The metadata.generation this status reflects."""
+    conditions: list[base.Condition] = Field(default_factory=list)
+    """Ready, Admitted, Running, Succeeded, Failed, Suspended."""
+    workers: WorkerCounts = Field(default_factory=WorkerCounts)
+    """Worker counts by state."""
+    restarts: int = 0
+    """How many times the gang has been restarted."""
+    start_time: datetime.datetime | None = None
+    """When the job's workers first started."""
+    completion_time: datetime.datetime | None = None
+    """When the job succeeded or failed."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """Held-out metrics of the trained model."""
+    model_version: str | None = None
+    """The name of the ModelVersion the job registered."""
+
+
+class TrainingJob(base.KilnModel):
+    """Trains a model on one or many pods and registers a ModelVersion."""
+
+    api_version: Literal["kiln.dev/v1alpha1"] = base.API_VERSION
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    metadata: base.ObjectMeta = Field(default_factory=base.ObjectMeta)
+    spec: TrainingJobSpec
+    status: TrainingJobStatus | None = None

@@ -1,0 +1,67 @@
+"""The `kiln` command (also `python -m kiln`)."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import click
+
+import kiln
+from kiln.api import base, crd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Kiln: train, register, gate and ship ML models on Kubernetes."""
+
+
+@main.command()
+def version() -> None:
+    """Print Kiln's version and the API version it serves."""
+    click.echo(f"kiln {kiln.__version__} (API {base.API_VERSION})")
+
+
+@main.command()
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=pathlib.Path("crds"),
+    show_default=True,
+    help="Where to write one YAML file per CRD.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; fail if the files differ from the models.")
+@click.option("--stdout", "to_stdout", is_flag=True, help="Print all CRDs as one YAML stream instead.")
+def crds(output_dir: pathlib.Path, check: bool, to_stdout: bool) -> None:
+    """Generate the CustomResourceDefinitions from the typed API."""
+    files = crd.rendered_files()
+    if to_stdout:
+        click.echo("---\n".join(files.values()), nl=False)
+        return
+    if check:
+        stale = [name for name, text in files.items() if _read(output_dir / name) != text]
+        if stale:
+            click.echo(f"{output_dir} is out of date with kiln.api: {', '.join(stale)}; run `make crds`", err=True)
+            sys.exit(1)
+        click.echo(f"{output_dir}: {len(files)} CRDs match kiln.api")
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (output_dir / name).write_text(text)
+        click.echo(f"wrote {output_dir / name}")
+
+
+def _read(path: pathlib.Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
+@main.command()
+@click.option("--namespace", "-n", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
+@click.option("--liveness", "liveness_endpoint", default=None, help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--standalone/--peering", default=True, show_default=True, help="Run without kopf peering.")
+def run(namespaces: tuple[str, ...], liveness_endpoint: str | None, standalone: bool) -> None:
+    """Run the operator against the current kubeconfig (or in-cluster credentials)."""
+    from kiln import handlers
+
+    handlers.run_operator(namespaces, liveness_endpoint, standalone)
