@@ -42,7 +42,9 @@ def crds(output_dir: pathlib.Path, check: bool, to_stdout: bool) -> None:
     if check:
         stale = [name for name, text in files.items() if _read(output_dir / name) != text]
         if stale:
-            click.echo(f"{output_dir} is out of date with kiln.api: {', '.join(stale)}; run `make crds`", err=True)
+            click.echo(
+                f"{output_dir} is out of date with kiln.api: {', '.join(stale)}; run `make crds`", err=True
+            )
             sys.exit(1)
         click.echo(f"{output_dir}: {len(files)} CRDs match kiln.api")
         return
@@ -57,8 +59,15 @@ def _read(path: pathlib.Path) -> str | None:
 
 
 @main.command()
-@click.option("--namespace", "-n", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
-@click.option("--liveness", "liveness_endpoint", default=None, help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+@click.option(
+    "--namespace", "-n", "namespaces", multiple=True, help="Watch only these namespaces (repeatable)."
+)
+@click.option(
+    "--liveness",
+    "liveness_endpoint",
+    default=None,
+    help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.",
+)
 @click.option("--standalone/--peering", default=True, show_default=True, help="Run without kopf peering.")
 def run(namespaces: tuple[str, ...], liveness_endpoint: str | None, standalone: bool) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""

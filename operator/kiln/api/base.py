@@ -15,7 +15,7 @@ import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import cel
 from pydantic import (
@@ -31,9 +31,9 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-GROUP = "kiln.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+GROUP: Final = "kiln.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "kiln.dev/v1alpha1"
 
 
 @dataclass(frozen=True)

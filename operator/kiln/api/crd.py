@@ -43,26 +43,28 @@ def _resolve(node: Schema, defs: dict[str, Schema]) -> Schema:
     return node
 
 
+def _translate(key: str, value: Any, defs: dict[str, Schema]) -> Schema:
+    """One keyword of a node, in OpenAPI v3's terms."""
+    if key == "properties":
+        return {key: {name: structural(child, defs) for name, child in value.items()}}
+    if key == "items":
+        return {key: structural(value, defs)}
+    if key == "description":
+        return {key: _one_line_paragraphs(value)}
+    if key == "const":
+        return {"enum": [value]}
+    if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+        return {"minimum" if key == "exclusiveMinimum" else "maximum": value, key: True}
+    return {key: copy.deepcopy(value)}
+
+
 def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     """Translate one pydantic JSON Schema node into a structural OpenAPI v3 node."""
     node = _resolve(node, defs)
     out: Schema = {}
     for key, value in node.items():
-        if key in _DROPPED_KEYS or (key == "default" and value is None):
-            continue
-        if key == "properties":
-            out[key] = {name: structural(child, defs) for name, child in value.items()}
-        elif key == "items":
-            out[key] = structural(value, defs)
-        elif key == "description":
-            out[key] = _one_line_paragraphs(value)
-        elif key == "const":
-            out["enum"] = [value]
-        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
-            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
-            out[key] = True
-        else:
-            out[key] = copy.deepcopy(value)
+        if key not in _DROPPED_KEYS and not (key == "default" and value is None):
+            out.update(_translate(key, value, defs))
     additional = node.get("additionalProperties")
     if "properties" not in node and additional not in (None, False):
         if additional is True or additional == {}:

@@ -1,0 +1,3 @@
+"""Drift statistics, retraining triggers and the operator's own metrics. No I/O, no kopf, no
+clients.
+"""

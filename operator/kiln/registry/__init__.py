@@ -1,0 +1,5 @@
+"""ModelVersion.
+
+Semantic versions, quality gates, stages, approvals and lineage, as pure functions. No I/O, no
+kopf, no clients.
+"""

@@ -1,0 +1,4 @@
+"""What runs inside pods.
+
+The trainer, the model server and the traffic router. Imports only kiln.api.
+"""
