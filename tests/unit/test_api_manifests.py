@@ -356,7 +356,7 @@ INVALID = [
         "autoscaling-min-over-max",
         CANARY,
         "spec.autoscaling",
-        {"minReplicas": 5, "maxReplicas": 2, "targetCpuUtilizationPercentage": 70},
+        {"minReplicas": 5, "maxReplicas": 2, "targetCPUUtilizationPercentage": 70},
         field="spec.autoscaling.minReplicas",
         message="minReplicas must not be greater than maxReplicas",
     ),

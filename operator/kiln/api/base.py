@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 import cel
 from pydantic import (
     AfterValidator,
+    StrictInt,
     BaseModel,
     ConfigDict,
     Field,
@@ -119,7 +120,7 @@ def _matches(pattern: str, what: str, max_length: int) -> Any:
 
 
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
@@ -129,19 +130,20 @@ def _check_quantity(value: int | str) -> int | str:
         if value < 0:
             raise ValueError(f"{value} is negative; a quantity must be zero or more")
         return value
-    if not re.fullmatch(QUANTITY_PATTERN, value) or value.startswith("-"):
+    if not re.fullmatch(QUANTITY_PATTERN, value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity such as 500m, 2, 4Gi")
     return value
 
 
 Quantity = Annotated[
-    int | str,
+    StrictInt | str,
     AfterValidator(_check_quantity),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY_PATTERN,
+            "minimum": 0,
         }
     ),
 ]
@@ -203,7 +205,7 @@ class Condition(KilnModel):
     """A sentence for people about the last change."""
     last_transition_time: datetime.datetime
     """When the status last changed."""
-    observed_generation: int | None = Field(default=None, ge=0)
+    observed_generation: StrictInt | None = Field(default=None, ge=0)
     """The metadata.generation the condition was computed from."""
 
 

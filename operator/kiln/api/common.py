@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from kiln.api import base
 
@@ -12,7 +12,7 @@ from kiln.api import base
 class GPUs(base.KilnModel):
     """GPUs for each pod, requested as the `nvidia.com/gpu` extended resource."""
 
-    count: int = Field(ge=1, le=64)
+    count: StrictInt = Field(ge=1, le=64)
     """How many GPUs each pod gets (requests and limits of `nvidia.com/gpu`)."""
     product: str | None = Field(default=None, max_length=128)
     """The GPU model, matched against the node label `nvidia.com/gpu.product`
@@ -62,10 +62,16 @@ class Toleration(base.KilnModel):
     """The taint value to match with operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """The taint effect to match; every effect when unset."""
-    toleration_seconds: int | None = None
+    toleration_seconds: StrictInt | None = None
     """For NoExecute, how long the pod stays bound after the taint appears."""
 
     cel_rules = (
+        base.Rule(
+            "has(self.key) || self.operator == 'Exists'",
+            "key is required unless operator is Exists",
+            field_path=".key",
+            reason="FieldValueRequired",
+        ),
         base.Rule(
             "self.operator != 'Exists' || !has(self.value)",
             "value must be empty when operator is Exists",
@@ -85,14 +91,14 @@ class Gate(base.KilnModel):
 
     metric: str = Field(min_length=1, max_length=128)
     """The metric's name, as in the ModelVersion's spec.metrics (`accuracy`, `latency_p99_ms`)."""
-    min: float | None = None
+    min: StrictFloat | None = None
     """The metric must be at least this."""
-    max: float | None = None
+    max: StrictFloat | None = None
     """The metric must be at most this."""
-    no_worse_than_production_by: float | None = Field(default=None, ge=0)
+    no_worse_than_production_by: StrictFloat | None = Field(default=None, ge=0)
     """Champion/challenger: the metric may be worse than the Production version's by at most this
     (in the metric's own units). Passes when the model has no Production version yet."""
-    higher_is_better: bool = True
+    higher_is_better: StrictBool = True
     """Which way is better for noWorseThanProductionBy: true for accuracy, false for latency or loss."""
 
     cel_rules = (

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 import cel
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt
 
 from kiln.api import base, common, trainingjob
 
@@ -35,11 +35,11 @@ class ServerSettings(base.KilnModel):
 
     image: str | None = Field(default=None, max_length=512)
     """The server image; Kiln's own kiln-server when unset."""
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: StrictInt = Field(default=8080, ge=1, le=65535)
     """The port the server listens on."""
-    max_batch_size: int = Field(default=64, ge=1, le=65536)
+    max_batch_size: StrictInt = Field(default=64, ge=1, le=65536)
     """The most rows one inference request may carry."""
-    allow_pickle: bool = False
+    allow_pickle: StrictBool = False
     """Let the server load pickle/joblib artifacts, which can run code when loaded."""
     env: list[common.EnvVar] = Field(default_factory=list, max_length=128)
     """Extra environment variables for the server."""
@@ -48,13 +48,15 @@ class ServerSettings(base.KilnModel):
 class Autoscaling(base.KilnModel):
     """A HorizontalPodAutoscaler for the serving pods."""
 
-    min_replicas: int = Field(default=1, ge=1)
+    min_replicas: StrictInt = Field(default=1, ge=1)
     """Fewest serving pods."""
-    max_replicas: int = Field(ge=1)
+    max_replicas: StrictInt = Field(ge=1)
     """Most serving pods."""
-    target_cpu_utilization_percentage: int | None = Field(default=None, ge=1, le=100)
+    target_cpu_utilization_percentage: StrictInt | None = Field(
+        default=None, alias="targetCPUUtilizationPercentage", ge=1, le=100
+    )
     """Average CPU utilization to aim for."""
-    target_requests_per_second: float | None = Field(default=None, gt=0)
+    target_requests_per_second: StrictFloat | None = Field(default=None, gt=0)
     """Average requests per second per pod to aim for."""
 
     cel_rules = (
@@ -64,8 +66,8 @@ class Autoscaling(base.KilnModel):
             field_path=".minReplicas",
         ),
         base.Rule(
-            "has(self.targetCpuUtilizationPercentage) || has(self.targetRequestsPerSecond)",
-            "set targetCpuUtilizationPercentage or targetRequestsPerSecond",
+            "has(self.targetCPUUtilizationPercentage) || has(self.targetRequestsPerSecond)",
+            "set targetCPUUtilizationPercentage or targetRequestsPerSecond",
         ),
     )
 
@@ -73,7 +75,7 @@ class Autoscaling(base.KilnModel):
 class AnalysisRef(base.KilnModel):
     """Which analysis metrics to run, by name."""
 
-    metrics: list[str] = Field(default_factory=list, max_length=16)
+    metrics: list[base.DNSLabel] = Field(default_factory=list, max_length=16)
     """Names from spec.analysis.metrics; every metric there when empty."""
 
 
@@ -87,7 +89,7 @@ class Pause(base.KilnModel):
 class CanaryStep(base.KilnModel):
     """One step of a canary: exactly one of setWeight, pause or analysis."""
 
-    set_weight: int | None = Field(default=None, ge=0, le=100)
+    set_weight: StrictInt | None = Field(default=None, ge=0, le=100)
     """Send this percentage of traffic to the candidate."""
     pause: Pause | None = None
     """Hold at the current weight."""
@@ -105,7 +107,7 @@ class CanaryStep(base.KilnModel):
 class BackgroundAnalysis(AnalysisRef):
     """Analysis that runs through the whole canary, from a given step on."""
 
-    starting_step: int = Field(default=0, ge=0)
+    starting_step: StrictInt = Field(default=0, ge=0)
     """The step index from which the background analysis runs."""
 
 
@@ -121,33 +123,33 @@ class Canary(base.KilnModel):
 class BlueGreen(base.KilnModel):
     """Run the candidate beside the stable version, then switch all traffic at once."""
 
-    preview_replicas: int | None = Field(default=None, ge=1)
+    preview_replicas: StrictInt | None = Field(default=None, ge=1)
     """Replicas of the candidate before promotion; spec.replicas when unset."""
-    auto_promotion: bool = True
+    auto_promotion: StrictBool = True
     """Promote without a person once pre-promotion analysis passes."""
-    auto_promotion_seconds: int = Field(default=0, ge=0)
+    auto_promotion_seconds: StrictInt = Field(default=0, ge=0)
     """Wait this long after the candidate is ready before promoting automatically."""
     pre_promotion_analysis: AnalysisRef | None = None
     """Analysis against the preview before traffic switches."""
     post_promotion_analysis: AnalysisRef | None = None
     """Analysis after the switch; a failure switches traffic back."""
-    scale_down_delay_seconds: int = Field(default=30, ge=0)
+    scale_down_delay_seconds: StrictInt = Field(default=30, ge=0)
     """How long the old version keeps running after the switch, for a fast switch back."""
 
 
 class Comparison(base.KilnModel):
     """How the shadow's answers are compared with the stable version's."""
 
-    max_disagreement: float = Field(default=0.05, ge=0, le=1)
+    max_disagreement: StrictFloat = Field(default=0.05, ge=0, le=1)
     """The largest share of mirrored requests whose prediction may differ from stable's."""
-    max_latency_ratio: float | None = Field(default=None, gt=0)
+    max_latency_ratio: StrictFloat | None = Field(default=None, gt=0)
     """The shadow's p99 latency may be at most this multiple of stable's."""
 
 
 class Shadow(base.KilnModel):
     """Mirror live traffic to the candidate, compare its answers, and never serve them."""
 
-    mirror_percent: int = Field(default=100, ge=0, le=100)
+    mirror_percent: StrictInt = Field(default=100, ge=0, le=100)
     """The percentage of requests copied to the candidate."""
     duration: base.Duration = "10m"
     """How long to shadow before deciding."""
@@ -155,7 +157,7 @@ class Shadow(base.KilnModel):
     """How the candidate's answers are judged against stable's."""
     analysis: AnalysisRef | None = None
     """Analysis metrics run during the shadow period."""
-    auto_promotion: bool = False
+    auto_promotion: StrictBool = False
     """After a passing shadow period, shift all traffic to the candidate."""
 
 
@@ -207,7 +209,7 @@ class GatewayAPI(base.KilnModel):
 
     cel_rules = (
         base.Rule(
-            "has(self.httpRoute) || self.parentRefs.size() > 0",
+            "has(self.httpRoute) || (has(self.parentRefs) && self.parentRefs.size() > 0)",
             "name an existing httpRoute, or give parentRefs for the route Kiln creates",
         ),
     )
@@ -216,7 +218,7 @@ class GatewayAPI(base.KilnModel):
 class RouterSettings(base.KilnModel):
     """Kiln's own traffic router (kiln-router)."""
 
-    replicas: int = Field(default=1, ge=1, le=32)
+    replicas: StrictInt = Field(default=1, ge=1, le=32)
     """Router pods."""
 
 
@@ -262,7 +264,7 @@ class WebSource(base.KilnModel):
     """Where the value is in the answer, as a JSONPath (`$.data.errorRate`)."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Request headers."""
-    timeout_seconds: int = Field(default=10, ge=1, le=300)
+    timeout_seconds: StrictInt = Field(default=10, ge=1, le=300)
     """How long to wait for the answer."""
 
 
@@ -286,7 +288,7 @@ class AnalysisMetric(base.KilnModel):
     """The endpoint, for provider web."""
     interval: base.Duration = "30s"
     """Time between measurements."""
-    count: int = Field(default=3, ge=1, le=1000)
+    count: StrictInt = Field(default=3, ge=1, le=1000)
     """How many measurements make a run."""
     initial_delay: base.Duration = "0s"
     """Wait this long before the first measurement."""
@@ -294,11 +296,11 @@ class AnalysisMetric(base.KilnModel):
     """A CEL expression over `result` that holds when the measurement is good (`result <= 0.01`)."""
     failure_condition: CelExpression | None = None
     """A CEL expression over `result` that holds when the measurement is bad (`result > 0.05`)."""
-    failure_limit: int = Field(default=0, ge=0)
+    failure_limit: StrictInt = Field(default=0, ge=0)
     """More failed measurements than this fail the analysis (and roll back)."""
-    inconclusive_limit: int = Field(default=0, ge=0)
+    inconclusive_limit: StrictInt = Field(default=0, ge=0)
     """More inconclusive measurements than this make the analysis Inconclusive (and pause)."""
-    consecutive_error_limit: int = Field(default=4, ge=0)
+    consecutive_error_limit: StrictInt = Field(default=4, ge=0)
     """More provider errors in a row than this make the analysis Inconclusive (and pause)."""
 
     cel_rules = (
@@ -329,7 +331,7 @@ class Analysis(base.KilnModel):
 
     cel_rules = (
         base.Rule(
-            "self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
+            "!has(self.metrics) || self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
             "metric names must be unique",
             field_path=".metrics",
         ),
@@ -346,12 +348,18 @@ class Drift(base.KilnModel):
 
     method: DriftMethod = DriftMethod.PSI
     """The statistic: population stability index (`psi`) or Kolmogorov-Smirnov distance (`ks`)."""
-    threshold: float = Field(default=0.2, gt=0)
+    threshold: StrictFloat = Field(default=0.2, gt=0)
     """A feature whose statistic exceeds this has drifted."""
     interval: base.Duration = "5m"
     """How often drift is computed."""
-    min_samples: int = Field(default=500, ge=1)
+    min_samples: StrictInt = Field(default=500, ge=1)
     """Fewest live samples before drift is judged."""
+
+
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|hourly)"
+    r"|([0-9*/,?LW#-]+|[A-Za-z]{3})(\s+([0-9*/,?LW#-]+|[A-Za-z]{3}(-[A-Za-z]{3})?)){4})$"
+)
 
 
 class TriggerType(StrEnum):
@@ -364,7 +372,7 @@ class RetrainingTrigger(base.KilnModel):
 
     type: TriggerType
     """`Drift` (a feature drifted) or `Schedule` (a cron schedule)."""
-    schedule: str | None = Field(default=None, max_length=128)
+    schedule: str | None = Field(default=None, max_length=128, pattern=CRON_PATTERN)
     """A cron schedule (`0 3 * * 0`) for type Schedule."""
 
     cel_rules = (
@@ -381,7 +389,8 @@ class Retraining(base.KilnModel):
     """Closing the loop: a TrainingJob started from a template when a trigger fires."""
 
     template: trainingjob.TrainingJobSpec
-    """The spec of the TrainingJobs to create; each retrain registers the next patch version."""
+    """The spec of the TrainingJobs to create. Its output.version is replaced: each retraining
+    registers the next patch version after the model's highest."""
     triggers: list[RetrainingTrigger] = Field(min_length=1, max_length=8)
     """What starts a retraining."""
     cooldown: base.Duration = "1h"
@@ -397,6 +406,42 @@ class Monitoring(base.KilnModel):
     """Retraining when a trigger fires."""
 
 
+def _names_defined_metrics(ref: str, guard: str) -> str:
+    """CEL: the AnalysisRef at `ref` (absent unless `guard` holds) names only defined metrics."""
+    defined = (
+        "has(self.analysis) && has(self.analysis.metrics) && self.analysis.metrics.exists(d, d.name == m)"
+    )
+    return f"!has(self.strategy) || !({guard}) || !has({ref}.metrics) || {ref}.metrics.all(m, {defined})"
+
+
+_ANALYSIS_REFERENCES = (
+    (
+        "canary.analysis",
+        "has(self.strategy.canary) && has(self.strategy.canary.analysis)",
+        "self.strategy.canary.analysis",
+        "canary.analysis",
+    ),
+    (
+        "blueGreen.prePromotionAnalysis",
+        "has(self.strategy.blueGreen) && has(self.strategy.blueGreen.prePromotionAnalysis)",
+        "self.strategy.blueGreen.prePromotionAnalysis",
+        "prePromotionAnalysis",
+    ),
+    (
+        "blueGreen.postPromotionAnalysis",
+        "has(self.strategy.blueGreen) && has(self.strategy.blueGreen.postPromotionAnalysis)",
+        "self.strategy.blueGreen.postPromotionAnalysis",
+        "postPromotionAnalysis",
+    ),
+    (
+        "shadow.analysis",
+        "has(self.strategy.shadow) && has(self.strategy.shadow.analysis)",
+        "self.strategy.shadow.analysis",
+        "shadow.analysis",
+    ),
+)
+
+
 class ModelDeploymentSpec(base.KilnModel):
     """Which model to serve, how, and how to move to a new version."""
 
@@ -408,7 +453,7 @@ class ModelDeploymentSpec(base.KilnModel):
     """How the version is chosen: `Pin` (spec.version), `LatestValidated` (the highest Validated
     version) or `Production` (the version in stage Production). Pin when version is set, otherwise
     Production."""
-    replicas: int = Field(default=1, ge=0, le=1000)
+    replicas: StrictInt = Field(default=1, ge=0, le=1000)
     """Serving pods of the stable version."""
     resources: common.ComputeResources = Field(default_factory=common.ComputeResources)
     """CPU, memory and GPUs for each serving pod."""
@@ -422,9 +467,9 @@ class ModelDeploymentSpec(base.KilnModel):
     """Who splits the traffic."""
     analysis: Analysis = Field(default_factory=Analysis)
     """The metrics that decide promotion and rollback."""
-    paused: bool = False
+    paused: StrictBool = False
     """Hold the rollout where it is."""
-    progress_deadline_seconds: int = Field(default=600, ge=1)
+    progress_deadline_seconds: StrictInt = Field(default=600, ge=1)
     """How long a step may wait for its pods to be ready before the rollout is rolled back."""
     monitoring: Monitoring | None = None
     """Drift monitoring and retraining."""
@@ -449,6 +494,14 @@ class ModelDeploymentSpec(base.KilnModel):
             "every metric a canary step names must be defined in spec.analysis.metrics",
             field_path=".strategy.canary.steps",
         ),
+        *(
+            base.Rule(
+                _names_defined_metrics(ref, guard),
+                f"every metric {where} names must be defined in spec.analysis.metrics",
+                field_path=f".strategy.{path}",
+            )
+            for path, guard, ref, where in _ANALYSIS_REFERENCES
+        ),
     )
 
 
@@ -464,11 +517,11 @@ class ModelDeploymentPhase(StrEnum):
 class Weights(base.KilnModel):
     """The traffic split as last applied."""
 
-    stable: int = Field(default=100, ge=0, le=100)
+    stable: StrictInt = Field(default=100, ge=0, le=100)
     """Percentage of traffic served by the stable version."""
-    canary: int = Field(default=0, ge=0, le=100)
+    canary: StrictInt = Field(default=0, ge=0, le=100)
     """Percentage of traffic served by the candidate."""
-    mirror: int = Field(default=0, ge=0, le=100)
+    mirror: StrictInt = Field(default=0, ge=0, le=100)
     """Percentage of traffic copied to the candidate (shadow)."""
 
 
@@ -504,19 +557,19 @@ class AnalysisResult(base.KilnModel):
 
     metric: str
     """The metric's name."""
-    step: int | None = None
+    step: StrictInt | None = None
     """The canary step that ran it; unset for background analysis."""
     phase: AnalysisPhase = AnalysisPhase.RUNNING
     """Running, Successful, Failed or Inconclusive."""
-    successful: int = 0
+    successful: StrictInt = 0
     """Successful measurements."""
-    failed: int = 0
+    failed: StrictInt = 0
     """Failed measurements."""
-    inconclusive: int = 0
+    inconclusive: StrictInt = 0
     """Inconclusive measurements."""
-    errors: int = 0
+    errors: StrictInt = 0
     """Provider errors."""
-    consecutive_errors: int = 0
+    consecutive_errors: StrictInt = 0
     """Provider errors since the last answer."""
     measurements: list[Measurement] = Field(default_factory=list)
     """The latest measurements, bounded."""
@@ -527,11 +580,11 @@ class AnalysisResult(base.KilnModel):
 class DriftStatus(base.KilnModel):
     """The last drift computation."""
 
-    drifted: bool = False
+    drifted: StrictBool = False
     """Whether any feature exceeded the threshold."""
-    scores: dict[str, float] = Field(default_factory=dict)
+    scores: dict[str, StrictFloat] = Field(default_factory=dict)
     """The statistic per feature."""
-    samples: int = 0
+    samples: StrictInt = 0
     """Live samples the statistic was computed from."""
     last_checked: datetime.datetime | None = None
     """When drift was last computed."""
@@ -555,7 +608,7 @@ class ModelDeploymentStatus(base.KilnModel):
     """Pending, Progressing, Paused, Healthy, Degraded or RolledBack."""
     message: str | None = None
     """Why the deployment is in its phase."""
-    observed_generation: int | None = None
+    observed_generation: StrictInt | None = None
     """The metadata.generation this status reflects."""
     conditions: list[base.Condition] = Field(default_factory=list)
     """Ready, Progressing, Available, Paused."""
@@ -563,7 +616,7 @@ class ModelDeploymentStatus(base.KilnModel):
     """The version serving (most) traffic."""
     candidate_version: str | None = None
     """The version being rolled out, if any."""
-    current_step_index: int | None = None
+    current_step_index: StrictInt | None = None
     """The canary step the rollout is at."""
     pause_start_time: datetime.datetime | None = None
     """When the current pause began."""
@@ -573,7 +626,7 @@ class ModelDeploymentStatus(base.KilnModel):
     """Analysis of the current rollout."""
     rolled_back_versions: list[str] = Field(default_factory=list)
     """Versions rolled back, which the version policy skips until spec changes."""
-    ready_replicas: int = 0
+    ready_replicas: StrictInt = 0
     """Serving pods ready across versions."""
     drift: DriftStatus | None = None
     """The last drift computation."""

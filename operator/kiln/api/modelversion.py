@@ -6,7 +6,7 @@ import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from kiln.api import base, common
 
@@ -43,7 +43,7 @@ class TensorSpec(base.KilnModel):
         "FP16", "FP32", "FP64", "BYTES",
     ]  # fmt: skip
     """The element type, in the protocol's names."""
-    shape: list[int] = Field(min_length=1, max_length=8)
+    shape: list[StrictInt] = Field(min_length=1, max_length=8)
     """The shape; -1 marks a variable dimension (the batch)."""
 
 
@@ -63,9 +63,9 @@ class FeatureBaseline(base.KilnModel):
 
     name: str = Field(min_length=1, max_length=256)
     """The feature's name."""
-    bins: list[float] = Field(min_length=2, max_length=257)
+    bins: list[StrictFloat] = Field(min_length=2, max_length=257)
     """The bin edges, ascending; n edges make n-1 bins."""
-    counts: list[int] = Field(min_length=1, max_length=256)
+    counts: list[StrictInt] = Field(min_length=1, max_length=256)
     """How many training rows fell in each bin."""
 
     cel_rules = (
@@ -82,7 +82,7 @@ class Baseline(base.KilnModel):
 
     features: list[FeatureBaseline] = Field(default_factory=list, max_length=1024)
     """One histogram per feature."""
-    sample_size: int = Field(default=0, ge=0)
+    sample_size: StrictInt = Field(default=0, ge=0)
     """How many rows the histograms were computed from."""
 
 
@@ -148,7 +148,7 @@ class ModelVersionSpec(base.KilnModel):
     """The ML framework: sklearn, xgboost, lightgbm, pytorch, onnx, ..."""
     framework_version: str | None = Field(default=None, max_length=64)
     """The framework version the artifact was written with."""
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, StrictFloat] = Field(default_factory=dict)
     """Offline metrics (`accuracy: 0.96`), which the gates read."""
     signature: Signature | None = None
     """The model's input and output tensors."""
@@ -161,7 +161,7 @@ class ModelVersionSpec(base.KilnModel):
     stage: Stage = Stage.NONE
     """The lifecycle stage asked for: None, Staging, Production or Archived. Production needs the
     version Validated and requiredApprovals distinct approvals."""
-    required_approvals: int = Field(default=0, ge=0, le=16)
+    required_approvals: StrictInt = Field(default=0, ge=0, le=16)
     """Distinct approvers needed before the version may enter Production."""
     approvals: list[Approval] = Field(default_factory=list, max_length=64)
     """Approvals given (`kiln approve`); the same approver counts once."""
@@ -187,9 +187,9 @@ class GateResult(base.KilnModel):
     """The metric the gate read."""
     expected: str
     """The bound, for people (`>= 0.9`, `no worse than Production (0.95) by 0.01`)."""
-    actual: float | None = None
+    actual: StrictFloat | None = None
     """The value read; unset when the metric is missing."""
-    passed: bool
+    passed: StrictBool
     """Whether the gate held."""
     message: str = ""
     """Why it failed, when it did."""
@@ -219,7 +219,7 @@ class ModelVersionStatus(base.KilnModel):
     """Pending, Validating, Validated or Rejected."""
     message: str | None = None
     """Why the version is in its phase."""
-    observed_generation: int | None = None
+    observed_generation: StrictInt | None = None
     """The metadata.generation this status reflects."""
     conditions: list[base.Condition] = Field(default_factory=list)
     """Ready, GatesPassed, Approved."""

@@ -6,7 +6,7 @@ import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from kiln.api import base, common
 
@@ -27,7 +27,8 @@ class ContainerTrainer(base.KilnModel):
     """The working directory; the image's own when unset."""
 
 
-BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
+ESTIMATOR_MODULES = ("sklearn", "xgboost", "lightgbm", "catboost")
+ESTIMATOR_PATTERN = rf"^({'|'.join(ESTIMATOR_MODULES)})(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 
 
 class Dataset(base.KilnModel):
@@ -59,9 +60,9 @@ class SklearnTrainer(base.KilnModel):
     estimator: str = Field(
         min_length=1,
         max_length=256,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
+        pattern=ESTIMATOR_PATTERN,
     )
-    """The estimator's dotted class path, from an allowlist of modules
+    """The estimator's dotted class path, from the modules sklearn, xgboost, lightgbm and catboost
     (`sklearn.ensemble.RandomForestClassifier`)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the estimator (`n_estimators: 200`)."""
@@ -69,9 +70,9 @@ class SklearnTrainer(base.KilnModel):
     """The training data."""
     target_column: str | None = Field(default=None, max_length=256)
     """The label column of a file dataset; builtin datasets know their own target."""
-    test_size: float = Field(default=0.2, gt=0, lt=1)
+    test_size: StrictFloat = Field(default=0.2, gt=0, lt=1)
     """The share of rows held out to compute the metrics."""
-    random_seed: int = Field(default=0, ge=0)
+    random_seed: StrictInt = Field(default=0, ge=0)
     """Seed for the split and the estimator, so a run can be repeated."""
 
     cel_rules = (
@@ -87,11 +88,11 @@ class SklearnTrainer(base.KilnModel):
 class Elastic(base.KilnModel):
     """Elastic training: the job keeps running with between minWorkers and maxWorkers pods."""
 
-    min_workers: int = Field(ge=1, le=1024)
+    min_workers: StrictInt = Field(ge=1, le=1024)
     """Fewest workers the job runs with."""
-    max_workers: int = Field(ge=1, le=1024)
+    max_workers: StrictInt = Field(ge=1, le=1024)
     """Most workers the job runs with."""
-    max_restarts: int = Field(default=3, ge=0)
+    max_restarts: StrictInt = Field(default=3, ge=0)
     """How many membership changes torch elastic tolerates before failing."""
 
     cel_rules = (
@@ -115,7 +116,7 @@ class GangScheduling(base.KilnModel):
     scheduler: GangScheduler = GangScheduler.BUILTIN
     """Who admits the gang: `builtin` (Kiln admits the job only when every worker fits),
     `volcano` or `coscheduling` (Kiln emits a PodGroup with minMember and that scheduler binds)."""
-    timeout_seconds: int = Field(default=600, ge=1)
+    timeout_seconds: StrictInt = Field(default=600, ge=1)
     """How long a gang may wait for capacity before the job fails."""
 
 
@@ -148,7 +149,7 @@ class Output(base.KilnModel):
     """The semantic version to register."""
     gates: list[common.Gate] = Field(default_factory=list, max_length=32)
     """Quality gates the ModelVersion must pass to become Validated."""
-    required_approvals: int = Field(default=0, ge=0, le=16)
+    required_approvals: StrictInt = Field(default=0, ge=0, le=16)
     """Distinct approvals the version needs before it may enter stage Production."""
 
 
@@ -161,7 +162,7 @@ class TrainingJobSpec(base.KilnModel):
     """Run Kiln's built-in scikit-learn trainer."""
     resources: common.ComputeResources = Field(default_factory=common.ComputeResources)
     """CPU, memory and GPUs for each worker."""
-    workers: int = Field(default=1, ge=1, le=1024)
+    workers: StrictInt = Field(default=1, ge=1, le=1024)
     """How many worker pods; more than one makes a distributed job with a headless Service
     for rendezvous."""
     elastic: Elastic | None = None
@@ -170,13 +171,13 @@ class TrainingJobSpec(base.KilnModel):
     """How the workers are admitted all-or-nothing."""
     checkpoint: Checkpoint | None = None
     """A checkpoint volume shared by the workers and kept across restarts."""
-    backoff_limit: int = Field(default=3, ge=0, le=100)
+    backoff_limit: StrictInt = Field(default=3, ge=0, le=100)
     """How many times the whole gang is restarted after a worker fails before the job is Failed."""
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    active_deadline_seconds: StrictInt | None = Field(default=None, ge=1)
     """How long the job may run, from its start, before it is Failed."""
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: StrictInt | None = Field(default=None, ge=0)
     """How long a finished job is kept before Kiln deletes it (its ModelVersion stays)."""
-    suspend: bool = False
+    suspend: StrictBool = False
     """True deletes the job's pods and keeps its state; false resumes it."""
     priority_class_name: str | None = Field(default=None, max_length=253)
     """The PriorityClass of the worker pods; it also orders jobs waiting for admission."""
@@ -221,15 +222,15 @@ class TrainingJobPhase(StrEnum):
 class WorkerCounts(base.KilnModel):
     """How many workers are in each state."""
 
-    desired: int = 0
+    desired: StrictInt = 0
     """Workers the job wants now."""
-    active: int = 0
+    active: StrictInt = 0
     """Worker pods that exist and have not finished."""
-    ready: int = 0
+    ready: StrictInt = 0
     """Worker pods that are running and ready."""
-    succeeded: int = 0
+    succeeded: StrictInt = 0
     """Worker pods that exited 0."""
-    failed: int = 0
+    failed: StrictInt = 0
     """Worker pods that failed in the current attempt."""
 
 
@@ -240,19 +241,19 @@ class TrainingJobStatus(base.KilnModel):
     """Pending, Queued, Admitted, Running, Succeeded, Failed or Suspended."""
     message: str | None = None
     """Why the job is in its phase, for people."""
-    observed_generation: int | None = None
+    observed_generation: StrictInt | None = None
     """The metadata.generation this status reflects."""
     conditions: list[base.Condition] = Field(default_factory=list)
     """Ready, Admitted, Running, Succeeded, Failed, Suspended."""
     workers: WorkerCounts = Field(default_factory=WorkerCounts)
     """Worker counts by state."""
-    restarts: int = 0
+    restarts: StrictInt = 0
     """How many times the gang has been restarted."""
     start_time: datetime.datetime | None = None
     """When the job's workers first started."""
     completion_time: datetime.datetime | None = None
     """When the job succeeded or failed."""
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, StrictFloat] = Field(default_factory=dict)
     """Held-out metrics of the trained model."""
     model_version: str | None = None
     """The name of the ModelVersion the job registered."""
