@@ -74,3 +74,59 @@ def run(namespaces: tuple[str, ...], liveness_endpoint: str | None, standalone: 
     from kiln import handlers
 
     handlers.run_operator(namespaces, liveness_endpoint, standalone)
+
+
+@main.group()
+def cluster() -> None:
+    """The embedded dev cluster: a Kubernetes API server on loopback, for development and tests."""
+
+
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=None,
+    help="Where objects (SQLite), the kubeconfig and the audit log live [default: ~/.kiln/devcluster].",
+)
+
+
+@cluster.command("start")
+@click.option(
+    "--port", type=int, default=0, show_default=True, help="The port to serve on; 0 picks a free one."
+)
+@_DATA_DIR
+@click.option("--in-memory", is_flag=True, help="Keep objects in memory only; they are gone after stop.")
+def cluster_start(port: int, data_dir: pathlib.Path | None, in_memory: bool) -> None:
+    """Start the dev cluster in the background and write its kubeconfig."""
+    from kiln.devcluster import cluster as devcluster
+
+    home = data_dir or devcluster.DEFAULT_HOME
+    try:
+        url = devcluster.start_background(home, port, persist=not in_memory)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"dev cluster serving at {url}")
+    click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
+
+
+@cluster.command("stop")
+@_DATA_DIR
+def cluster_stop(data_dir: pathlib.Path | None) -> None:
+    """Stop the background dev cluster."""
+    from kiln.devcluster import cluster as devcluster
+
+    home = data_dir or devcluster.DEFAULT_HOME
+    if not devcluster.stop_background(home):
+        raise click.ClickException(f"no dev cluster is running from {home}")
+    click.echo("dev cluster stopped")
+
+
+@cluster.command("kubeconfig")
+@_DATA_DIR
+def cluster_kubeconfig(data_dir: pathlib.Path | None) -> None:
+    """Print the path of the dev cluster's kubeconfig."""
+    from kiln.devcluster import cluster as devcluster
+
+    path = (data_dir or devcluster.DEFAULT_HOME) / "kubeconfig"
+    if not path.exists():
+        raise click.ClickException(f"no kubeconfig at {path}; run `kiln cluster start` first")
+    click.echo(str(path))

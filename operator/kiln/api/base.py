@@ -20,11 +20,11 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 import cel
 from pydantic import (
     AfterValidator,
-    StrictInt,
     BaseModel,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    StrictInt,
     WithJsonSchema,
     model_validator,
 )

@@ -109,7 +109,7 @@ def _is_type(value: Any, type_name: str) -> bool:
     return True
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -176,13 +176,13 @@ def _type_error(schema: Schema, value: Any, path: str) -> FieldError | None:
             path, TYPE_INVALID, f'{path} in body must be of type {_type_name(schema)}: "null"', value
         )
     if schema.get("x-kubernetes-int-or-string"):
-        if _json_type(value) in ("integer", "string"):
+        if json_type(value) in ("integer", "string"):
             return None
-        detail = f'{path} in body must be of type integer,string: "{_json_type(value)}"'
+        detail = f'{path} in body must be of type integer,string: "{json_type(value)}"'
         return FieldError(path, TYPE_INVALID, detail, value)
     type_name = _type_name(schema)
     if type_name and not _is_type(value, type_name):
-        detail = f'{path} in body must be of type {type_name}: "{_json_type(value)}"'
+        detail = f'{path} in body must be of type {type_name}: "{json_type(value)}"'
         return FieldError(path, TYPE_INVALID, detail, value)
     return None
 

@@ -1,0 +1,123 @@
+"""Schemas of the built-in kinds, from the Kubernetes OpenAPI that `kubernetes-validate` ships.
+
+They validate built-in objects (a malformed Deployment is refused as a real
+server would refuse it) and tell strategic merge patch which lists merge by
+which key.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from typing import Any
+
+import jsonschema
+import referencing
+
+from kiln.devcluster import schema
+
+KUBERNETES_SCHEMA_VERSION = "v1.32.0"
+_DEFINITIONS_URI = "_definitions.json"
+
+
+@functools.cache
+def definitions() -> dict[str, Any]:
+    """Every Kubernetes definition by its OpenAPI name (`io.k8s.api.apps.v1.Deployment`)."""
+    root = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
+    text = (root / f"{KUBERNETES_SCHEMA_VERSION}-local" / _DEFINITIONS_URI).read_text()
+    definitions: dict[str, Any] = json.loads(text)["$defs"]
+    return definitions
+
+
+@functools.cache
+def _definition_names() -> dict[tuple[str, str], str]:
+    names = {}
+    for name, definition in definitions().items():
+        for gvk in definition.get("x-kubernetes-group-version-kind", []):
+            group, version = gvk.get("group", ""), gvk["version"]
+            api_version = f"{group}/{version}" if group else version
+            names[(api_version, gvk["kind"])] = name
+    return names
+
+
+def definition_name(api_version: str, kind: str) -> str | None:
+    return _definition_names().get((api_version, kind))
+
+
+def definition(api_version: str, kind: str) -> dict[str, Any] | None:
+    """The schema of a built-in kind, with `$ref`s into the shared definitions."""
+    name = definition_name(api_version, kind)
+    return definitions()[name] if name else None
+
+
+def resolve(node: dict[str, Any] | None) -> dict[str, Any]:
+    """Follow a `$ref` (possibly under allOf) to the schema it names."""
+    while node:
+        if "$ref" in node:
+            node = definitions().get(node["$ref"].rsplit("/", 1)[-1], {})
+        elif "allOf" in node and len(node["allOf"]) == 1:
+            node = node["allOf"][0]
+        else:
+            return node
+    return {}
+
+
+@functools.cache
+def _registry() -> referencing.Registry:  # type: ignore[type-arg]
+    contents = {"$defs": definitions()}
+    resource = referencing.Resource.from_contents(
+        contents, default_specification=referencing.jsonschema.DRAFT202012
+    )
+    return referencing.Registry().with_resource(_DEFINITIONS_URI, resource)
+
+
+@functools.cache
+def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
+    name = _definition_names().get((api_version, kind))
+    if name is None:
+        return None
+    root = {"$ref": f"{_DEFINITIONS_URI}#/$defs/{name}"}
+    validator: jsonschema.protocols.Validator = jsonschema.Draft202012Validator(root, registry=_registry())
+    return validator
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validate(obj: dict[str, Any]) -> list[schema.FieldError]:
+    """Type errors of a built-in object against its Kubernetes schema."""
+    validator = _validator(obj.get("apiVersion", ""), obj.get("kind", ""))
+    if validator is None:
+        return []
+    found = []
+    for error in validator.iter_errors(obj):
+        path = _path(error.absolute_path)
+        value = error.instance
+        if error.validator == "type":
+            expected = error.validator_value
+            expected_name = expected[0] if isinstance(expected, list) else expected
+            detail = f'{path} in body must be of type {expected_name}: "{schema.json_type(value)}"'
+            found.append(schema.FieldError(path, schema.TYPE_INVALID, detail, value))
+        elif error.validator == "enum":
+            supported = ", ".join(
+                json.dumps(option) for option in error.validator_value if option is not None
+            )
+            found.append(
+                schema.FieldError(path, schema.NOT_SUPPORTED, f"supported values: {supported}", value)
+            )
+        elif error.validator == "required":
+            missing = error.message.split("'")[1] if "'" in error.message else ""
+            found.append(schema.FieldError(f"{path}.{missing}" if path else missing, schema.REQUIRED))
+        else:
+            found.append(schema.FieldError(path, schema.INVALID, error.message, value))
+    return found
+
+
+def list_merge_key(node: dict[str, Any]) -> tuple[str | None, str | None]:
+    """For a list field's schema: its strategic-merge strategy and merge key."""
+    return node.get("x-kubernetes-patch-strategy"), node.get("x-kubernetes-patch-merge-key")

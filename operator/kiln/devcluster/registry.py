@@ -1,0 +1,586 @@
+"""The semantics of the Kubernetes API over the store, independent of HTTP.
+
+Create, update, patch and delete with uid, generation, resourceVersion and
+409 conflicts; the status subresource; finalizers and deletionTimestamp;
+ownerReference garbage collection (background, foreground, orphan); namespace
+lifecycle; CRD registration with schema validation, pruning and defaulting.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+from kiln.devcluster import builtins, defaults, errors, kinds, objects, patch, schema, store
+
+Object = dict[str, Any]
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+FOREGROUND = "foregroundDeletion"
+ORPHAN = "orphan"
+NAMESPACE_FINALIZER = "kubernetes"
+_SYSTEM_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+)
+
+
+def _meta(obj: Object) -> Object:
+    metadata: Object = obj.setdefault("metadata", {})
+    return metadata
+
+
+def _spec_part(obj: Object) -> Object:
+    """Everything but metadata and status: what a generation counts changes of."""
+    return {
+        key: value for key, value in obj.items() if key not in ("metadata", "status", "apiVersion", "kind")
+    }
+
+
+class Registry:
+    """All objects of the dev cluster and the rules every write obeys."""
+
+    def __init__(self, objects_store: store.Store) -> None:
+        self.store = objects_store
+        self.types = kinds.ResourceTypes()
+        self._emptying: set[str] = set()
+        for crd in self.store.list("customresourcedefinitions.apiextensions.k8s.io"):
+            self._register_crd(crd)
+        for name in SYSTEM_NAMESPACES:
+            if self.store.get("namespaces", "", name) is None:
+                self.create(self.types.get("", "v1", "namespaces"), "", {"metadata": {"name": name}})  # type: ignore[arg-type]
+
+    # reads
+
+    def get(self, rt: kinds.ResourceType, namespace: str, name: str) -> Object:
+        obj = self.store.get(rt.key, namespace if rt.namespaced else "", name)
+        if obj is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        return self._as_version(rt, obj)
+
+    def list(self, rt: kinds.ResourceType, namespace: str | None) -> list[Object]:
+        return [
+            self._as_version(rt, obj) for obj in self.store.list(rt.key, namespace if rt.namespaced else None)
+        ]
+
+    @staticmethod
+    def _as_version(rt: kinds.ResourceType, obj: Object) -> Object:
+        """CRDs with several served versions store one copy; it is shown in the version asked for."""
+        if obj.get("apiVersion") == rt.api_version:
+            return obj
+        return {**obj, "apiVersion": rt.api_version}
+
+    # writes
+
+    def create(
+        self,
+        rt: kinds.ResourceType,
+        namespace: str,
+        body: Object,
+        *,
+        dry_run: bool = False,
+        strict: bool = False,
+    ) -> Object:
+        obj = copy.deepcopy(body)
+        obj.setdefault("apiVersion", rt.api_version)
+        obj.setdefault("kind", rt.kind)
+        self._check_kind(rt, obj)
+        metadata = _meta(obj)
+        if not metadata.get("name"):
+            if not metadata.get("generateName"):
+                raise errors.ApiError(
+                    422,
+                    "Invalid",
+                    f'{rt.kind} "" is invalid: metadata.name: Required value: name or generateName is required',
+                )
+            metadata["name"] = objects.generated_name(metadata["generateName"])
+        name = metadata["name"]
+        namespace = self._check_namespace(rt, namespace, metadata, creating=True)
+        if self.store.get(rt.key, namespace, name) is not None:
+            raise errors.already_exists(rt.plural, rt.group, name)
+        for field in (*_SYSTEM_METADATA, "resourceVersion"):
+            metadata.pop(field, None)
+        metadata["uid"] = str(uuid.uuid4())
+        metadata["creationTimestamp"] = objects.now()
+        if rt.has_status and rt.kind not in ("Namespace", "CustomResourceDefinition"):
+            obj.pop("status", None)
+        if rt.crd or "spec" in obj:
+            metadata["generation"] = 1
+        self._admit(rt, obj, None, strict)
+        if dry_run:
+            metadata["resourceVersion"] = str(self.store.resource_version)
+            return obj
+        written = self.store.write(rt.key, obj, store.ADDED)
+        self._after_write(rt, written)
+        return self._as_version(rt, written)
+
+    def update(
+        self,
+        rt: kinds.ResourceType,
+        namespace: str,
+        name: str,
+        body: Object,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        strict: bool = False,
+    ) -> Object:
+        namespace = namespace if rt.namespaced else ""
+        old = self.store.get(rt.key, namespace, name)
+        if old is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        new = copy.deepcopy(body)
+        new.setdefault("apiVersion", rt.api_version)
+        new.setdefault("kind", rt.kind)
+        self._check_kind(rt, new)
+        metadata = _meta(new)
+        if metadata.get("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({metadata['name']}) does not match the name on the URL ({name})"
+            )
+        given_version = metadata.get("resourceVersion")
+        if given_version and given_version != old["metadata"]["resourceVersion"]:
+            raise errors.conflict(rt.plural, rt.group, name, errors.STALE_OBJECT)
+        new = self._merge_update(rt, old, new, subresource)
+        self._admit(rt, new, old, strict)
+        if new == old:
+            return self._as_version(rt, old)
+        if dry_run:
+            return new
+        return self._write_update(rt, new)
+
+    def _merge_update(
+        self, rt: kinds.ResourceType, old: Object, new: Object, subresource: str | None
+    ) -> Object:
+        """Carry over what this kind of write may not change."""
+        if subresource == "status":
+            merged = copy.deepcopy(old)
+            merged["status"] = new.get("status", {})
+            return merged
+        metadata = _meta(new)
+        for field in _SYSTEM_METADATA:
+            if field in old["metadata"]:
+                metadata[field] = old["metadata"][field]
+            else:
+                metadata.pop(field, None)
+        metadata["name"] = old["metadata"]["name"]
+        if "namespace" in old["metadata"]:
+            metadata["namespace"] = old["metadata"]["namespace"]
+        if rt.has_status and rt.kind != "CustomResourceDefinition":
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        if "generation" in metadata and _spec_part(new) != _spec_part(old):
+            metadata["generation"] = old["metadata"]["generation"] + 1
+        if old["metadata"].get("deletionTimestamp"):
+            added = set(metadata.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
+            if added:
+                raise errors.forbidden(
+                    rt.plural,
+                    rt.group,
+                    old["metadata"]["name"],
+                    "no new finalizers can be added if the object is being deleted",
+                )
+        metadata["resourceVersion"] = old["metadata"]["resourceVersion"]
+        return new
+
+    def _write_update(self, rt: kinds.ResourceType, new: Object) -> Object:
+        metadata = new["metadata"]
+        if metadata.get("deletionTimestamp") and not metadata.get("finalizers"):
+            return self._remove(rt, new)
+        written = self.store.write(rt.key, new, store.MODIFIED)
+        self._after_write(rt, written)
+        return self._as_version(rt, written)
+
+    def patch(
+        self,
+        rt: kinds.ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        strict: bool = False,
+    ) -> Object:
+        namespace = namespace if rt.namespaced else ""
+        current = self.store.get(rt.key, namespace, name)
+        if current is None:
+            if content_type == patch.APPLY:
+                return self.create(rt, namespace, body, dry_run=dry_run, strict=strict)
+            raise errors.not_found(rt.plural, rt.group, name)
+        current = self._as_version(rt, current)
+        patched = self._apply_patch(rt, current, content_type, body)
+        given = _meta(patched).get("resourceVersion")
+        if content_type != patch.APPLY and given and given != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(rt.plural, rt.group, name, errors.STALE_OBJECT)
+        patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return self.update(
+            rt, namespace, name, patched, subresource=subresource, dry_run=dry_run, strict=strict
+        )
+
+    def _apply_patch(self, rt: kinds.ResourceType, current: Object, content_type: str, body: Any) -> Object:
+        if content_type == patch.JSON:
+            return patch.json_patch(current, body)
+        if not isinstance(body, dict):
+            raise errors.bad_request("a merge patch must be a JSON object")
+        if content_type == patch.MERGE:
+            result: Object = patch.merge_patch(current, body)
+            return result
+        if content_type == patch.STRATEGIC and rt.crd:
+            raise errors.unsupported_media_type(content_type)
+        if content_type in (patch.STRATEGIC, patch.APPLY):
+            root = builtins.definition(rt.api_version, rt.kind) if not rt.crd else rt.schema
+            return patch.strategic_merge_patch(current, body, root, _schema_lookup(rt.crd))
+        raise errors.unsupported_media_type(content_type)
+
+    def delete(
+        self,
+        rt: kinds.ResourceType,
+        namespace: str,
+        name: str,
+        options: Object | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> Object:
+        options = options or {}
+        namespace = namespace if rt.namespaced else ""
+        obj = self.store.get(rt.key, namespace, name)
+        if obj is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        preconditions = options.get("preconditions") or {}
+        for field in ("uid", "resourceVersion"):
+            if preconditions.get(field) and preconditions[field] != obj["metadata"].get(field):
+                why = f"Precondition failed: {field}: {preconditions[field]}, {field} in object meta: {obj['metadata'].get(field)}"
+                raise errors.conflict(rt.plural, rt.group, name, why)
+        if dry_run:
+            return obj
+        obj = copy.deepcopy(obj)
+        metadata = obj["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        policy = options.get("propagationPolicy") or (
+            "Orphan" if options.get("orphanDependents") else "Background"
+        )
+        if rt.kind == "Namespace" and NAMESPACE_FINALIZER in (obj.get("spec", {}).get("finalizers") or []):
+            return self._terminate_namespace(rt, obj)
+        if not metadata.get("deletionTimestamp"):
+            if policy == "Foreground" and self._dependents(metadata["uid"]):
+                finalizers.append(FOREGROUND)
+            elif policy == "Orphan" and self._dependents(metadata["uid"]):
+                finalizers.append(ORPHAN)
+        if not finalizers:
+            return self._remove(rt, obj)
+        if not metadata.get("deletionTimestamp"):
+            metadata["deletionTimestamp"] = objects.now()
+            metadata["deletionGracePeriodSeconds"] = 0
+            metadata["finalizers"] = finalizers
+            obj = self.store.write(rt.key, obj, store.MODIFIED)
+            self._after_write(rt, obj)
+        return self._as_version(rt, obj)
+
+    def _remove(self, rt: kinds.ResourceType, obj: Object) -> Object:
+        gone = self.store.delete(rt.key, obj)
+        self._collect_garbage(gone["metadata"]["uid"])
+        if rt.kind == "CustomResourceDefinition":
+            self._unregister_crd(gone)
+        if rt.namespaced:
+            self._recheck_terminating_namespace(gone["metadata"].get("namespace", ""))
+        return self._as_version(rt, gone)
+
+    # admission: validation, pruning, defaulting
+
+    def _check_kind(self, rt: kinds.ResourceType, obj: Object) -> None:
+        if obj.get("kind") != rt.kind or obj.get("apiVersion") not in {
+            f"{rt.group}/{version}" if rt.group else version
+            for version in (rt.served_versions or (rt.version,))
+        }:
+            raise errors.bad_request(
+                f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version "
+                f"({rt.api_version})"
+                if obj.get("kind") == rt.kind
+                else f"kind {obj.get('kind')} does not match the URL's resource {rt.plural} ({rt.kind})"
+            )
+
+    def _check_namespace(
+        self, rt: kinds.ResourceType, namespace: str, metadata: Object, *, creating: bool
+    ) -> str:
+        if not rt.namespaced:
+            metadata.pop("namespace", None)
+            return ""
+        given = metadata.get("namespace")
+        if given and namespace and given != namespace:
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        namespace = namespace or given or "default"
+        metadata["namespace"] = namespace
+        owner = self.store.get("namespaces", "", namespace)
+        if owner is None:
+            raise errors.not_found("namespaces", "", namespace)
+        if creating and owner["metadata"].get("deletionTimestamp"):
+            why = f"unable to create new content in namespace {namespace} because it is being terminated"
+            raise errors.ApiError(403, "Forbidden", f'{rt.plural} "{metadata["name"]}" is forbidden: {why}')
+        return namespace
+
+    def _admit(self, rt: kinds.ResourceType, obj: Object, old: Object | None, strict: bool) -> None:
+        name = obj["metadata"].get("name", "")
+        if rt.crd and rt.schema:
+            unknown = schema.prune(rt.schema, obj)
+            if unknown and strict:
+                fields = ", ".join(f'unknown field "{path}"' for path in unknown)
+                raise errors.bad_request(
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: strict decoding error: {fields}'
+                )
+            schema.apply_defaults(rt.schema, obj)
+            found = schema.validate(rt.schema, obj, old)
+        else:
+            defaults.apply(obj)
+            found = builtins.validate(obj)
+        found += _metadata_errors(obj)
+        if rt.kind == "CustomResourceDefinition":
+            found += _crd_errors(obj)
+        if found:
+            raise errors.invalid(rt.kind, rt.group, name, found)
+
+    # side effects of writes: CRDs, namespaces, garbage collection
+
+    def _after_write(self, rt: kinds.ResourceType, obj: Object) -> None:
+        if rt.kind == "CustomResourceDefinition":
+            self._establish_crd(rt, obj)
+        elif rt.kind == "Namespace" and not obj["metadata"].get("deletionTimestamp"):
+            self._ensure_default_service_account(obj["metadata"]["name"])
+        if obj["metadata"].get("deletionTimestamp"):
+            self._advance_deletion(rt, obj)
+
+    def _ensure_default_service_account(self, namespace: str) -> None:
+        if self.store.get("serviceaccounts", namespace, "default") is None:
+            account_type = self.types.get("", "v1", "serviceaccounts")
+            assert account_type is not None
+            self.create(account_type, namespace, {"metadata": {"name": "default"}})
+
+    def _register_crd(self, crd: Object) -> None:
+        spec = crd["spec"]
+        self.types.remove_group_resource(spec["group"], spec["names"]["plural"])
+        for resource in kinds.from_crd(crd):
+            self.types.add(resource)
+
+    def _establish_crd(self, rt: kinds.ResourceType, crd: Object) -> None:
+        if crd["metadata"].get("deletionTimestamp"):
+            return
+        self._register_crd(crd)
+        accepted = {
+            "conditions": [
+                {
+                    "type": kind,
+                    "status": "True",
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": objects.now(),
+                }
+                for kind, reason, message in (
+                    ("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                )
+            ],
+            "acceptedNames": crd["spec"]["names"],
+            "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")],
+        }
+        status = crd.get("status") or {}
+        if status.get("acceptedNames") != accepted["acceptedNames"] or not status.get("conditions"):
+            updated = {**copy.deepcopy(crd), "status": accepted}
+            self.store.write(rt.key, updated, store.MODIFIED)
+
+    def _unregister_crd(self, crd: Object) -> None:
+        spec = crd["spec"]
+        key = f"{spec['names']['plural']}.{spec['group']}"
+        for obj in self.store.list(key):
+            self.store.delete(key, obj)
+        self.types.remove_group_resource(spec["group"], spec["names"]["plural"])
+
+    def _terminate_namespace(self, rt: kinds.ResourceType, namespace: Object) -> Object:
+        metadata = namespace["metadata"]
+        if not metadata.get("deletionTimestamp"):
+            metadata["deletionTimestamp"] = objects.now()
+            metadata["deletionGracePeriodSeconds"] = 0
+            namespace["status"] = {"phase": "Terminating"}
+            namespace = self.store.write(rt.key, namespace, store.MODIFIED)
+        self._advance_deletion(rt, namespace)
+        return self.store.get(rt.key, "", metadata["name"]) or namespace
+
+    def _advance_deletion(self, rt: kinds.ResourceType, obj: Object) -> None:
+        """Progress an object that is being deleted: empty a namespace, or run GC finalizers."""
+        metadata = obj["metadata"]
+        if rt.kind == "Namespace":
+            self._empty_namespace(rt, obj)
+            return
+        finalizers = metadata.get("finalizers") or []
+        if FOREGROUND in finalizers:
+            dependents = self._dependents(metadata["uid"])
+            for dep_rt, dependent in dependents:
+                self.delete(
+                    dep_rt,
+                    dependent["metadata"].get("namespace", ""),
+                    dependent["metadata"]["name"],
+                    {"propagationPolicy": "Foreground"},
+                )
+            if not self._dependents(metadata["uid"]):
+                self._drop_finalizer(rt, obj, FOREGROUND)
+        elif ORPHAN in finalizers:
+            for dep_rt, dependent in self._dependents(metadata["uid"]):
+                orphaned = copy.deepcopy(dependent)
+                refs = orphaned["metadata"].get("ownerReferences", [])
+                orphaned["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != metadata["uid"]]
+                self.store.write(dep_rt.key, orphaned, store.MODIFIED)
+            self._drop_finalizer(rt, obj, ORPHAN)
+
+    def _drop_finalizer(self, rt: kinds.ResourceType, obj: Object, finalizer: str) -> None:
+        current = self.store.get(rt.key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        if current is None:
+            return
+        current = copy.deepcopy(current)
+        current["metadata"]["finalizers"] = [
+            f for f in current["metadata"].get("finalizers", []) if f != finalizer
+        ]
+        self._write_update(rt, current)
+
+    def _storage_types(self) -> list[kinds.ResourceType]:
+        """One resource type per stored resource, whatever versions it is served in."""
+        by_key: dict[str, kinds.ResourceType] = {}
+        for resource in self.types.all():
+            by_key.setdefault(resource.key, resource)
+        return list(by_key.values())
+
+    def _empty_namespace(self, rt: kinds.ResourceType, namespace: Object) -> None:
+        name = namespace["metadata"]["name"]
+        if name in self._emptying:
+            return
+        self._emptying.add(name)
+        try:
+            self._delete_namespace_contents(name)
+        finally:
+            self._emptying.discard(name)
+        if not any(self.store.list(r.key, name) for r in self._storage_types() if r.namespaced):
+            current = self.store.get(rt.key, "", name)
+            if current is not None:
+                self.store.delete(rt.key, current)
+
+    def _delete_namespace_contents(self, name: str) -> None:
+        contents = [
+            (resource, obj)
+            for resource in self._storage_types()
+            if resource.namespaced
+            for obj in self.store.list(resource.key, name)
+        ]
+        for resource, obj in contents:
+            if not obj["metadata"].get("deletionTimestamp") and self.store.get(
+                resource.key, name, obj["metadata"]["name"]
+            ):
+                self.delete(resource, name, obj["metadata"]["name"])
+
+    def _recheck_terminating_namespace(self, namespace: str) -> None:
+        """Something in a namespace went away; a terminating namespace may now be empty."""
+        ns = self.store.get("namespaces", "", namespace)
+        if ns is not None and ns["metadata"].get("deletionTimestamp"):
+            ns_type = self.types.get("", "v1", "namespaces")
+            assert ns_type is not None
+            self._empty_namespace(ns_type, ns)
+
+    def _dependents(self, owner_uid: str) -> list[tuple[kinds.ResourceType, Object]]:
+        found = []
+        for resource in self._storage_types():
+            for obj in self.store.list(resource.key):
+                if owner_uid in objects.owner_uids(obj):
+                    found.append((resource, obj))
+        return found
+
+    def _collect_garbage(self, owner_uid: str) -> None:
+        """Background propagation: a dependent whose owners are all gone is deleted."""
+        for resource, dependent in self._dependents(owner_uid):
+            live_owner = any(
+                self._uid_exists(uid) for uid in objects.owner_uids(dependent) if uid != owner_uid
+            )
+            if not live_owner and self.store.get(
+                resource.key, dependent["metadata"].get("namespace", ""), dependent["metadata"]["name"]
+            ):
+                self.delete(
+                    resource, dependent["metadata"].get("namespace", ""), dependent["metadata"]["name"]
+                )
+        # a removal may also be the last object a terminating namespace waited for, or a foreground owner's last dependent
+        for resource in self._storage_types():
+            for obj in self.store.list(resource.key):
+                metadata = obj["metadata"]
+                if metadata.get("deletionTimestamp") and FOREGROUND in (metadata.get("finalizers") or []):
+                    if not self._dependents(metadata["uid"]):
+                        self._drop_finalizer(resource, obj, FOREGROUND)
+
+    def _uid_exists(self, uid: str) -> bool:
+        return any(
+            obj["metadata"].get("uid") == uid for r in self._storage_types() for obj in self.store.list(r.key)
+        )
+
+
+def _schema_lookup(crd: bool) -> patch.SchemaLookup:
+    def lookup(node: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
+        if node is None:
+            return None
+        resolved = node if crd else builtins.resolve(node)
+        if key == "[]":
+            items = resolved.get("items")
+            return items if crd else builtins.resolve(items)
+        child = resolved.get("properties", {}).get(key)
+        return (
+            child
+            if crd or child is None
+            else builtins.resolve(child)
+            | {k: v for k, v in child.items() if k.startswith("x-kubernetes-patch")}
+        )
+
+    return lookup
+
+
+def _metadata_errors(obj: Object) -> list[schema.FieldError]:
+    metadata = obj["metadata"]
+    name = metadata.get("name", "")
+    found = []
+    if not objects.DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        detail = (
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+            "and must start and end with an alphanumeric character"
+        )
+        found.append(schema.FieldError("metadata.name", schema.INVALID, detail, name))
+    for field in ("labels", "annotations"):
+        values = metadata.get(field)
+        if values is not None and (
+            not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
+        ):
+            found.append(
+                schema.FieldError(f"metadata.{field}", schema.INVALID, "values must be strings", "object")
+            )
+    return found
+
+
+def _crd_errors(crd: Object) -> list[schema.FieldError]:
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    found = []
+    expected = f"{names.get('plural')}.{spec.get('group')}"
+    if crd["metadata"].get("name") != expected:
+        detail = 'must be spec.names.plural+"."+spec.group'
+        found.append(schema.FieldError("metadata.name", schema.INVALID, detail, crd["metadata"].get("name")))
+    storage = [v for v in spec.get("versions") or [] if v.get("storage")]
+    if len(storage) != 1:
+        found.append(
+            schema.FieldError(
+                "spec.versions",
+                schema.INVALID,
+                "must have exactly one version marked as storage version",
+                "array",
+            )
+        )
+    return found

@@ -1,0 +1,394 @@
+"""The HTTP face of the dev cluster: the Kubernetes REST API over aiohttp.
+
+Paths, verbs, query parameters, content types, watch streams, discovery,
+Table output for kubectl, and `Status` errors follow kube-apiserver, so that
+kubectl, the `kubernetes` client and kopf work against it unmodified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import pathlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from kiln.devcluster import discovery, errors, kinds, openapi, patch, registry, selectors, store, tables
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+LogReader = Callable[[str, str, str | None, int | None], str]
+"""(namespace, pod, container, tailLines) -> the pod's log text."""
+
+BOOKMARK_INTERVAL_SECONDS = 5.0
+DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request path names."""
+
+    resource: kinds.ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+    watch_path: bool
+
+
+class ApiServer:
+    """The REST API over a Registry; `app` is the aiohttp application to serve."""
+
+    def __init__(self, cluster: registry.Registry, audit_log: pathlib.Path | None = None) -> None:
+        self.registry = cluster
+        self.audit_log = audit_log.open("a", buffering=1) if audit_log else None
+        self.log_reader: LogReader = lambda namespace, pod, container, tail: ""
+        self.stopping = asyncio.Event()
+        self.app = web.Application(client_max_size=16 * 1024 * 1024)
+        self.app.router.add_route("*", "/{path:.*}", self.handle)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.registry.store.close_watches()
+        if self.audit_log:
+            self.audit_log.close()
+
+    # dispatch
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except errors.ApiError as error:
+            return web.json_response(error.status(), status=error.code)
+        except Exception:  # a bug must answer like kube-apiserver does, not drop the connection
+            log.exception("internal error serving %s %s", request.method, request.path)
+            error = errors.ApiError(500, "InternalError", "an internal error occurred in the dev cluster")
+            return web.json_response(error.status(), status=500)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        parts = [part for part in request.path.split("/") if part]
+        static = self._static(request, parts)
+        if static is not None:
+            return static
+        target = self._target(parts)
+        if target is None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        verb = self._verb(request, target)
+        self._audit(request, verb, target)
+        return await self._serve(request, verb, target)
+
+    def _static(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
+        path = "/" + "/".join(parts)
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        if path == "/version":
+            return web.json_response(discovery.VERSION_INFO)
+        if parts[:1] == ["openapi"]:
+            document = openapi.document(self.registry.types, parts[1:])
+            if document is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            return web.json_response(document)
+        document = discovery.document(self.registry.types, parts)
+        return web.json_response(document) if document is not None else None
+
+    def _target(self, parts: list[str]) -> Target | None:
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 3:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        watch_path = rest[:1] == ["watch"]
+        rest = rest[1:] if watch_path else rest
+        if not rest:
+            return None
+        types = self.registry.types
+        if rest[0] == "namespaces" and len(rest) >= 3 and types.get(group, version, rest[2]) is not None:
+            resource = types.get(group, version, rest[2])
+            assert resource is not None
+            name, sub = (rest[3:4] or [None])[0], (rest[4:5] or [None])[0]
+            return Target(resource, rest[1], name, sub, watch_path) if len(rest) <= 5 else None
+        resource = types.get(group, version, rest[0])
+        if resource is None or len(rest) > 3:
+            return None
+        name, sub = (rest[1:2] or [None])[0], (rest[2:3] or [None])[0]
+        return Target(resource, None, name, sub, watch_path)
+
+    @staticmethod
+    def _verb(request: web.Request, target: Target) -> str:
+        method = request.method
+        if method == "GET":
+            if target.watch_path or request.query.get("watch") in ("1", "true"):
+                return "watch"
+            return "get" if target.name else "list"
+        if method == "DELETE":
+            return "delete" if target.name else "deletecollection"
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+        if method not in verbs:
+            raise errors.method_not_allowed(
+                "the server does not allow this method on the requested resource"
+            )
+        return verbs[method]
+
+    def _audit(self, request: web.Request, verb: str, target: Target) -> None:
+        if not self.audit_log:
+            return
+        entry = {
+            "verb": verb,
+            "group": target.resource.group,
+            "version": target.resource.version,
+            "resource": target.resource.plural,
+            "subresource": target.subresource,
+            "namespace": target.namespace,
+            "name": target.name,
+            "user": request.headers.get("Impersonate-User") or "admin",
+            "userAgent": request.headers.get("User-Agent", ""),
+            "query": dict(request.query),
+        }
+        self.audit_log.write(json.dumps(entry) + "\n")
+
+    async def _serve(self, request: web.Request, verb: str, target: Target) -> web.StreamResponse:
+        rt, namespace = target.resource, target.namespace or ""
+        if target.subresource and target.subresource not in rt.subresources:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if target.subresource == "log":
+            return self._log(request, target)
+        dry_run = request.query.get("dryRun") == "All"
+        strict = request.query.get("fieldValidation", "").lower() == "strict"
+        match verb:
+            case "watch":
+                return await self._watch(request, target)
+            case "list":
+                return self._list(request, target)
+            case "get":
+                assert target.name is not None
+                return self._respond(request, rt, self.registry.get(rt, namespace, target.name))
+            case "create":
+                body = await _body(request)
+                created = self.registry.create(rt, namespace, body, dry_run=dry_run, strict=strict)
+                return self._respond(request, rt, created, status=201)
+            case "update":
+                assert target.name is not None
+                body = await _body(request)
+                updated = self.registry.update(
+                    rt,
+                    namespace,
+                    target.name,
+                    body,
+                    subresource=target.subresource,
+                    dry_run=dry_run,
+                    strict=strict,
+                )
+                return self._respond(request, rt, updated)
+            case "patch":
+                assert target.name is not None
+                content_type = request.content_type
+                body = await _body(request)
+                patched = self.registry.patch(
+                    rt, namespace, target.name, content_type, body,
+                    subresource=target.subresource, dry_run=dry_run, strict=strict,
+                )  # fmt: skip
+                return self._respond(request, rt, patched)
+            case "delete":
+                assert target.name is not None
+                options = await _delete_options(request)
+                deleted = self.registry.delete(rt, namespace, target.name, options, dry_run=dry_run)
+                return self._respond(request, rt, deleted)
+        return self._delete_collection(request, target, dry_run)
+
+    def _respond(
+        self, request: web.Request, rt: kinds.ResourceType, obj: Object, status: int = 200
+    ) -> web.Response:
+        if tables.wants_table(request.headers.get("Accept", "")):
+            table = tables.table(rt, [obj], str(obj["metadata"].get("resourceVersion", "")))
+            return web.json_response(table, status=status)
+        return web.json_response(obj, status=status)
+
+    # collections
+
+    def _selected(self, request: web.Request, target: Target) -> list[Object]:
+        labels = selectors.label_matcher(request.query.get("labelSelector"))
+        fields = selectors.field_matcher(request.query.get("fieldSelector"))
+        return [
+            obj
+            for obj in self.registry.list(target.resource, target.namespace)
+            if labels(obj) and fields(obj)
+        ]
+
+    def _list(self, request: web.Request, target: Target) -> web.Response:
+        rt = target.resource
+        items = self._selected(request, target)
+        version = str(self.registry.store.resource_version)
+        metadata: Object = {"resourceVersion": version}
+        continue_token = request.query.get("continue")
+        if continue_token:
+            start = _decode_continue(continue_token)
+            items = [obj for obj in items if _sort_key(obj) > start]
+        limit = int(request.query.get("limit") or 0)
+        if limit and len(items) > limit:
+            items = items[:limit]
+            metadata["continue"] = _encode_continue(_sort_key(items[-1]))
+            metadata["remainingItemCount"] = len(self._selected(request, target)) - limit
+        if tables.wants_table(request.headers.get("Accept", "")):
+            return web.json_response(tables.table(rt, items, version, metadata.get("continue")))
+        body = {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata, "items": items}
+        return web.json_response(body)
+
+    def _delete_collection(self, request: web.Request, target: Target, dry_run: bool) -> web.Response:
+        rt = target.resource
+        deleted = []
+        for obj in self._selected(request, target):
+            metadata = obj["metadata"]
+            deleted.append(
+                self.registry.delete(rt, metadata.get("namespace", ""), metadata["name"], dry_run=dry_run)
+            )
+        version = str(self.registry.store.resource_version)
+        body = {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": {"resourceVersion": version},
+                "items": deleted}  # fmt: skip
+        return web.json_response(body)
+
+    # watch
+
+    async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        rt = target.resource
+        labels = selectors.label_matcher(request.query.get("labelSelector"))
+        fields = selectors.field_matcher(request.query.get("fieldSelector"))
+        namespace = target.namespace if rt.namespaced else None
+        if target.name:
+            by_name = target.name
+            fields_then_name = fields
+
+            def fields(obj: Object) -> bool:  # a watch on a single object is a name-selected watch
+                return bool(obj["metadata"].get("name") == by_name and fields_then_name(obj))
+
+        watcher = store.Watcher(rt.key, namespace, lambda obj: labels(obj) and fields(obj))
+        since_text = request.query.get("resourceVersion")
+        since = int(since_text) if since_text and since_text != "0" else None
+        try:
+            missed = self.registry.store.watch(watcher, since)
+        except LookupError as error:
+            raise errors.gone(str(error)) from None
+        initial = [] if since is not None else [
+            store.Event(0, rt.key, store.ADDED, obj) for obj in self.registry.list(rt, namespace) if watcher.matches(obj)
+        ]  # fmt: skip
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        )
+        await response.prepare(request)
+        timeout = float(request.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_SECONDS)
+        bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
+        try:
+            for event in initial + missed:
+                await response.write(_watch_line(rt, event.type, event.object))
+            await self._stream(response, rt, watcher, timeout, bookmarks)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.registry.store.unwatch(watcher)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    async def _stream(
+        self,
+        response: web.StreamResponse,
+        rt: kinds.ResourceType,
+        watcher: store.Watcher,
+        timeout: float,
+        bookmarks: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.stopping.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                event = await asyncio.wait_for(watcher.queue.get(), min(remaining, BOOKMARK_INTERVAL_SECONDS))
+            except TimeoutError:
+                if bookmarks:
+                    await response.write(_bookmark_line(rt, self.registry.store.resource_version))
+                continue
+            if event is None:
+                return
+            await response.write(_watch_line(rt, event.type, event.object))
+
+    # logs
+
+    def _log(self, request: web.Request, target: Target) -> web.Response:
+        assert target.name is not None
+        self.registry.get(target.resource, target.namespace or "", target.name)
+        tail = request.query.get("tailLines")
+        text = self.log_reader(
+            target.namespace or "", target.name, request.query.get("container"), int(tail) if tail else None
+        )
+        return web.Response(text=text, content_type="text/plain")
+
+
+def _watch_line(rt: kinds.ResourceType, event_type: str, obj: Object) -> bytes:
+    shown = obj if obj.get("apiVersion") == rt.api_version else {**obj, "apiVersion": rt.api_version}
+    return (json.dumps({"type": event_type, "object": shown}) + "\n").encode()
+
+
+def _bookmark_line(rt: kinds.ResourceType, version: int) -> bytes:
+    bookmark = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(version)}}
+    return (json.dumps({"type": "BOOKMARK", "object": bookmark}) + "\n").encode()
+
+
+def _sort_key(obj: Object) -> str:
+    metadata = obj["metadata"]
+    return f"{metadata.get('namespace', '')}/{metadata['name']}"
+
+
+def _encode_continue(key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"start": key}).encode()).decode()
+
+
+def _decode_continue(token: str) -> str:
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
+    except (ValueError, KeyError) as error:
+        raise errors.bad_request(f"continue key is not valid: {error}") from None
+
+
+async def _body(request: web.Request) -> Any:
+    text = await request.text()
+    if not text:
+        raise errors.bad_request("the request body is empty")
+    try:
+        if request.content_type in (patch.APPLY, "application/yaml"):
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise errors.bad_request(f"the body of the request could not be decoded: {error}") from None
+
+
+async def _delete_options(request: web.Request) -> Object:
+    text = await request.text()
+    options: Object = json.loads(text) if text else {}
+    for key in ("propagationPolicy", "gracePeriodSeconds", "orphanDependents"):
+        if key in request.query and key not in options:
+            options[key] = request.query[key]
+    return options
+
+
+@contextlib.asynccontextmanager
+async def serving(server: ApiServer, host: str, port: int) -> AsyncIterator[int]:
+    """Serve on host:port (0 picks a free port); yields the port."""
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield int(bound)
+    finally:
+        server.close()
+        await runner.cleanup()

@@ -1,0 +1,174 @@
+"""Object storage with one monotonic resourceVersion, a watch history, and SQLite persistence.
+
+Like k3s's kine, objects live in SQLite when a data directory is given and in
+memory otherwise. Reads come from an in-memory index; every write goes to
+SQLite in the same call, so a restart finds every object and the counter
+where it stopped. A bounded history of events serves watches that resume
+from a resourceVersion; older versions are answered with 410 Gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import pathlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+HISTORY_LIMIT = 20_000
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Event:
+    resource_version: int
+    resource: str
+    type: str
+    object: dict[str, Any]
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One watch stream's subscription: the resource it follows and a queue of events."""
+
+    resource: str
+    namespace: str | None
+    matches: Callable[[dict[str, Any]], bool]
+    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+
+    def accepts(self, event: Event) -> bool:
+        if event.resource != self.resource:
+            return False
+        namespace = event.object.get("metadata", {}).get("namespace")
+        if self.namespace is not None and namespace != self.namespace:
+            return False
+        return self.matches(event.object)
+
+    def offer(self, event: Event) -> None:
+        if self.accepts(event):
+            self.queue.put_nowait(event)
+
+
+class Store:
+    """All objects of all resources, keyed by resource, namespace and name."""
+
+    def __init__(self, data_dir: pathlib.Path | None = None) -> None:
+        self._objects: dict[str, dict[Key, dict[str, Any]]] = collections.defaultdict(dict)
+        self._history: collections.deque[Event] = collections.deque(maxlen=HISTORY_LIMIT)
+        self._watchers: set[Watcher] = set()
+        self._database = self._open(data_dir)
+        self.resource_version = self._load()
+        self._oldest_replayable = self.resource_version
+        self.listeners: list[Callable[[Event], None]] = []
+
+    @staticmethod
+    def _open(data_dir: pathlib.Path | None) -> sqlite3.Connection:
+        if data_dir is None:
+            database = sqlite3.connect(":memory:", check_same_thread=False)
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            database = sqlite3.connect(data_dir / "state.db", check_same_thread=False)
+            database.execute("PRAGMA journal_mode=WAL")
+            database.execute("PRAGMA synchronous=NORMAL")
+        database.execute(
+            "CREATE TABLE IF NOT EXISTS objects ("
+            " resource TEXT, namespace TEXT, name TEXT, body TEXT,"
+            " PRIMARY KEY (resource, namespace, name))"
+        )
+        database.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, value INTEGER)")
+        database.commit()
+        return database
+
+    def _load(self) -> int:
+        for resource, namespace, name, body in self._database.execute(
+            "SELECT resource, namespace, name, body FROM objects"
+        ):
+            self._objects[resource][(namespace, name)] = json.loads(body)
+        row = self._database.execute("SELECT value FROM counter WHERE id = 1").fetchone()
+        return int(row[0]) if row else 1
+
+    def close(self) -> None:
+        self._database.close()
+
+    def next_version(self) -> int:
+        self.resource_version += 1
+        return self.resource_version
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects[resource].get((namespace, name))
+
+    def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Objects in key order (namespace, then name), as etcd returns them."""
+        objects = self._objects[resource]
+        keys = sorted(key for key in objects if namespace is None or key[0] == namespace)
+        return [objects[key] for key in keys]
+
+    def resources(self) -> Iterator[str]:
+        return iter(list(self._objects))
+
+    def write(self, resource: str, obj: dict[str, Any], event_type: str) -> dict[str, Any]:
+        """Store a created or changed object under a new resourceVersion and tell the watchers."""
+        version = self.next_version()
+        metadata = obj["metadata"]
+        metadata["resourceVersion"] = str(version)
+        key = (metadata.get("namespace", ""), metadata["name"])
+        self._objects[resource][key] = obj
+        self._database.execute(
+            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", (resource, key[0], key[1], json.dumps(obj))
+        )
+        self._commit(version)
+        self._publish(Event(version, resource, event_type, obj))
+        return obj
+
+    def delete(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Remove an object; its DELETED event carries a new resourceVersion."""
+        version = self.next_version()
+        metadata = obj["metadata"]
+        key = (metadata.get("namespace", ""), metadata["name"])
+        self._objects[resource].pop(key, None)
+        gone = {**obj, "metadata": {**metadata, "resourceVersion": str(version)}}
+        self._database.execute(
+            "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
+            (resource, key[0], key[1]),
+        )
+        self._commit(version)
+        self._publish(Event(version, resource, DELETED, gone))
+        return gone
+
+    def _commit(self, version: int) -> None:
+        self._database.execute("INSERT OR REPLACE INTO counter VALUES (1, ?)", (version,))
+        self._database.commit()
+
+    def _publish(self, event: Event) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._oldest_replayable = self._history[0].resource_version
+        self._history.append(event)
+        for watcher in list(self._watchers):
+            watcher.offer(event)
+        for listener in self.listeners:
+            listener(event)
+
+    def watch(self, watcher: Watcher, since: int | None) -> list[Event]:
+        """Subscribe; returns the events after `since` that the watcher missed.
+
+        Raises LookupError when `since` is older than the history kept.
+        """
+        missed: list[Event] = []
+        if since is not None:
+            if since < self._oldest_replayable:
+                raise LookupError(f"too old resource version: {since} ({self._oldest_replayable})")
+            missed = [event for event in self._history if event.resource_version > since]
+        self._watchers.add(watcher)
+        return [event for event in missed if watcher.accepts(event)]
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def close_watches(self) -> None:
+        for watcher in list(self._watchers):
+            watcher.queue.put_nowait(None)

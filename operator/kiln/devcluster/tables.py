@@ -1,0 +1,162 @@
+"""Server-side printing: `Table` responses, which kubectl asks for to print `kubectl get`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kiln.devcluster import kinds, objects
+
+Object = dict[str, Any]
+Cell = Any
+
+
+def wants_table(accept: str) -> bool:
+    return "as=Table" in accept
+
+
+def _pod_ready(pod: Object) -> str:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    total = len(pod.get("spec", {}).get("containers") or [])
+    return f"{sum(1 for s in statuses if s.get('ready'))}/{total}"
+
+
+def _pod_status(pod: Object) -> str:
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    status = pod.get("status", {})
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason"):
+            return str(waiting["reason"])
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated and terminated.get("reason") and status.get("phase") not in ("Succeeded", "Failed"):
+            return str(terminated["reason"])
+    return str(status.get("reason") or status.get("phase") or "Pending")
+
+
+def _restarts(pod: Object) -> int:
+    return sum(int(s.get("restartCount", 0)) for s in pod.get("status", {}).get("containerStatuses") or [])
+
+
+def _ports(service: Object) -> str:
+    ports = service.get("spec", {}).get("ports") or []
+    return ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ports) or "<none>"
+
+
+def _job_status(job: Object) -> str:
+    for condition in job.get("status", {}).get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed", "Suspended"):
+            return str(condition["type"])
+    return "Running"
+
+
+def _node_status(node: Object) -> str:
+    for condition in node.get("status", {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return "Ready" if condition.get("status") == "True" else "NotReady"
+    return "Unknown"
+
+
+def _age(obj: Object) -> str:
+    return objects.human_age(obj["metadata"].get("creationTimestamp"))
+
+
+Column = tuple[str, str, Callable[[Object], Cell], int]  # name, type, cell, priority
+
+_BUILTIN_COLUMNS: dict[str, list[Column]] = {
+    "Pod": [
+        ("Ready", "string", _pod_ready, 0),
+        ("Status", "string", _pod_status, 0),
+        ("Restarts", "integer", _restarts, 0),
+        ("Age", "string", _age, 0),
+        ("IP", "string", lambda o: o.get("status", {}).get("podIP") or "<none>", 1),
+        ("Node", "string", lambda o: o.get("spec", {}).get("nodeName") or "<none>", 1),
+    ],
+    "Deployment": [
+        ("Ready", "string", lambda o: f"{o.get('status', {}).get('readyReplicas', 0)}/{o['spec'].get('replicas', 1)}", 0),
+        ("Up-to-date", "integer", lambda o: o.get("status", {}).get("updatedReplicas", 0), 0),
+        ("Available", "integer", lambda o: o.get("status", {}).get("availableReplicas", 0), 0),
+        ("Age", "string", _age, 0),
+    ],
+    "ReplicaSet": [
+        ("Desired", "integer", lambda o: o["spec"].get("replicas", 1), 0),
+        ("Current", "integer", lambda o: o.get("status", {}).get("replicas", 0), 0),
+        ("Ready", "integer", lambda o: o.get("status", {}).get("readyReplicas", 0), 0),
+        ("Age", "string", _age, 0),
+    ],
+    "Service": [
+        ("Type", "string", lambda o: o["spec"].get("type", "ClusterIP"), 0),
+        ("Cluster-IP", "string", lambda o: o["spec"].get("clusterIP") or "<none>", 0),
+        ("External-IP", "string", lambda o: "<none>", 0),
+        ("Port(s)", "string", _ports, 0),
+        ("Age", "string", _age, 0),
+    ],
+    "Job": [
+        ("Status", "string", _job_status, 0),
+        ("Completions", "string",
+         lambda o: f"{o.get('status', {}).get('succeeded', 0)}/{o['spec'].get('completions', 1)}", 0),
+        ("Age", "string", _age, 0),
+    ],
+    "Node": [
+        ("Status", "string", _node_status, 0),
+        ("Roles", "string", lambda o: "<none>", 0),
+        ("Age", "string", _age, 0),
+        ("Version", "string", lambda o: o.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""), 0),
+    ],
+    "Namespace": [
+        ("Status", "string", lambda o: o.get("status", {}).get("phase", "Active"), 0),
+        ("Age", "string", _age, 0),
+    ],
+}  # fmt: skip
+
+
+def _typed(value: Any, column_type: str) -> Cell:
+    if value is None:
+        return None
+    if column_type == "date":
+        return objects.human_age(str(value))
+    if column_type == "integer" and isinstance(value, int | float | str):
+        try:
+            return int(value)
+        except ValueError:
+            return str(value)
+    if column_type in ("string", "") and not isinstance(value, str):
+        return value if isinstance(value, int | float | bool) else str(value)
+    return value
+
+
+def _printer_column(column: kinds.PrinterColumn) -> Column:
+    def cell(obj: Object) -> Cell:
+        values = objects.json_path(obj, column.json_path)
+        return _typed(values[0], column.type) if values else None
+
+    shown_type = "string" if column.type == "date" else column.type
+    return (column.name, shown_type, cell, column.priority)
+
+
+def _columns(rt: kinds.ResourceType) -> list[Column]:
+    if rt.crd:
+        if rt.printer_columns:
+            return [_printer_column(column) for column in rt.printer_columns]
+        return [("Age", "string", _age, 0)]
+    return _BUILTIN_COLUMNS.get(rt.kind, [("Age", "string", _age, 0)])
+
+
+def table(
+    rt: kinds.ResourceType, items: list[Object], resource_version: str, continue_token: str | None = None
+) -> Object:
+    columns = _columns(rt)
+    definitions = [
+        {"name": "Name", "type": "string", "format": "name", "description": "Name of the object.", "priority": 0}
+    ] + [{"name": name, "type": kind, "format": "", "description": "", "priority": priority}
+         for name, kind, _, priority in columns]  # fmt: skip
+    rows = [
+        {"cells": [obj["metadata"]["name"]] + [cell(obj) for _, _, cell, _ in columns], "object": obj}
+        for obj in items
+    ]
+    metadata: Object = {"resourceVersion": resource_version}
+    if continue_token:
+        metadata["continue"] = continue_token
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": definitions,
+            "rows": rows}  # fmt: skip
