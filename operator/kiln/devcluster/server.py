@@ -125,7 +125,7 @@ class ApiServer:
     def _verb(request: web.Request, target: Target) -> str:
         method = request.method
         if method == "GET":
-            if target.watch_path or request.query.get("watch") in ("1", "true"):
+            if target.watch_path or request.query.get("watch", "").lower() in ("1", "true"):
                 return "watch"
             return "get" if target.name else "list"
         if method == "DELETE":
@@ -283,7 +283,7 @@ class ApiServer:
         )
         await response.prepare(request)
         timeout = float(request.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_SECONDS)
-        bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
+        bookmarks = request.query.get("allowWatchBookmarks", "").lower() in ("1", "true")
         try:
             for event in initial + missed:
                 await response.write(_watch_line(rt, event.type, event.object))

@@ -63,7 +63,7 @@ class Store:
         self._watchers: set[Watcher] = set()
         self._database = self._open(data_dir)
         self.resource_version = self._load()
-        self._oldest_replayable = self.resource_version
+        self._oldest_replayable = self._history[0].resource_version - 1 if self._history else self.resource_version
         self.listeners: list[Callable[[Event], None]] = []
 
     @staticmethod
@@ -81,6 +81,9 @@ class Store:
             " PRIMARY KEY (resource, namespace, name))"
         )
         database.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, value INTEGER)")
+        database.execute(
+            "CREATE TABLE IF NOT EXISTS log (resource_version INTEGER PRIMARY KEY, resource TEXT, type TEXT, body TEXT)"
+        )
         database.commit()
         return database
 
@@ -89,6 +92,12 @@ class Store:
             "SELECT resource, namespace, name, body FROM objects"
         ):
             self._objects[resource][(namespace, name)] = json.loads(body)
+        rows = self._database.execute(
+            "SELECT resource_version, resource, type, body FROM log ORDER BY resource_version DESC LIMIT ?",
+            (HISTORY_LIMIT,),
+        ).fetchall()
+        for version, resource, event_type, body in reversed(rows):
+            self._history.append(Event(version, resource, event_type, json.loads(body)))
         row = self._database.execute("SELECT value FROM counter WHERE id = 1").fetchone()
         return int(row[0]) if row else 1
 
@@ -121,8 +130,9 @@ class Store:
         self._database.execute(
             "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", (resource, key[0], key[1], json.dumps(obj))
         )
-        self._commit(version)
-        self._publish(Event(version, resource, event_type, obj))
+        event = Event(version, resource, event_type, obj)
+        self._commit(event)
+        self._publish(event)
         return obj
 
     def delete(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -136,12 +146,21 @@ class Store:
             "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
             (resource, key[0], key[1]),
         )
-        self._commit(version)
-        self._publish(Event(version, resource, DELETED, gone))
+        event = Event(version, resource, DELETED, gone)
+        self._commit(event)
+        self._publish(event)
         return gone
 
-    def _commit(self, version: int) -> None:
-        self._database.execute("INSERT OR REPLACE INTO counter VALUES (1, ?)", (version,))
+    def _commit(self, event: Event) -> None:
+        self._database.execute("INSERT OR REPLACE INTO counter VALUES (1, ?)", (event.resource_version,))
+        self._database.execute(
+            "INSERT INTO log VALUES (?, ?, ?, ?)",
+            (event.resource_version, event.resource, event.type, json.dumps(event.object)),
+        )
+        if event.resource_version % 1000 == 0:
+            self._database.execute(
+                "DELETE FROM log WHERE resource_version <= ?", (event.resource_version - HISTORY_LIMIT,)
+            )
         self._database.commit()
 
     def _publish(self, event: Event) -> None:
