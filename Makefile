@@ -37,8 +37,12 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix operator tests
 	$(BIN)/ruff format operator tests
 
+.PHONY: tools
+tools: ## Install the system tools the tests drive (kubectl) where they are missing
+	@command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubernetes-client; }
+
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite
+test: $(STAMP) tools ## Run the whole test suite
 	$(BIN)/pytest tests
 
 .PHONY: unit

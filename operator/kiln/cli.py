@@ -42,9 +42,7 @@ def crds(output_dir: pathlib.Path, check: bool, to_stdout: bool) -> None:
     if check:
         stale = [name for name, text in files.items() if _read(output_dir / name) != text]
         if stale:
-            click.echo(
-                f"{output_dir} is out of date with kiln.api: {', '.join(stale)}; run `make crds`", err=True
-            )
+            click.echo(f"{output_dir} is out of date with kiln.api: {', '.join(stale)}; run `make crds`", err=True)
             sys.exit(1)
         click.echo(f"{output_dir}: {len(files)} CRDs match kiln.api")
         return
@@ -59,9 +57,7 @@ def _read(path: pathlib.Path) -> str | None:
 
 
 @main.command()
-@click.option(
-    "--namespace", "-n", "namespaces", multiple=True, help="Watch only these namespaces (repeatable)."
-)
+@click.option("--namespace", "-n", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
 @click.option(
     "--liveness",
     "liveness_endpoint",
@@ -90,9 +86,7 @@ _DATA_DIR = click.option(
 
 
 @cluster.command("start")
-@click.option(
-    "--port", type=int, default=0, show_default=True, help="The port to serve on; 0 picks a free one."
-)
+@click.option("--port", type=int, default=0, show_default=True, help="The port to serve on; 0 picks a free one.")
 @_DATA_DIR
 @click.option("--in-memory", is_flag=True, help="Keep objects in memory only; they are gone after stop.")
 def cluster_start(port: int, data_dir: pathlib.Path | None, in_memory: bool) -> None:

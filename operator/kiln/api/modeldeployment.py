@@ -408,9 +408,7 @@ class Monitoring(base.KilnModel):
 
 def _names_defined_metrics(ref: str, guard: str) -> str:
     """CEL: the AnalysisRef at `ref` (absent unless `guard` holds) names only defined metrics."""
-    defined = (
-        "has(self.analysis) && has(self.analysis.metrics) && self.analysis.metrics.exists(d, d.name == m)"
-    )
+    defined = "has(self.analysis) && has(self.analysis.metrics) && self.analysis.metrics.exists(d, d.name == m)"
     return f"!has(self.strategy) || !({guard}) || !has({ref}.metrics) || {ref}.metrics.all(m, {defined})"
 
 

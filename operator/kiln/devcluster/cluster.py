@@ -99,9 +99,7 @@ class DevCluster:
         self._stack.callback(objects_store.close)
         self.registry = registry.Registry(objects_store)
         self.api = server.ApiServer(self.registry, self.audit_path)
-        self.port = await self._stack.enter_async_context(
-            server.serving(self.api, self.host, self.requested_port)
-        )
+        self.port = await self._stack.enter_async_context(server.serving(self.api, self.host, self.requested_port))
         self.kubeconfig_path.write_text(yaml.safe_dump(kubeconfig(self.url), sort_keys=False))
         return self
 
@@ -211,9 +209,7 @@ def start_background(data_dir: pathlib.Path, port: int, persist: bool = True, ti
         if url_file.exists() and _healthy(url_file.read_text()):
             return url_file.read_text()
         if process.poll() is not None:
-            raise RuntimeError(
-                f"the dev cluster exited with {process.returncode}; see {data_dir / 'devcluster.log'}"
-            )
+            raise RuntimeError(f"the dev cluster exited with {process.returncode}; see {data_dir / 'devcluster.log'}")
         time.sleep(0.1)
     process.terminate()
     raise RuntimeError(f"the dev cluster did not answer within {timeout}s; see {data_dir / 'devcluster.log'}")

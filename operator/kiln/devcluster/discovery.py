@@ -42,7 +42,7 @@ def _resource_entries(resource: kinds.ResourceType) -> list[dict[str, Any]]:
                 "namespaced": resource.namespaced,
                 "kind": kind,
                 "verbs": verbs,
-            }  # fmt: skip
+            }
         )
     return entries
 

@@ -76,9 +76,7 @@ def method_not_allowed(message: str) -> ApiError:
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(
-        415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
-    )
+    return ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
 
 
 def invalid(kind: str, group: str, name: str, field_errors: list[schema.FieldError]) -> ApiError:
@@ -87,9 +85,7 @@ def invalid(kind: str, group: str, name: str, field_errors: list[schema.FieldErr
         summary = str(field_errors[0])
     else:
         summary = "[" + ", ".join(str(error) for error in field_errors) + "]"
-    causes = [
-        {"reason": error.reason, "message": error.message, "field": error.field} for error in field_errors
-    ]
+    causes = [{"reason": error.reason, "message": error.message, "field": error.field} for error in field_errors]
     details = {"name": name, "group": group, "kind": kind, "causes": causes}
     qualified_kind = f"{kind}.{group}" if group else kind
     return ApiError(422, "Invalid", f'{qualified_kind} "{name}" is invalid: {summary}', details)

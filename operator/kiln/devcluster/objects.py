@@ -49,9 +49,7 @@ def owner_uids(obj: dict[str, Any]) -> set[str]:
 
 def json_path(obj: Any, path: str) -> list[Any]:
     """Evaluate the JSONPath subset printer columns use: `.a.b`, `[0]`, `[*]`, `[?(@.k=="v")]`."""
-    tokens = re.findall(
-        r"\.([A-Za-z0-9_$-]+)|\[(\d+|\*|\?\(@\.[A-Za-z0-9_]+\s*==\s*[\"'][^\"']*[\"']\))\]", path
-    )
+    tokens = re.findall(r"\.([A-Za-z0-9_$-]+)|\[(\d+|\*|\?\(@\.[A-Za-z0-9_]+\s*==\s*[\"'][^\"']*[\"']\))\]", path)
     values = [obj]
     for name, bracket in tokens:
         following: list[Any] = []

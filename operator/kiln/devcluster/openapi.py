@@ -9,7 +9,7 @@ import hashlib
 import json
 from typing import Any
 
-from kiln.devcluster import builtins, discovery, kinds
+from kiln.devcluster import discovery, kinds, kube_schemas
 
 Object = dict[str, Any]
 
@@ -23,9 +23,9 @@ def _gv_path(group: str, version: str) -> str:
 
 def _schema_name(rt: kinds.ResourceType) -> str:
     if not rt.crd:
-        name = builtins.definition_name(rt.api_version, rt.kind)
-        if name:
-            return name
+        builtin_name = kube_schemas.definition_name(rt.api_version, rt.kind)
+        if builtin_name:
+            return builtin_name
     reversed_group = ".".join(reversed(rt.group.split("."))) if rt.group else "io.k8s.api.core"
     return f"{reversed_group}.{rt.version}.{rt.kind}"
 
@@ -53,7 +53,7 @@ def _referenced(name: str, seen: set[str]) -> None:
     if name in seen:
         return
     seen.add(name)
-    for ref in _refs(builtins.definitions().get(name, {})):
+    for ref in _refs(kube_schemas.definitions().get(name, {})):
         _referenced(ref, seen)
 
 
@@ -72,17 +72,15 @@ def _schemas(resources: list[kinds.ResourceType], prefix: str) -> Object:
     for rt in resources:
         gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
         if rt.crd:
-            crd_schema = copy.deepcopy(
-                rt.schema or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-            )
+            crd_schema = copy.deepcopy(rt.schema or {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
             crd_schema["x-kubernetes-group-version-kind"] = [gvk]
             schemas[_schema_name(rt)] = crd_schema
         else:
-            name = builtins.definition_name(rt.api_version, rt.kind)
+            name = kube_schemas.definition_name(rt.api_version, rt.kind)
             if name:
                 _referenced(name, builtin_names)
     for name in sorted(builtin_names):
-        schemas[name] = _rewrite_refs(builtins.definitions()[name], prefix)
+        schemas[name] = _rewrite_refs(kube_schemas.definitions()[name], prefix)
     return schemas
 
 
@@ -92,10 +90,8 @@ def _parameter(name: str, v3: bool) -> Object:
     return {"name": name, "in": "query", "type": "string", "uniqueItems": True}
 
 
-def _operation(
-    rt: kinds.ResourceType, action: str, parameters: tuple[str, ...], v3: bool, ref: str
-) -> Object:
-    response = {"description": "OK"}
+def _operation(rt: kinds.ResourceType, action: str, parameters: tuple[str, ...], v3: bool, ref: str) -> Object:
+    response: Object = {"description": "OK"}
     if v3:
         response["content"] = {"application/json": {"schema": {"$ref": ref}}}
     else:
@@ -145,8 +141,7 @@ def _v3_index(types: kinds.ResourceTypes) -> Object:
         for version in versions:
             path = _gv_path(group, version)
             names = sorted(
-                f"{r.plural}:{len(json.dumps(r.schema or {}))}"
-                for r in types.in_group_version(group, version)
+                f"{r.plural}:{len(json.dumps(r.schema or {}))}" for r in types.in_group_version(group, version)
             )
             digest = hashlib.sha256("|".join(names).encode()).hexdigest()[:32].upper()
             paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}

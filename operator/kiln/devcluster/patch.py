@@ -39,9 +39,8 @@ def json_patch(target: dict[str, Any], operations: Any) -> dict[str, Any]:
     try:
         result: dict[str, Any] = jsonpatch.apply_patch(target, operations)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
-        raise errors.ApiError(
-            422, "Invalid", f"the server rejected our request due to an error in our request: {error}"
-        )
+        message = f"the server rejected our request due to an error in our request: {error}"
+        raise errors.ApiError(422, "Invalid", message) from None
     return result
 
 
@@ -74,9 +73,7 @@ def strategic_merge_patch(
     return result
 
 
-def _merge_list(
-    target: list[Any], patch: list[Any], node: dict[str, Any] | None, lookup: SchemaLookup
-) -> list[Any]:
+def _merge_list(target: list[Any], patch: list[Any], node: dict[str, Any] | None, lookup: SchemaLookup) -> list[Any]:
     strategy = (node or {}).get("x-kubernetes-patch-strategy") or ""
     merge_key = (node or {}).get("x-kubernetes-patch-merge-key")
     if "merge" not in strategy.split(","):

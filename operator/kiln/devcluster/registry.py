@@ -8,11 +8,12 @@ lifecycle; CRD registration with schema validation, pruning and defaulting.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import uuid
 from typing import Any
 
-from kiln.devcluster import builtins, defaults, errors, kinds, objects, patch, schema, store
+from kiln.devcluster import defaults, errors, kinds, kube_schemas, objects, patch, schema, store
 
 Object = dict[str, Any]
 
@@ -36,9 +37,7 @@ def _meta(obj: Object) -> Object:
 
 def _spec_part(obj: Object) -> Object:
     """Everything but metadata and status: what a generation counts changes of."""
-    return {
-        key: value for key, value in obj.items() if key not in ("metadata", "status", "apiVersion", "kind")
-    }
+    return {key: value for key, value in obj.items() if key not in ("metadata", "status", "apiVersion", "kind")}
 
 
 class Registry:
@@ -48,6 +47,11 @@ class Registry:
         self.store = objects_store
         self.types = kinds.ResourceTypes()
         self._emptying: set[str] = set()
+        self._index = OwnerIndex()
+        for resource in {rt.key for rt in self.types.all()} | set(self.store.resources()):
+            for obj in self.store.list(resource):
+                self._index.observe(store.Event(0, resource, store.ADDED, obj))
+        self.store.listeners.append(self._index.observe)
         for crd in self.store.list("customresourcedefinitions.apiextensions.k8s.io"):
             self._register_crd(crd)
         for name in SYSTEM_NAMESPACES:
@@ -62,10 +66,8 @@ class Registry:
             raise errors.not_found(rt.plural, rt.group, name)
         return self._as_version(rt, obj)
 
-    def list(self, rt: kinds.ResourceType, namespace: str | None) -> list[Object]:
-        return [
-            self._as_version(rt, obj) for obj in self.store.list(rt.key, namespace if rt.namespaced else None)
-        ]
+    def list_objects(self, rt: kinds.ResourceType, namespace: str | None) -> list[Object]:
+        return [self._as_version(rt, obj) for obj in self.store.list(rt.key, namespace if rt.namespaced else None)]
 
     @staticmethod
     def _as_version(rt: kinds.ResourceType, obj: Object) -> Object:
@@ -153,9 +155,7 @@ class Registry:
             return new
         return self._write_update(rt, new)
 
-    def _merge_update(
-        self, rt: kinds.ResourceType, old: Object, new: Object, subresource: str | None
-    ) -> Object:
+    def _merge_update(self, rt: kinds.ResourceType, old: Object, new: Object, subresource: str | None) -> Object:
         """Carry over what this kind of write may not change."""
         if subresource == "status":
             merged = copy.deepcopy(old)
@@ -221,9 +221,7 @@ class Registry:
         if content_type != patch.APPLY and given and given != current["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.plural, rt.group, name, errors.STALE_OBJECT)
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return self.update(
-            rt, namespace, name, patched, subresource=subresource, dry_run=dry_run, strict=strict
-        )
+        return self.update(rt, namespace, name, patched, subresource=subresource, dry_run=dry_run, strict=strict)
 
     def _apply_patch(self, rt: kinds.ResourceType, current: Object, content_type: str, body: Any) -> Object:
         if content_type == patch.JSON:
@@ -236,7 +234,7 @@ class Registry:
         if content_type == patch.STRATEGIC and rt.crd:
             raise errors.unsupported_media_type(content_type)
         if content_type in (patch.STRATEGIC, patch.APPLY):
-            root = builtins.definition(rt.api_version, rt.kind) if not rt.crd else rt.schema
+            root = kube_schemas.definition(rt.api_version, rt.kind) if not rt.crd else rt.schema
             return patch.strategic_merge_patch(current, body, root, _schema_lookup(rt.crd))
         raise errors.unsupported_media_type(content_type)
 
@@ -257,16 +255,15 @@ class Registry:
         preconditions = options.get("preconditions") or {}
         for field in ("uid", "resourceVersion"):
             if preconditions.get(field) and preconditions[field] != obj["metadata"].get(field):
-                why = f"Precondition failed: {field}: {preconditions[field]}, {field} in object meta: {obj['metadata'].get(field)}"
+                actual = obj["metadata"].get(field)
+                why = f"Precondition failed: {field}: {preconditions[field]}, {field} in object meta: {actual}"
                 raise errors.conflict(rt.plural, rt.group, name, why)
         if dry_run:
             return obj
         obj = copy.deepcopy(obj)
         metadata = obj["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
-        policy = options.get("propagationPolicy") or (
-            "Orphan" if options.get("orphanDependents") else "Background"
-        )
+        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
         if rt.kind == "Namespace" and NAMESPACE_FINALIZER in (obj.get("spec", {}).get("finalizers") or []):
             return self._terminate_namespace(rt, obj)
         if not metadata.get("deletionTimestamp"):
@@ -297,8 +294,7 @@ class Registry:
 
     def _check_kind(self, rt: kinds.ResourceType, obj: Object) -> None:
         if obj.get("kind") != rt.kind or obj.get("apiVersion") not in {
-            f"{rt.group}/{version}" if rt.group else version
-            for version in (rt.served_versions or (rt.version,))
+            f"{rt.group}/{version}" if rt.group else version for version in (rt.served_versions or (rt.version,))
         }:
             raise errors.bad_request(
                 f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version "
@@ -307,9 +303,7 @@ class Registry:
                 else f"kind {obj.get('kind')} does not match the URL's resource {rt.plural} ({rt.kind})"
             )
 
-    def _check_namespace(
-        self, rt: kinds.ResourceType, namespace: str, metadata: Object, *, creating: bool
-    ) -> str:
+    def _check_namespace(self, rt: kinds.ResourceType, namespace: str, metadata: Object, *, creating: bool) -> str:
         if not rt.namespaced:
             metadata.pop("namespace", None)
             return ""
@@ -334,14 +328,13 @@ class Registry:
             unknown = schema.prune(rt.schema, obj)
             if unknown and strict:
                 fields = ", ".join(f'unknown field "{path}"' for path in unknown)
-                raise errors.bad_request(
-                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: strict decoding error: {fields}'
-                )
+                handled = f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}'
+                raise errors.bad_request(f"{handled}: strict decoding error: {fields}")
             schema.apply_defaults(rt.schema, obj)
             found = schema.validate(rt.schema, obj, old)
         else:
             defaults.apply(obj)
-            found = builtins.validate(obj)
+            found = kube_schemas.validate(obj)
         found += _metadata_errors(obj)
         if rt.kind == "CustomResourceDefinition":
             found += _crd_errors(obj)
@@ -444,9 +437,7 @@ class Registry:
         if current is None:
             return
         current = copy.deepcopy(current)
-        current["metadata"]["finalizers"] = [
-            f for f in current["metadata"].get("finalizers", []) if f != finalizer
-        ]
+        current["metadata"]["finalizers"] = [f for f in current["metadata"].get("finalizers", []) if f != finalizer]
         self._write_update(rt, current)
 
     def _storage_types(self) -> list[kinds.ResourceType]:
@@ -493,52 +484,84 @@ class Registry:
 
     def _dependents(self, owner_uid: str) -> list[tuple[kinds.ResourceType, Object]]:
         found = []
-        for resource in self._storage_types():
-            for obj in self.store.list(resource.key):
-                if owner_uid in objects.owner_uids(obj):
-                    found.append((resource, obj))
+        for key, namespace, name in self._index.dependents(owner_uid):
+            resource = self._type_for_key(key)
+            obj = self.store.get(key, namespace, name)
+            if resource is not None and obj is not None:
+                found.append((resource, obj))
         return found
+
+    def _type_for_key(self, key: str) -> kinds.ResourceType | None:
+        return next((resource for resource in self._storage_types() if resource.key == key), None)
 
     def _collect_garbage(self, owner_uid: str) -> None:
         """Background propagation: a dependent whose owners are all gone is deleted."""
         for resource, dependent in self._dependents(owner_uid):
-            live_owner = any(
-                self._uid_exists(uid) for uid in objects.owner_uids(dependent) if uid != owner_uid
-            )
-            if not live_owner and self.store.get(
-                resource.key, dependent["metadata"].get("namespace", ""), dependent["metadata"]["name"]
-            ):
-                self.delete(
-                    resource, dependent["metadata"].get("namespace", ""), dependent["metadata"]["name"]
-                )
-        # a removal may also be the last object a terminating namespace waited for, or a foreground owner's last dependent
-        for resource in self._storage_types():
-            for obj in self.store.list(resource.key):
-                metadata = obj["metadata"]
-                if metadata.get("deletionTimestamp") and FOREGROUND in (metadata.get("finalizers") or []):
-                    if not self._dependents(metadata["uid"]):
-                        self._drop_finalizer(resource, obj, FOREGROUND)
+            metadata = dependent["metadata"]
+            owners = objects.owner_uids(dependent) - {owner_uid}
+            if not any(self._index.exists(uid) for uid in owners):
+                with contextlib.suppress(errors.ApiError):
+                    self.delete(resource, metadata.get("namespace", ""), metadata["name"])
+        self._release_foreground_owners()
 
-    def _uid_exists(self, uid: str) -> bool:
-        return any(
-            obj["metadata"].get("uid") == uid for r in self._storage_types() for obj in self.store.list(r.key)
-        )
+    def _release_foreground_owners(self) -> None:
+        """A removal may have been the last dependent a foreground deletion waited for."""
+        for key, namespace, name in self._index.waiting_in_foreground():
+            obj = self.store.get(key, namespace, name)
+            resource = self._type_for_key(key)
+            if obj is not None and resource is not None and not self._index.dependents(obj["metadata"]["uid"]):
+                self._drop_finalizer(resource, obj, FOREGROUND)
+
+
+class OwnerIndex:
+    """Which objects each uid owns, which uids exist, and who waits in foreground deletion."""
+
+    def __init__(self) -> None:
+        self._where: dict[str, tuple[str, str, str]] = {}
+        self._owners_of: dict[tuple[str, str, str], set[str]] = {}
+        self._owned: dict[str, set[tuple[str, str, str]]] = {}
+        self._foreground: set[tuple[str, str, str]] = set()
+
+    def observe(self, event: store.Event) -> None:
+        metadata = event.object.get("metadata", {})
+        place = (event.resource, metadata.get("namespace", ""), metadata.get("name", ""))
+        for uid in self._owners_of.pop(place, set()):
+            self._owned.get(uid, set()).discard(place)
+        self._foreground.discard(place)
+        if event.type == store.DELETED:
+            self._where.pop(metadata.get("uid", ""), None)
+            return
+        self._where[metadata.get("uid", "")] = place
+        owners = objects.owner_uids(event.object)
+        self._owners_of[place] = owners
+        for uid in owners:
+            self._owned.setdefault(uid, set()).add(place)
+        if metadata.get("deletionTimestamp") and FOREGROUND in (metadata.get("finalizers") or []):
+            self._foreground.add(place)
+
+    def exists(self, uid: str) -> bool:
+        return uid in self._where
+
+    def dependents(self, uid: str) -> list[tuple[str, str, str]]:
+        return sorted(self._owned.get(uid, set()))
+
+    def waiting_in_foreground(self) -> list[tuple[str, str, str]]:
+        return sorted(self._foreground)
 
 
 def _schema_lookup(crd: bool) -> patch.SchemaLookup:
     def lookup(node: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
         if node is None:
             return None
-        resolved = node if crd else builtins.resolve(node)
+        resolved = node if crd else kube_schemas.resolve(node)
         if key == "[]":
             items = resolved.get("items")
-            return items if crd else builtins.resolve(items)
+            return items if crd else kube_schemas.resolve(items)
         child = resolved.get("properties", {}).get(key)
         return (
             child
             if crd or child is None
-            else builtins.resolve(child)
-            | {k: v for k, v in child.items() if k.startswith("x-kubernetes-patch")}
+            else kube_schemas.resolve(child) | {k: v for k, v in child.items() if k.startswith("x-kubernetes-patch")}
         )
 
     return lookup
@@ -559,9 +582,7 @@ def _metadata_errors(obj: Object) -> list[schema.FieldError]:
         if values is not None and (
             not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
         ):
-            found.append(
-                schema.FieldError(f"metadata.{field}", schema.INVALID, "values must be strings", "object")
-            )
+            found.append(schema.FieldError(f"metadata.{field}", schema.INVALID, "values must be strings", "object"))
     return found
 
 

@@ -172,9 +172,7 @@ def _type_error(schema: Schema, value: Any, path: str) -> FieldError | None:
     if value is None:
         if schema.get("nullable"):
             return None
-        return FieldError(
-            path, TYPE_INVALID, f'{path} in body must be of type {_type_name(schema)}: "null"', value
-        )
+        return FieldError(path, TYPE_INVALID, f'{path} in body must be of type {_type_name(schema)}: "null"', value)
     if schema.get("x-kubernetes-int-or-string"):
         if json_type(value) in ("integer", "string"):
             return None
@@ -241,9 +239,7 @@ def _cel_value(schema: Schema, value: Any) -> Any:
         properties = schema.get("properties", {})
         additional = schema.get("additionalProperties")
         return {
-            name: _cel_value(
-                properties.get(name) or (additional if isinstance(additional, dict) else {}), child
-            )
+            name: _cel_value(properties.get(name) or (additional if isinstance(additional, dict) else {}), child)
             for name, child in value.items()
         }
     if isinstance(value, list):

@@ -69,8 +69,8 @@ class ApiServer:
             return web.json_response(error.status(), status=error.code)
         except Exception:  # a bug must answer like kube-apiserver does, not drop the connection
             log.exception("internal error serving %s %s", request.method, request.path)
-            error = errors.ApiError(500, "InternalError", "an internal error occurred in the dev cluster")
-            return web.json_response(error.status(), status=500)
+            internal = errors.ApiError(500, "InternalError", "an internal error occurred in the dev cluster")
+            return web.json_response(internal.status(), status=500)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [part for part in request.path.split("/") if part]
@@ -113,13 +113,12 @@ class ApiServer:
         if rest[0] == "namespaces" and len(rest) >= 3 and types.get(group, version, rest[2]) is not None:
             resource = types.get(group, version, rest[2])
             assert resource is not None
-            name, sub = (rest[3:4] or [None])[0], (rest[4:5] or [None])[0]
+            name, sub = _at(rest, 3), _at(rest, 4)
             return Target(resource, rest[1], name, sub, watch_path) if len(rest) <= 5 else None
         resource = types.get(group, version, rest[0])
         if resource is None or len(rest) > 3:
             return None
-        name, sub = (rest[1:2] or [None])[0], (rest[2:3] or [None])[0]
-        return Target(resource, None, name, sub, watch_path)
+        return Target(resource, None, _at(rest, 1), _at(rest, 2), watch_path)
 
     @staticmethod
     def _verb(request: web.Request, target: Target) -> str:
@@ -132,9 +131,7 @@ class ApiServer:
             return "delete" if target.name else "deletecollection"
         verbs = {"POST": "create", "PUT": "update", "PATCH": "patch"}
         if method not in verbs:
-            raise errors.method_not_allowed(
-                "the server does not allow this method on the requested resource"
-            )
+            raise errors.method_not_allowed("the server does not allow this method on the requested resource")
         return verbs[method]
 
     def _audit(self, request: web.Request, verb: str, target: Target) -> None:
@@ -203,9 +200,7 @@ class ApiServer:
                 return self._respond(request, rt, deleted)
         return self._delete_collection(request, target, dry_run)
 
-    def _respond(
-        self, request: web.Request, rt: kinds.ResourceType, obj: Object, status: int = 200
-    ) -> web.Response:
+    def _respond(self, request: web.Request, rt: kinds.ResourceType, obj: Object, status: int = 200) -> web.Response:
         if tables.wants_table(request.headers.get("Accept", "")):
             table = tables.table(rt, [obj], str(obj["metadata"].get("resourceVersion", "")))
             return web.json_response(table, status=status)
@@ -217,9 +212,7 @@ class ApiServer:
         labels = selectors.label_matcher(request.query.get("labelSelector"))
         fields = selectors.field_matcher(request.query.get("fieldSelector"))
         return [
-            obj
-            for obj in self.registry.list(target.resource, target.namespace)
-            if labels(obj) and fields(obj)
+            obj for obj in self.registry.list_objects(target.resource, target.namespace) if labels(obj) and fields(obj)
         ]
 
     def _list(self, request: web.Request, target: Target) -> web.Response:
@@ -246,9 +239,7 @@ class ApiServer:
         deleted = []
         for obj in self._selected(request, target):
             metadata = obj["metadata"]
-            deleted.append(
-                self.registry.delete(rt, metadata.get("namespace", ""), metadata["name"], dry_run=dry_run)
-            )
+            deleted.append(self.registry.delete(rt, metadata.get("namespace", ""), metadata["name"], dry_run=dry_run))
         version = str(self.registry.store.resource_version)
         body = {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": {"resourceVersion": version},
                 "items": deleted}  # fmt: skip
@@ -275,12 +266,9 @@ class ApiServer:
             missed = self.registry.store.watch(watcher, since)
         except LookupError as error:
             raise errors.gone(str(error)) from None
-        initial = [] if since is not None else [
-            store.Event(0, rt.key, store.ADDED, obj) for obj in self.registry.list(rt, namespace) if watcher.matches(obj)
-        ]  # fmt: skip
-        response = web.StreamResponse(
-            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
-        )
+        existing = self.registry.list_objects(rt, namespace) if since is None else []
+        initial = [store.Event(0, rt.key, store.ADDED, obj) for obj in existing if watcher.matches(obj)]
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         await response.prepare(request)
         timeout = float(request.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_SECONDS)
         bookmarks = request.query.get("allowWatchBookmarks", "").lower() in ("1", "true")
@@ -330,6 +318,10 @@ class ApiServer:
             target.namespace or "", target.name, request.query.get("container"), int(tail) if tail else None
         )
         return web.Response(text=text, content_type="text/plain")
+
+
+def _at(parts: list[str], index: int) -> str | None:
+    return parts[index] if index < len(parts) else None
 
 
 def _watch_line(rt: kinds.ResourceType, event_type: str, obj: Object) -> bytes:

@@ -10,6 +10,7 @@ from a resourceVersion; older versions are answered with 410 Gone.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import json
 import pathlib
@@ -172,7 +173,7 @@ class Store:
         for listener in self.listeners:
             listener(event)
 
-    def watch(self, watcher: Watcher, since: int | None) -> list[Event]:
+    def watch(self, watcher: Watcher, since: int | None) -> builtins.list[Event]:
         """Subscribe; returns the events after `since` that the watcher missed.
 
         Raises LookupError when `since` is older than the history kept.

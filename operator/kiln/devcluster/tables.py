@@ -74,7 +74,8 @@ _BUILTIN_COLUMNS: dict[str, list[Column]] = {
         ("Node", "string", lambda o: o.get("spec", {}).get("nodeName") or "<none>", 1),
     ],
     "Deployment": [
-        ("Ready", "string", lambda o: f"{o.get('status', {}).get('readyReplicas', 0)}/{o['spec'].get('replicas', 1)}", 0),
+        ("Ready", "string", lambda o: f"{o.get('status', {}).get('readyReplicas', 0)}/{o['spec'].get('replicas', 1)}",
+         0),
         ("Up-to-date", "integer", lambda o: o.get("status", {}).get("updatedReplicas", 0), 0),
         ("Available", "integer", lambda o: o.get("status", {}).get("availableReplicas", 0), 0),
         ("Age", "string", _age, 0),
@@ -152,8 +153,7 @@ def table(
     ] + [{"name": name, "type": kind, "format": "", "description": "", "priority": priority}
          for name, kind, _, priority in columns]  # fmt: skip
     rows = [
-        {"cells": [obj["metadata"]["name"]] + [cell(obj) for _, _, cell, _ in columns], "object": obj}
-        for obj in items
+        {"cells": [obj["metadata"]["name"]] + [cell(obj) for _, _, cell, _ in columns], "object": obj} for obj in items
     ]
     metadata: Object = {"resourceVersion": resource_version}
     if continue_token:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import referencing
+import referencing.jsonschema
 
 from kiln.devcluster import schema
 
@@ -64,12 +65,11 @@ def resolve(node: dict[str, Any] | None) -> dict[str, Any]:
 
 
 @functools.cache
-def _registry() -> referencing.Registry:  # type: ignore[type-arg]
+def _registry() -> referencing.Registry[Any]:
     contents = {"$defs": definitions()}
-    resource = referencing.Resource.from_contents(
-        contents, default_specification=referencing.jsonschema.DRAFT202012
-    )
-    return referencing.Registry().with_resource(_DEFINITIONS_URI, resource)
+    resource = referencing.Resource.from_contents(contents, default_specification=referencing.jsonschema.DRAFT202012)
+    registry: referencing.Registry[Any] = referencing.Registry().with_resource(_DEFINITIONS_URI, resource)
+    return registry
 
 
 @functools.cache
@@ -104,12 +104,9 @@ def validate(obj: dict[str, Any]) -> list[schema.FieldError]:
             detail = f'{path} in body must be of type {expected_name}: "{schema.json_type(value)}"'
             found.append(schema.FieldError(path, schema.TYPE_INVALID, detail, value))
         elif error.validator == "enum":
-            supported = ", ".join(
-                json.dumps(option) for option in error.validator_value if option is not None
-            )
-            found.append(
-                schema.FieldError(path, schema.NOT_SUPPORTED, f"supported values: {supported}", value)
-            )
+            options = error.validator_value if isinstance(error.validator_value, list) else []
+            supported = ", ".join(json.dumps(option) for option in options if option is not None)
+            found.append(schema.FieldError(path, schema.NOT_SUPPORTED, f"supported values: {supported}", value))
         elif error.validator == "required":
             missing = error.message.split("'")[1] if "'" in error.message else ""
             found.append(schema.FieldError(f"{path}.{missing}" if path else missing, schema.REQUIRED))
