@@ -37,6 +37,21 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix operator tests
 	$(BIN)/ruff format operator tests
 
+DEMO_DIR ?= $(CURDIR)/.demo
+
+.PHONY: demo
+demo: $(STAMP) tools ## Start a dev cluster, apply the CRDs and every example, show what the API server accepts and refuses
+	@rm -rf $(DEMO_DIR); trap '$(BIN)/kiln cluster stop --data-dir $(DEMO_DIR) >/dev/null' EXIT; \
+	$(BIN)/kiln cluster start --data-dir $(DEMO_DIR) && export KUBECONFIG=$(DEMO_DIR)/kubeconfig && \
+	echo "--- kubectl apply -f crds/" && kubectl apply -f crds/ && \
+	kubectl wait --for=condition=Established crd --all --timeout=30s && \
+	echo "--- kubectl apply -R -f examples/" && kubectl apply -R -f examples/ && \
+	echo "--- kubectl get kiln" && kubectl get kiln && \
+	echo "--- a canary weight of 150 is refused by the API server:" && \
+	{ sed 's/setWeight: 10$$/setWeight: 150/' examples/canary-rollout/modeldeployment.yaml | kubectl apply -f - || true; } && \
+	echo "--- a ModelVersion's artifact is immutable:" && \
+	{ kubectl patch mv iris-1.2.0 --type merge -p '{"spec":{"artifact":{"uri":"file:///elsewhere"}}}' || true; }
+
 .PHONY: tools
 tools: ## Install the system tools the tests drive (kubectl) where they are missing
 	@command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubernetes-client; }

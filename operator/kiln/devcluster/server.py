@@ -350,7 +350,17 @@ def _decode_continue(token: str) -> str:
         raise errors.bad_request(f"continue key is not valid: {error}") from None
 
 
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
 async def _body(request: web.Request) -> Any:
+    if request.content_type == PROTOBUF:
+        raise errors.ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the dev cluster accepts JSON and YAML bodies, not protobuf; "
+            "use `kubectl apply -f` or `kubectl create -f` rather than typed `kubectl create <kind>` generators",
+        )
     text = await request.text()
     if not text:
         raise errors.bad_request("the request body is empty")
