@@ -55,33 +55,23 @@ def test_examples_cover_all_three_kinds() -> None:
     assert {doc["kind"] for _, doc in EXAMPLE_DOCUMENTS} == {kind.kind for kind in resources.KINDS}
 
 
-@pytest.mark.parametrize(
-    ("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS]
-)
+@pytest.mark.parametrize(("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS])
 def test_example_is_accepted_by_pydantic(where: str, manifest: dict[str, Any]) -> None:
     crd_schemas.model_for(manifest).model_validate(manifest)
 
 
-@pytest.mark.parametrize(
-    ("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS]
-)
+@pytest.mark.parametrize(("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS])
 def test_example_is_accepted_by_the_strict_crd_schema(where: str, manifest: dict[str, Any]) -> None:
     assert crd_schemas.structural_errors(manifest) == []
 
 
-@pytest.mark.parametrize(
-    ("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS]
-)
+@pytest.mark.parametrize(("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS])
 def test_example_is_accepted_by_the_apiserver_with_cel_rules(where: str, manifest: dict[str, Any]) -> None:
     assert [str(error) for error in crd_schemas.apiserver_errors(manifest)] == []
 
 
-@pytest.mark.parametrize(
-    ("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS]
-)
-def test_wire_form_with_defaults_filled_in_is_accepted_by_the_crd(
-    where: str, manifest: dict[str, Any]
-) -> None:
+@pytest.mark.parametrize(("where", "manifest"), EXAMPLE_DOCUMENTS, ids=[where for where, _ in EXAMPLE_DOCUMENTS])
+def test_wire_form_with_defaults_filled_in_is_accepted_by_the_crd(where: str, manifest: dict[str, Any]) -> None:
     wire = crd_schemas.model_for(manifest).model_validate(manifest).to_wire()
     assert crd_schemas.structural_errors(wire) == []
     assert [str(error) for error in crd_schemas.apiserver_errors(wire)] == []
@@ -529,9 +519,7 @@ REGISTERED = crd_schemas.example(MV)
     ("path", "value", "field"),
     [
         pytest.param("spec.artifact.sha256", "0" * 64, "spec.artifact", id="artifact-digest"),
-        pytest.param(
-            "spec.artifact.uri", "pvc://models/iris/1.2.0/model-v2.skops", "spec.artifact", id="artifact-uri"
-        ),
+        pytest.param("spec.artifact.uri", "pvc://models/iris/1.2.0/model-v2.skops", "spec.artifact", id="artifact-uri"),
         pytest.param("spec.version", "1.2.1", "spec.version", id="version"),
         pytest.param("spec.modelName", "iris-v2", "spec.modelName", id="model-name"),
     ],
@@ -620,9 +608,7 @@ def _rules(node: Any) -> list[dict[str, Any]]:
     if not isinstance(node, dict):
         return []
     own = list(node.get("x-kubernetes-validations", []))
-    return own + [
-        rule for key, value in node.items() if key != "x-kubernetes-validations" for rule in _rules(value)
-    ]
+    return own + [rule for key, value in node.items() if key != "x-kubernetes-validations" for rule in _rules(value)]
 
 
 # The kiln command
