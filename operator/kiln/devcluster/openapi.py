@@ -13,6 +13,12 @@ from kiln.devcluster import discovery, kinds, kube_schemas
 
 Object = dict[str, Any]
 
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+V2_PROTOBUF_STUB = b"\x0a\x032.0"
+"""A gnostic OpenAPI v2 Document holding only `swagger: "2.0"` (field 1). kubectl before 1.29 asks
+for v2 in protobuf only; an empty document lets it fall back to its built-in knowledge of the kinds,
+while field validation is learned from the JSON OpenAPI v3 documents."""
+
 _PATCH_PARAMETERS = ("dryRun", "fieldManager", "fieldValidation", "force")
 _WRITE_PARAMETERS = ("dryRun", "fieldManager", "fieldValidation")
 

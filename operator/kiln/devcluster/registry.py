@@ -13,7 +13,7 @@ import copy
 import uuid
 from typing import Any
 
-from kiln.devcluster import defaults, errors, kinds, kube_schemas, objects, patch, schema, store
+from kiln.devcluster import defaults, errors, fieldmanager, kinds, kube_schemas, objects, patch, schema, store
 
 Object = dict[str, Any]
 
@@ -86,6 +86,8 @@ class Registry:
         *,
         dry_run: bool = False,
         strict: bool = False,
+        manager: str | None = None,
+        applied: Object | None = None,
     ) -> Object:
         obj = copy.deepcopy(body)
         obj.setdefault("apiVersion", rt.api_version)
@@ -112,7 +114,12 @@ class Registry:
             obj.pop("status", None)
         if rt.crd or "spec" in obj:
             metadata["generation"] = 1
-        self._admit(rt, obj, None, strict)
+        self._normalize(rt, obj, strict)
+        self._validate(rt, obj, None)
+        if manager and applied is not None:
+            obj = fieldmanager.record_apply(None, obj, applied, manager)
+        elif manager:
+            obj = fieldmanager.record_update(None, obj, manager)
         if dry_run:
             metadata["resourceVersion"] = str(self.store.resource_version)
             return obj
@@ -130,6 +137,7 @@ class Registry:
         subresource: str | None = None,
         dry_run: bool = False,
         strict: bool = False,
+        manager: str | None = None,
     ) -> Object:
         namespace = namespace if rt.namespaced else ""
         old = self.store.get(rt.key, namespace, name)
@@ -147,8 +155,11 @@ class Registry:
         given_version = metadata.get("resourceVersion")
         if given_version and given_version != old["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.plural, rt.group, name, errors.STALE_OBJECT)
+        self._normalize(rt, new, strict)
         new = self._merge_update(rt, old, new, subresource)
-        self._admit(rt, new, old, strict)
+        self._validate(rt, new, old)
+        if manager and subresource is None:
+            new = fieldmanager.record_update(old, new, manager)
         if new == old:
             return self._as_version(rt, old)
         if dry_run:
@@ -208,20 +219,31 @@ class Registry:
         subresource: str | None = None,
         dry_run: bool = False,
         strict: bool = False,
+        manager: str | None = None,
+        force: bool = False,
     ) -> Object:
         namespace = namespace if rt.namespaced else ""
         current = self.store.get(rt.key, namespace, name)
+        applying = content_type == patch.APPLY
+        if applying and not manager:
+            raise errors.bad_request("fieldManager is required for apply requests")
         if current is None:
-            if content_type == patch.APPLY:
-                return self.create(rt, namespace, body, dry_run=dry_run, strict=strict)
+            if applying:
+                return self.create(rt, namespace, body, dry_run=dry_run, strict=strict, manager=manager, applied=body)
             raise errors.not_found(rt.plural, rt.group, name)
         current = self._as_version(rt, current)
         patched = self._apply_patch(rt, current, content_type, body)
+        if applying and manager:
+            fieldmanager.check_apply(current, body, manager, force)
+            patched = fieldmanager.record_apply(current, patched, body, manager)
+            manager = None
         given = _meta(patched).get("resourceVersion")
         if content_type != patch.APPLY and given and given != current["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.plural, rt.group, name, errors.STALE_OBJECT)
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return self.update(rt, namespace, name, patched, subresource=subresource, dry_run=dry_run, strict=strict)
+        return self.update(
+            rt, namespace, name, patched, subresource=subresource, dry_run=dry_run, strict=strict, manager=manager
+        )
 
     def _apply_patch(self, rt: kinds.ResourceType, current: Object, content_type: str, body: Any) -> Object:
         if content_type == patch.JSON:
@@ -322,8 +344,9 @@ class Registry:
             raise errors.ApiError(403, "Forbidden", f'{rt.plural} "{metadata["name"]}" is forbidden: {why}')
         return namespace
 
-    def _admit(self, rt: kinds.ResourceType, obj: Object, old: Object | None, strict: bool) -> None:
-        name = obj["metadata"].get("name", "")
+    def _normalize(self, rt: kinds.ResourceType, obj: Object, strict: bool) -> None:
+        """Decode as kube-apiserver does before anything compares or validates: prune unknown
+        fields (refused under strict field validation) and apply defaults."""
         if rt.crd and rt.schema:
             unknown = schema.prune(rt.schema, obj)
             if unknown and strict:
@@ -331,15 +354,19 @@ class Registry:
                 handled = f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}'
                 raise errors.bad_request(f"{handled}: strict decoding error: {fields}")
             schema.apply_defaults(rt.schema, obj)
-            found = schema.validate(rt.schema, obj, old)
         else:
             defaults.apply(obj)
+
+    def _validate(self, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
+        if rt.crd and rt.schema:
+            found = schema.validate(rt.schema, obj, old)
+        else:
             found = kube_schemas.validate(obj)
         found += _metadata_errors(obj)
         if rt.kind == "CustomResourceDefinition":
             found += _crd_errors(obj)
         if found:
-            raise errors.invalid(rt.kind, rt.group, name, found)
+            raise errors.invalid(rt.kind, rt.group, obj["metadata"].get("name", ""), found)
 
     # side effects of writes: CRDs, namespaces, garbage collection
 

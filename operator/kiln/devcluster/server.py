@@ -91,6 +91,8 @@ class ApiServer:
         if path == "/version":
             return web.json_response(discovery.VERSION_INFO)
         if parts[:1] == ["openapi"]:
+            if parts == ["openapi", "v2"] and "json" not in request.headers.get("Accept", "json"):
+                return web.Response(body=openapi.V2_PROTOBUF_STUB, content_type=openapi.V2_PROTOBUF)
             document = openapi.document(self.registry.types, parts[1:])
             if document is None:
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -159,6 +161,7 @@ class ApiServer:
             return self._log(request, target)
         dry_run = request.query.get("dryRun") == "All"
         strict = request.query.get("fieldValidation", "").lower() == "strict"
+        manager = _field_manager(request)
         match verb:
             case "watch":
                 return await self._watch(request, target)
@@ -169,7 +172,7 @@ class ApiServer:
                 return self._respond(request, rt, self.registry.get(rt, namespace, target.name))
             case "create":
                 body = await _body(request)
-                created = self.registry.create(rt, namespace, body, dry_run=dry_run, strict=strict)
+                created = self.registry.create(rt, namespace, body, dry_run=dry_run, strict=strict, manager=manager)
                 return self._respond(request, rt, created, status=201)
             case "update":
                 assert target.name is not None
@@ -182,6 +185,7 @@ class ApiServer:
                     subresource=target.subresource,
                     dry_run=dry_run,
                     strict=strict,
+                    manager=manager,
                 )
                 return self._respond(request, rt, updated)
             case "patch":
@@ -190,7 +194,8 @@ class ApiServer:
                 body = await _body(request)
                 patched = self.registry.patch(
                     rt, namespace, target.name, content_type, body,
-                    subresource=target.subresource, dry_run=dry_run, strict=strict,
+                    subresource=target.subresource, dry_run=dry_run, strict=strict, manager=manager,
+                    force=request.query.get("force", "").lower() == "true",
                 )  # fmt: skip
                 return self._respond(request, rt, patched)
             case "delete":
@@ -318,6 +323,11 @@ class ApiServer:
             target.namespace or "", target.name, request.query.get("container"), int(tail) if tail else None
         )
         return web.Response(text=text, content_type="text/plain")
+
+
+def _field_manager(request: web.Request) -> str:
+    """The fieldManager asked for, or, as kube-apiserver does, the user agent's first word."""
+    return request.query.get("fieldManager") or request.headers.get("User-Agent", "unknown").split("/")[0]
 
 
 def _at(parts: list[str], index: int) -> str | None:
