@@ -64,6 +64,10 @@ test: $(STAMP) tools ## Run the whole test suite
 unit: $(STAMP) ## Run the unit tests only
 	$(BIN)/pytest tests/unit
 
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks (not part of make test)
+	@set -e; for bench in tests/benchmarks/bench_*.py; do echo "--- $$bench"; $(BIN)/python $$bench; done
+
 .PHONY: clean
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

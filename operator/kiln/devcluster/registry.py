@@ -358,10 +358,7 @@ class Registry:
             defaults.apply(obj)
 
     def _validate(self, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
-        if rt.crd and rt.schema:
-            found = schema.validate(rt.schema, obj, old)
-        else:
-            found = kube_schemas.validate(obj)
+        found = schema.validate(rt.schema, obj, old) if rt.crd and rt.schema else kube_schemas.validate(obj)
         found += _metadata_errors(obj)
         if rt.kind == "CustomResourceDefinition":
             found += _crd_errors(obj)
