@@ -191,12 +191,12 @@ class Registry:
         if old["metadata"].get("deletionTimestamp"):
             added = set(metadata.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise errors.forbidden(
-                    rt.plural,
-                    rt.group,
-                    old["metadata"]["name"],
+                refused = schema.FieldError(
+                    "metadata.finalizers",
+                    schema.FORBIDDEN,
                     "no new finalizers can be added if the object is being deleted",
                 )
+                raise errors.invalid(rt.kind, rt.group, old["metadata"]["name"], [refused])
         metadata["resourceVersion"] = old["metadata"]["resourceVersion"]
         return new
 

@@ -231,9 +231,9 @@ class ApiServer:
             items = [obj for obj in items if _sort_key(obj) > start]
         limit = int(request.query.get("limit") or 0)
         if limit and len(items) > limit:
+            metadata["remainingItemCount"] = len(items) - limit
             items = items[:limit]
             metadata["continue"] = _encode_continue(_sort_key(items[-1]))
-            metadata["remainingItemCount"] = len(self._selected(request, target)) - limit
         if tables.wants_table(request.headers.get("Accept", "")):
             return web.json_response(tables.table(rt, items, version, metadata.get("continue")))
         body = {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata, "items": items}
@@ -270,7 +270,7 @@ class ApiServer:
         try:
             missed = self.registry.store.watch(watcher, since)
         except LookupError as error:
-            raise errors.gone(str(error)) from None
+            return await _watch_error(request, errors.gone(str(error)))
         existing = self.registry.list_objects(rt, namespace) if since is None else []
         initial = [store.Event(0, rt.key, store.ADDED, obj) for obj in existing if watcher.matches(obj)]
         response = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
@@ -339,25 +339,36 @@ def _watch_line(rt: kinds.ResourceType, event_type: str, obj: Object) -> bytes:
     return (json.dumps({"type": event_type, "object": shown}) + "\n").encode()
 
 
+async def _watch_error(request: web.Request, error: errors.ApiError) -> web.StreamResponse:
+    """A watch that cannot start is answered, like kube-apiserver does, as one ERROR event."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write((json.dumps({"type": "ERROR", "object": error.status()}) + "\n").encode())
+    await response.write_eof()
+    return response
+
+
 def _bookmark_line(rt: kinds.ResourceType, version: int) -> bytes:
     bookmark = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(version)}}
     return (json.dumps({"type": "BOOKMARK", "object": bookmark}) + "\n").encode()
 
 
-def _sort_key(obj: Object) -> str:
+def _sort_key(obj: Object) -> tuple[str, str]:
+    """The store's order: namespace, then name."""
     metadata = obj["metadata"]
-    return f"{metadata.get('namespace', '')}/{metadata['name']}"
+    return (metadata.get("namespace", ""), metadata["name"])
 
 
-def _encode_continue(key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"start": key}).encode()).decode()
+def _encode_continue(key: tuple[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": list(key)}).encode()).decode()
 
 
-def _decode_continue(token: str) -> str:
+def _decode_continue(token: str) -> tuple[str, str]:
     try:
-        return str(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
-    except (ValueError, KeyError) as error:
+        namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError) as error:
         raise errors.bad_request(f"continue key is not valid: {error}") from None
+    return (str(namespace), str(name))
 
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"

@@ -31,6 +31,8 @@ class Event:
     resource: str
     type: str
     object: dict[str, Any]
+    previous: dict[str, Any] | None = None
+    """The object before a MODIFIED event, so selector watches can tell entering from leaving."""
 
 
 @dataclass(eq=False)
@@ -42,17 +44,30 @@ class Watcher:
     matches: Callable[[dict[str, Any]], bool]
     queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
 
-    def accepts(self, event: Event) -> bool:
+    def seen_as(self, event: Event) -> Event | None:
+        """The event as this watcher sees it, or None: an object that starts matching the
+        selector is ADDED for it, one that stops matching is DELETED, as kube-apiserver does."""
         if event.resource != self.resource:
-            return False
+            return None
         namespace = event.object.get("metadata", {}).get("namespace")
         if self.namespace is not None and namespace != self.namespace:
-            return False
-        return self.matches(event.object)
+            return None
+        now = self.matches(event.object)
+        if event.type != MODIFIED or event.previous is None:
+            return event if now else None
+        before = self.matches(event.previous)
+        if now and before:
+            return event
+        if now:
+            return Event(event.resource_version, event.resource, ADDED, event.object)
+        if before:
+            return Event(event.resource_version, event.resource, DELETED, event.object)
+        return None
 
     def offer(self, event: Event) -> None:
-        if self.accepts(event):
-            self.queue.put_nowait(event)
+        seen = self.seen_as(event)
+        if seen is not None:
+            self.queue.put_nowait(seen)
 
 
 class Store:
@@ -83,7 +98,8 @@ class Store:
         )
         database.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, value INTEGER)")
         database.execute(
-            "CREATE TABLE IF NOT EXISTS log (resource_version INTEGER PRIMARY KEY, resource TEXT, type TEXT, body TEXT)"
+            "CREATE TABLE IF NOT EXISTS log ("
+            " resource_version INTEGER PRIMARY KEY, resource TEXT, type TEXT, body TEXT, previous TEXT)"
         )
         database.commit()
         return database
@@ -94,11 +110,12 @@ class Store:
         ):
             self._objects[resource][(namespace, name)] = json.loads(body)
         rows = self._database.execute(
-            "SELECT resource_version, resource, type, body FROM log ORDER BY resource_version DESC LIMIT ?",
+            "SELECT resource_version, resource, type, body, previous FROM log ORDER BY resource_version DESC LIMIT ?",
             (HISTORY_LIMIT,),
         ).fetchall()
-        for version, resource, event_type, body in reversed(rows):
-            self._history.append(Event(version, resource, event_type, json.loads(body)))
+        for version, resource, event_type, body, previous in reversed(rows):
+            before = json.loads(previous) if previous else None
+            self._history.append(Event(version, resource, event_type, json.loads(body), before))
         row = self._database.execute("SELECT value FROM counter WHERE id = 1").fetchone()
         return int(row[0]) if row else 1
 
@@ -127,11 +144,12 @@ class Store:
         metadata = obj["metadata"]
         metadata["resourceVersion"] = str(version)
         key = (metadata.get("namespace", ""), metadata["name"])
+        previous = self._objects[resource].get(key)
         self._objects[resource][key] = obj
         self._database.execute(
             "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", (resource, key[0], key[1], json.dumps(obj))
         )
-        event = Event(version, resource, event_type, obj)
+        event = Event(version, resource, event_type, obj, previous if event_type == MODIFIED else None)
         self._commit(event)
         self._publish(event)
         return obj
@@ -155,8 +173,14 @@ class Store:
     def _commit(self, event: Event) -> None:
         self._database.execute("INSERT OR REPLACE INTO counter VALUES (1, ?)", (event.resource_version,))
         self._database.execute(
-            "INSERT INTO log VALUES (?, ?, ?, ?)",
-            (event.resource_version, event.resource, event.type, json.dumps(event.object)),
+            "INSERT INTO log VALUES (?, ?, ?, ?, ?)",
+            (
+                event.resource_version,
+                event.resource,
+                event.type,
+                json.dumps(event.object),
+                json.dumps(event.previous) if event.previous is not None else None,
+            ),
         )
         if event.resource_version % 1000 == 0:
             self._database.execute(
@@ -184,7 +208,7 @@ class Store:
                 raise LookupError(f"too old resource version: {since} ({self._oldest_replayable})")
             missed = [event for event in self._history if event.resource_version > since]
         self._watchers.add(watcher)
-        return [event for event in missed if watcher.accepts(event)]
+        return [seen for seen in map(watcher.seen_as, missed) if seen is not None]
 
     def unwatch(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)
