@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ from kopf.testing import KopfRunner
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config import kube_config
+from polling import eventually
 
 from kiln.devcluster import cluster
 
@@ -72,17 +72,6 @@ def record_deletion(name, namespace, **_):
         namespace, {"metadata": {"name": f"deleted-{name}"}, "data": {"deleted": name}}
     )
 """
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = WAIT_SECONDS) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def read_or_none(call: Callable[..., T], *args: Any) -> T | None:
@@ -136,6 +125,7 @@ def test_a_kopf_operator_writes_status_and_honours_its_finalizer(
         validating = eventually(
             lambda: (mv := model_version()) and mv.get("status", {}).get("phase") == "Validating" and mv,
             "the operator to write status.phase",
+            timeout=WAIT_SECONDS,
         )
         assert validating["status"]["message"] == "picked up by the test operator"
         assert KOPF_FINALIZER in validating["metadata"]["finalizers"]
@@ -146,12 +136,13 @@ def test_a_kopf_operator_writes_status_and_honours_its_finalizer(
         kubectl("delete", "modelversion", name, "--wait=false")
 
         # the finalizer holds the object while the delete handler waits for the release
-        deleting = eventually(model_version, "the ModelVersion to still exist")
+        deleting = eventually(model_version, "the ModelVersion to still exist", timeout=WAIT_SECONDS)
         assert deleting["metadata"]["deletionTimestamp"]
         assert KOPF_FINALIZER in deleting["metadata"]["finalizers"]
         eventually(
             lambda: (mv := model_version()) and "record_deletion" in json.dumps(mv["metadata"].get("annotations", {})),
             "the delete handler to have been tried and postponed",
+            timeout=WAIT_SECONDS,
         )
         assert model_version() is not None
         assert read_or_none(core.read_namespaced_config_map, f"deleted-{name}", NS) is None
@@ -160,9 +151,11 @@ def test_a_kopf_operator_writes_status_and_honours_its_finalizer(
         record = eventually(
             lambda: read_or_none(core.read_namespaced_config_map, f"deleted-{name}", NS),
             "the delete handler to record the deletion",
+            timeout=WAIT_SECONDS,
         )
         assert record.data == {"deleted": name}
-        eventually(lambda: model_version() is None, "kopf to remove its finalizer and the object to go")
+        gone = "kopf to remove its finalizer and the object to go"
+        eventually(lambda: model_version() is None, gone, timeout=WAIT_SECONDS)
 
         # the order the API server saw: deletion requested, record written, object gone
         history = []

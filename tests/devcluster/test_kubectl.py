@@ -30,14 +30,14 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import kubernetes
 import pytest
 import yaml
 from conftest import Kubectl, available_kubectl_versions, kubectl_binary, make_kubectl
+from polling import eventually
 
 from kiln.devcluster import cluster
 
@@ -78,18 +78,6 @@ INVALID = _unit_manifest_tests().INVALID
 
 
 # Helpers
-
-
-def eventually(check: Callable[[], T], timeout: float = 10.0, what: str = "the condition") -> T:
-    """Poll check until it returns something truthy; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def get_json(kubectl: Kubectl, *args: str) -> Object:

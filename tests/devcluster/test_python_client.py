@@ -13,7 +13,6 @@ import asyncio
 import json
 import pathlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ import pytest
 import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+from polling import eventually
 
 from kiln.devcluster import cluster, server, store
 
@@ -73,18 +73,6 @@ def apply_crds(api: client.ApiClient) -> None:
             return any(c.type == "Established" and c.status == "True" for c in conditions)
 
         eventually(established, f"CRD {name} to be Established")
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = WAIT_SECONDS) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def api_error(code: int, reason: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -16,12 +16,12 @@ import pathlib
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
 import yaml
+from polling import eventually
 
 from kiln.devcluster import cluster
 
@@ -45,17 +45,6 @@ COLLECTIONS = (
 )
 
 T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = WAIT_SECONDS) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

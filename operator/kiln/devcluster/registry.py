@@ -341,7 +341,7 @@ class Registry:
             raise errors.not_found("namespaces", "", namespace)
         if creating and owner["metadata"].get("deletionTimestamp"):
             why = f"unable to create new content in namespace {namespace} because it is being terminated"
-            raise errors.ApiError(403, "Forbidden", f'{rt.plural} "{metadata["name"]}" is forbidden: {why}')
+            raise errors.forbidden(rt.plural, rt.group, metadata["name"], why)
         return namespace
 
     def _normalize(self, rt: kinds.ResourceType, obj: Object, strict: bool) -> None:
