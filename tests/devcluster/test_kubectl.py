@@ -23,6 +23,7 @@ about what the API server answered, not about what the test sent.
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib
 import json
@@ -676,7 +677,7 @@ metadata:
 
 def test_deleting_a_namespace_deletes_what_is_in_it(devcluster: cluster.DevCluster, crds: Kubectl) -> None:
     kubectl = crds
-    # `kubectl create namespace` would send protobuf, which the dev cluster does not decode; apply sends JSON
+    # a Namespace manifest through apply (the typed `kubectl create namespace` is tested on its own)
     assert kubectl("apply", "-f", "-", input=NAMESPACE).stdout.strip() == "namespace/ml-team created"
     (row,) = [row for row in tables(kubectl("get", "namespaces").stdout)[0] if row["NAME"] == "ml-team"]
     assert row["STATUS"] == "Active"
@@ -782,3 +783,25 @@ def test_server_side_apply_records_field_managers_and_refuses_conflicts(crds: Ku
     forced = "--force-conflicts"
     kubectl("apply", "--server-side", "--field-manager=autoscaler", forced, "-f", "-", input=json.dumps(autoscaler))
     assert get_json(kubectl, "md", "iris")["spec"]["replicas"] == 7
+
+
+def test_typed_create_generators_send_protobuf_which_the_dev_cluster_decodes(kubectl: Kubectl) -> None:
+    kubectl("create", "namespace", "team-a")
+    kubectl("create", "configmap", "settings", "-n", "team-a", "--from-literal=a=1", "--from-literal=b=two")
+    kubectl("create", "secret", "generic", "token", "-n", "team-a", "--from-literal=password=hunter2")
+    kubectl("create", "serviceaccount", "bot", "-n", "team-a")
+
+    assert json.loads(kubectl("get", "configmap", "settings", "-n", "team-a", "-o", "json").stdout)["data"] == {
+        "a": "1",
+        "b": "two",
+    }
+    secret = json.loads(kubectl("get", "secret", "token", "-n", "team-a", "-o", "json").stdout)
+    assert base64.b64decode(secret["data"]["password"]) == b"hunter2"
+    assert secret["type"] == "Opaque"
+    assert kubectl("get", "serviceaccount", "bot", "-n", "team-a", "-o", "name").stdout.strip() == "serviceaccount/bot"
+
+    # a generator whose kind the dev cluster cannot decode is refused with a way out, and creates nothing
+    refused = kubectl("create", "deployment", "web", "--image=nginx", check=False)
+    assert refused.returncode != 0
+    assert "kubectl apply -f" in refused.stderr
+    assert kubectl("get", "deployments", "-o", "name").stdout.strip() == ""

@@ -91,7 +91,13 @@ def _persistent_volume_claim(obj: Object) -> None:
     obj.setdefault("status", {}).setdefault("phase", "Pending")
 
 
+def _secret(obj: Object) -> None:
+    if not obj.get("type"):
+        obj["type"] = "Opaque"
+
+
 _BY_KIND: dict[tuple[str, str], Callable[[Object], None]] = {
+    ("v1", "Secret"): _secret,
     ("v1", "Pod"): _pod,
     ("v1", "Service"): _service,
     ("v1", "Namespace"): _namespace,

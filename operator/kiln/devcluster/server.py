@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from kiln.devcluster import discovery, errors, kinds, openapi, patch, registry, selectors, store, tables
+from kiln.devcluster import discovery, errors, kinds, openapi, patch, protobuf, registry, selectors, store, tables
 
 log = logging.getLogger(__name__)
 
@@ -376,12 +376,7 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 async def _body(request: web.Request) -> Any:
     if request.content_type == PROTOBUF:
-        raise errors.ApiError(
-            415,
-            "UnsupportedMediaType",
-            "the dev cluster accepts JSON and YAML bodies, not protobuf; "
-            "use `kubectl apply -f` or `kubectl create -f` rather than typed `kubectl create <kind>` generators",
-        )
+        return protobuf.decode(await request.read())
     text = await request.text()
     if not text:
         raise errors.bad_request("the request body is empty")

@@ -1,0 +1,162 @@
+"""Decoding the Kubernetes protobuf wire form for the few kinds kubectl's typed generators send.
+
+`kubectl create namespace|configmap|secret|serviceaccount` send their bodies as
+protobuf (`application/vnd.kubernetes.protobuf`): the 4-byte magic `k8s\\0`,
+then a runtime.Unknown envelope (typeMeta, raw object bytes). The field numbers
+below are those of k8s.io/api's generated.proto for these kinds; anything else
+is refused with 415 and a pointer to `kubectl apply -f`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kiln.devcluster import errors
+
+MAGIC = b"k8s\x00"
+Object = dict[str, Any]
+Decoder = Callable[[bytes], Any]
+
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+
+
+def _varint(data: bytes, offset: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if offset >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+        shift += 7
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) pairs: ints for varints, bytes for length-delimited fields."""
+    offset = 0
+    while offset < len(data):
+        key, offset = _varint(data, offset)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == _VARINT:
+            value, offset = _varint(data, offset)
+            yield number, value
+        elif wire_type == _LENGTH:
+            length, offset = _varint(data, offset)
+            yield number, data[offset : offset + length]
+            offset += length
+        elif wire_type in (_FIXED64, _FIXED32):
+            offset += 8 if wire_type == _FIXED64 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode()
+
+
+def _map_entry(value_decoder: Decoder) -> Decoder:
+    def decode(raw: bytes) -> tuple[str, Any]:
+        entry = dict(_fields(raw))
+        return _text(entry.get(1, b"")), value_decoder(entry.get(2, b""))  # type: ignore[arg-type]
+
+    return decode
+
+
+def _message(schema: dict[int, tuple[str, Decoder, str]]) -> Decoder:
+    """A decoder for a message: field number -> (JSON name, decoder, "one" | "list" | "map")."""
+
+    def decode(raw: bytes) -> Object:
+        out: Object = {}
+        for number, value in _fields(raw):
+            if number not in schema:
+                continue
+            name, decoder, shape = schema[number]
+            decoded = decoder(value) if isinstance(value, bytes) else value
+            if shape == "list":
+                out.setdefault(name, []).append(decoded)
+            elif shape == "map":
+                key, item = decoded
+                out.setdefault(name, {})[key] = item
+            else:
+                out[name] = decoded
+        return out
+
+    return decode
+
+
+def _bytes_as_base64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _boolean(value: Any) -> bool:
+    return bool(value)
+
+
+_OBJECT_META = _message(
+    {
+        1: ("name", _text, "one"),
+        2: ("generateName", _text, "one"),
+        3: ("namespace", _text, "one"),
+        11: ("labels", _map_entry(_text), "map"),
+        12: ("annotations", _map_entry(_text), "map"),
+        14: ("finalizers", _text, "list"),
+    }
+)
+_LOCAL_OBJECT_REFERENCE = _message({1: ("name", _text, "one")})
+
+_KINDS: dict[tuple[str, str], Decoder] = {
+    ("v1", "Namespace"): _message(
+        {1: ("metadata", _OBJECT_META, "one"), 2: ("spec", _message({1: ("finalizers", _text, "list")}), "one")}
+    ),
+    ("v1", "ConfigMap"): _message(
+        {
+            1: ("metadata", _OBJECT_META, "one"),
+            2: ("data", _map_entry(_text), "map"),
+            3: ("binaryData", _map_entry(_bytes_as_base64), "map"),
+            4: ("immutable", _boolean, "one"),
+        }
+    ),
+    ("v1", "Secret"): _message(
+        {
+            1: ("metadata", _OBJECT_META, "one"),
+            2: ("data", _map_entry(_bytes_as_base64), "map"),
+            3: ("type", _text, "one"),
+            4: ("stringData", _map_entry(_text), "map"),
+            5: ("immutable", _boolean, "one"),
+        }
+    ),
+    ("v1", "ServiceAccount"): _message(
+        {
+            1: ("metadata", _OBJECT_META, "one"),
+            2: ("secrets", _LOCAL_OBJECT_REFERENCE, "list"),
+            3: ("imagePullSecrets", _LOCAL_OBJECT_REFERENCE, "list"),
+            4: ("automountServiceAccountToken", _boolean, "one"),
+        }
+    ),
+}
+
+
+def decode(body: bytes) -> Object:
+    """The JSON form of a protobuf-encoded object of a kind listed above."""
+    if not body.startswith(MAGIC):
+        raise errors.bad_request("a protobuf body must start with the Kubernetes magic number")
+    try:
+        envelope = dict(_fields(body[len(MAGIC) :]))
+        type_meta = dict(_fields(envelope.get(1, b"")))  # type: ignore[arg-type]
+        api_version, kind = _text(type_meta.get(1, b"")), _text(type_meta.get(2, b""))  # type: ignore[arg-type]
+        decoder = _KINDS.get((api_version, kind))
+        if decoder is None:
+            raise errors.ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the dev cluster decodes protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, "
+                f"not {kind}; send JSON or YAML instead (`kubectl apply -f` or `kubectl create -f`)",
+            )
+        obj: Object = decoder(envelope.get(2, b""))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.bad_request(f"the protobuf body could not be decoded: {error}") from None
+    return {"apiVersion": api_version, "kind": kind, **obj}
