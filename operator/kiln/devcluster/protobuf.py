@@ -54,14 +54,22 @@ def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
             raise ValueError(f"unsupported wire type {wire_type}")
 
 
-def _text(raw: bytes) -> str:
+def _text(raw: int | bytes) -> str:
+    if isinstance(raw, int):
+        raise ValueError("expected a length-delimited field, got a varint")
     return raw.decode()
+
+
+def _length_delimited(raw: int | bytes) -> bytes:
+    if isinstance(raw, int):
+        raise ValueError("expected a length-delimited field, got a varint")
+    return raw
 
 
 def _map_entry(value_decoder: Decoder) -> Decoder:
     def decode(raw: bytes) -> tuple[str, Any]:
         entry = dict(_fields(raw))
-        return _text(entry.get(1, b"")), value_decoder(entry.get(2, b""))  # type: ignore[arg-type]
+        return _text(entry.get(1, b"")), value_decoder(_length_delimited(entry.get(2, b"")))
 
     return decode
 
@@ -75,7 +83,7 @@ def _message(schema: dict[int, tuple[str, Decoder, str]]) -> Decoder:
             if number not in schema:
                 continue
             name, decoder, shape = schema[number]
-            decoded = decoder(value) if isinstance(value, bytes) else value
+            decoded: Any = decoder(value) if isinstance(value, bytes) else value
             if shape == "list":
                 out.setdefault(name, []).append(decoded)
             elif shape == "map":
@@ -146,8 +154,8 @@ def decode(body: bytes) -> Object:
         raise errors.bad_request("a protobuf body must start with the Kubernetes magic number")
     try:
         envelope = dict(_fields(body[len(MAGIC) :]))
-        type_meta = dict(_fields(envelope.get(1, b"")))  # type: ignore[arg-type]
-        api_version, kind = _text(type_meta.get(1, b"")), _text(type_meta.get(2, b""))  # type: ignore[arg-type]
+        type_meta = dict(_fields(_length_delimited(envelope.get(1, b""))))
+        api_version, kind = _text(type_meta.get(1, b"")), _text(type_meta.get(2, b""))
         decoder = _KINDS.get((api_version, kind))
         if decoder is None:
             raise errors.ApiError(
@@ -156,7 +164,7 @@ def decode(body: bytes) -> Object:
                 f"the dev cluster decodes protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, "
                 f"not {kind}; send JSON or YAML instead (`kubectl apply -f` or `kubectl create -f`)",
             )
-        obj: Object = decoder(envelope.get(2, b""))
+        obj: Object = decoder(_length_delimited(envelope.get(2, b"")))
     except (ValueError, UnicodeDecodeError) as error:
         raise errors.bad_request(f"the protobuf body could not be decoded: {error}") from None
     return {"apiVersion": api_version, "kind": kind, **obj}
