@@ -65,11 +65,12 @@ def _read(path: pathlib.Path) -> str | None:
     help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.",
 )
 @click.option("--standalone/--peering", default=True, show_default=True, help="Run without kopf peering.")
-def run(namespaces: tuple[str, ...], liveness_endpoint: str | None, standalone: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Log every handler and API call.")
+def run(namespaces: tuple[str, ...], liveness_endpoint: str | None, standalone: bool, verbose: bool) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     from kiln import handlers
 
-    handlers.run_operator(namespaces, liveness_endpoint, standalone)
+    handlers.run_operator(namespaces, liveness_endpoint, standalone, verbose)
 
 
 @main.group()

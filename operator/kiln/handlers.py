@@ -30,8 +30,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
 
 
-def run_operator(namespaces: Sequence[str], liveness_endpoint: str | None, standalone: bool) -> None:
+def run_operator(
+    namespaces: Sequence[str], liveness_endpoint: str | None, standalone: bool, verbose: bool = False
+) -> None:
     """Run the operator until it is stopped: every namespace when none are named."""
+    kopf.configure(verbose=verbose, log_prefix=True)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
