@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-READ_VERBS = ("get", "list", "watch")
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 
@@ -206,12 +205,6 @@ class ResourceTypes:
 
     def all(self) -> list[ResourceType]:
         return list(self._by_gv_plural.values())
-
-    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
-        for resource in self._by_gv_plural.values():
-            if resource.api_version == api_version and resource.kind == kind:
-                return resource
-        return None
 
     def group_versions(self) -> dict[str, list[str]]:
         """Every group (core as "") with its versions, preferred first."""

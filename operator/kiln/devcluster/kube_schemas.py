@@ -113,8 +113,3 @@ def validate(obj: dict[str, Any]) -> list[schema.FieldError]:
         else:
             found.append(schema.FieldError(path, schema.INVALID, error.message, value))
     return found
-
-
-def list_merge_key(node: dict[str, Any]) -> tuple[str | None, str | None]:
-    """For a list field's schema: its strategic-merge strategy and merge key."""
-    return node.get("x-kubernetes-patch-strategy"), node.get("x-kubernetes-patch-merge-key")

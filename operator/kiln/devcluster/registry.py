@@ -48,7 +48,7 @@ class Registry:
         self.types = kinds.ResourceTypes()
         self._emptying: set[str] = set()
         self._index = OwnerIndex()
-        for resource in {rt.key for rt in self.types.all()} | set(self.store.resources()):
+        for resource in self.store.resources():
             for obj in self.store.list(resource):
                 self._index.observe(store.Event(0, resource, store.ADDED, obj))
         self.store.listeners.append(self._index.observe)
