@@ -24,6 +24,7 @@ about what the API server answered, not about what the test sent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import importlib
 import json
@@ -146,12 +147,20 @@ def audit_entries(devcluster: cluster.DevCluster) -> list[Object]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def background_kubectl(devcluster: cluster.DevCluster, *args: str) -> subprocess.Popen[str]:
-    """Start a kubectl that blocks (`kubectl wait`), to be collected with communicate(timeout=...)."""
+@contextlib.contextmanager
+def background_kubectl(devcluster: cluster.DevCluster, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """A kubectl that blocks (`kubectl wait`), to be collected with communicate(timeout=...);
+    killed on leaving the block if it is still running."""
     env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path)}
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [kubectl_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def watch_started(devcluster: cluster.DevCluster, resource: str, name: str) -> bool:
@@ -502,8 +511,7 @@ def test_kubectl_wait_is_released_by_a_status_written_through_the_subresource(
     devcluster: cluster.DevCluster, examples: Kubectl
 ) -> None:
     kubectl = examples
-    waiting = background_kubectl(devcluster, "wait", "--for=condition=Ready", "mv/iris-1.2.0", "--timeout=30s")
-    try:
+    with background_kubectl(devcluster, "wait", "--for=condition=Ready", "mv/iris-1.2.0", "--timeout=30s") as waiting:
         eventually(lambda: watch_started(devcluster, "modelversions", "iris-1.2.0"), what="kubectl wait's watch")
         assert waiting.poll() is None, "the condition cannot be met before the status is written"
 
@@ -525,10 +533,6 @@ def test_kubectl_wait_is_released_by_a_status_written_through_the_subresource(
         assert written["spec"]["stage"] == "Staging", "the status subresource ignores changes to spec"
 
         out, err = waiting.communicate(timeout=30)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.communicate()
     assert waiting.returncode == 0, err
     assert out.strip() == "modelversion.kiln.dev/iris-1.2.0 condition met"
 
@@ -565,16 +569,11 @@ def test_kubectl_wait_for_delete_waits_for_finalizers(devcluster: cluster.DevClu
     assert terminating["deletionTimestamp"]
     assert terminating["finalizers"] == ["kiln.dev/cleanup"]
 
-    waiting = background_kubectl(devcluster, "wait", "--for=delete", "tj/resnet50-imagenet", "--timeout=30s")
-    try:
+    with background_kubectl(devcluster, "wait", "--for=delete", "tj/resnet50-imagenet", "--timeout=30s") as waiting:
         eventually(lambda: watch_started(devcluster, "trainingjobs", "resnet50-imagenet"), what="the watch")
         assert waiting.poll() is None, "a finalizer holds the object"
         kubectl("patch", "tj", "resnet50-imagenet", "--type", "merge", "-p", '{"metadata":{"finalizers":null}}')
         out, err = waiting.communicate(timeout=30)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.communicate()
     assert waiting.returncode == 0, err
     assert out.strip() == "trainingjob.kiln.dev/resnet50-imagenet condition met"
     assert "not found" in kubectl("get", "tj", "resnet50-imagenet", check=False).stderr
