@@ -804,3 +804,11 @@ def test_typed_create_generators_send_protobuf_which_the_dev_cluster_decodes(kub
     assert refused.returncode != 0
     assert "kubectl apply -f" in refused.stderr
     assert kubectl("get", "deployments", "-o", "name").stdout.strip() == ""
+
+
+def test_whoami_reports_the_admin_and_the_impersonated_user(kubectl: Kubectl) -> None:
+    admin = json.loads(kubectl("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
+    assert admin["username"] == "kiln-admin"
+    assert "system:masters" in admin["groups"]
+    alice = json.loads(kubectl("auth", "whoami", "-o", "json", "--as", "alice", "--as-group", "reviewers").stdout)
+    assert alice["status"]["userInfo"] == {"username": "alice", "groups": ["reviewers", "system:authenticated"]}

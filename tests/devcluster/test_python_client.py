@@ -20,10 +20,10 @@ import httpx
 import pytest
 import yaml
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from client.rest import ApiException
 from polling import eventually
 
-from kiln.devcluster import cluster, server, store
+from kiln.devcluster import cluster, identity, server, store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -876,3 +876,21 @@ def test_the_audit_log_records_verbs_and_the_user_agent(
         ("watch", "configmaps", NS, None),
         ("delete", "configmaps", NS, "audited"),
     ]
+
+
+def test_a_service_account_token_names_the_service_account_and_a_bad_token_is_refused(
+    devcluster: cluster.DevCluster,
+) -> None:
+    def client_with_token(token: str) -> client.ApiClient:
+        configuration = client.Configuration()
+        configuration.host = devcluster.url
+        configuration.api_key = {"authorization": f"Bearer {token}"}
+        return client.ApiClient(configuration)
+
+    with client_with_token(identity.service_account_token("team-a", "trainer")) as api:
+        review = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
+        assert review.status.user_info.username == "system:serviceaccount:team-a:trainer"
+        assert "system:serviceaccounts:team-a" in review.status.user_info.groups
+    with client_with_token("not-a-token") as api, pytest.raises(ApiException) as refused:
+        client.CoreV1Api(api).list_namespaced_pod("default")
+    assert refused.value.status == 401

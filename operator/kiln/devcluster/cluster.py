@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from kiln.devcluster import registry, server, store
+from kiln.devcluster import identity, registry, server, store
 
 CONTEXT_NAME = "kiln-dev"
 DEFAULT_HOME = pathlib.Path(os.environ.get("KILN_HOME", pathlib.Path.home() / ".kiln")) / "devcluster"
@@ -35,7 +35,7 @@ def kubeconfig(url: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": CONTEXT_NAME, "cluster": {"server": url}}],
-        "users": [{"name": "admin", "user": {"token": "kiln-dev"}}],
+        "users": [{"name": "admin", "user": {"token": identity.ADMIN_TOKEN}}],
         "contexts": [
             {
                 "name": CONTEXT_NAME,

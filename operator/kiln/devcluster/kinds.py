@@ -63,6 +63,7 @@ def _builtin(
     short_names: tuple[str, ...] = (),
     categories: tuple[str, ...] = (),
     subresources: tuple[str, ...] = (),
+    verbs: tuple[str, ...] = ALL_VERBS,
 ) -> ResourceType:
     return ResourceType(
         group=group,
@@ -73,6 +74,7 @@ def _builtin(
         short_names=short_names,
         categories=categories,
         subresources=frozenset(subresources),
+        verbs=verbs,
     )
 
 
@@ -112,7 +114,30 @@ BUILTINS: tuple[ResourceType, ...] = (
         categories=("all",),
         subresources=("status", "scale"),
     ),
+    _builtin(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        namespaced=False,
+        short_names=("pv",),
+        subresources=("status",),
+    ),
     _builtin("batch", "v1", "Job", "jobs", categories=("all",), subresources=("status",)),
+    _builtin("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", namespaced=False, short_names=("pc",)),
+    _builtin("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False, short_names=("sc",)),
+    _builtin("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+    _builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+    _builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
+    _builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
+    _builtin(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        namespaced=False,
+        verbs=("create",),
+    ),
     _builtin("coordination.k8s.io", "v1", "Lease", "leases"),
     _builtin("events.k8s.io", "v1", "Event", "events", short_names=("ev",)),
     _builtin(

@@ -20,7 +20,19 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from kiln.devcluster import discovery, errors, kinds, openapi, patch, protobuf, registry, selectors, store, tables
+from kiln.devcluster import (
+    discovery,
+    errors,
+    identity,
+    kinds,
+    openapi,
+    patch,
+    protobuf,
+    registry,
+    selectors,
+    store,
+    tables,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +92,13 @@ class ApiServer:
         target = self._target(parts)
         if target is None:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        user = identity.authenticate(request.headers, request.headers.getall("Impersonate-Group", []))
         verb = self._verb(request, target)
-        self._audit(request, verb, target)
+        self._audit(request, user, verb, target)
+        if target.resource.kind == "SelfSubjectReview" and verb == "create":
+            return web.json_response(identity.self_subject_review(user), status=201)
+        if verb not in target.resource.verbs:
+            raise errors.method_not_allowed(f"the server does not allow this method on the requested resource ({verb})")
         return await self._serve(request, verb, target)
 
     def _static(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
@@ -136,7 +153,7 @@ class ApiServer:
             raise errors.method_not_allowed("the server does not allow this method on the requested resource")
         return verbs[method]
 
-    def _audit(self, request: web.Request, verb: str, target: Target) -> None:
+    def _audit(self, request: web.Request, user: identity.UserInfo, verb: str, target: Target) -> None:
         if not self.audit_log:
             return
         entry = {
@@ -147,7 +164,8 @@ class ApiServer:
             "subresource": target.subresource,
             "namespace": target.namespace,
             "name": target.name,
-            "user": request.headers.get("Impersonate-User") or "admin",
+            "user": user.username,
+            "groups": list(user.groups),
             "userAgent": request.headers.get("User-Agent", ""),
             "query": dict(request.query),
         }
