@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 from kubernetes import client, config, watch
-from client.rest import ApiException
+from kubernetes.client.rest import ApiException
 from polling import eventually
 
 from kiln.devcluster import cluster, identity, server, store
