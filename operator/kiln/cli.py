@@ -90,16 +90,55 @@ _DATA_DIR = click.option(
 @click.option("--port", type=int, default=0, show_default=True, help="The port to serve on; 0 picks a free one.")
 @_DATA_DIR
 @click.option("--in-memory", is_flag=True, help="Keep objects in memory only; they are gone after stop.")
-def cluster_start(port: int, data_dir: pathlib.Path | None, in_memory: bool) -> None:
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path),
+    help="A YAML file of node pools and kubelet settings (see kiln.devcluster.config).",
+)
+@click.option("--nodes", type=int, help="Nodes in the one pool the flags describe [default: 1].")
+@click.option("--cpus-per-node", default="8", show_default=True, help="CPU capacity of each node.")
+@click.option("--memory-per-node", default="32Gi", show_default=True, help="Memory capacity of each node.")
+@click.option("--gpus-per-node", type=int, default=0, show_default=True, help="nvidia.com/gpu of each node.")
+@click.option("--gpu-product", default="", help="The nvidia.com/gpu.product label, e.g. NVIDIA-H100-80GB-HBM3.")
+@click.option("--gpu-taint", is_flag=True, help="Taint GPU nodes nvidia.com/gpu:NoSchedule, as GPU pools usually are.")
+@click.option("--prometheus", is_flag=True, help="Also run a real Prometheus (Debian package `prometheus`).")
+def cluster_start(
+    port: int,
+    data_dir: pathlib.Path | None,
+    in_memory: bool,
+    config_file: pathlib.Path | None,
+    nodes: int | None,
+    cpus_per_node: str,
+    memory_per_node: str,
+    gpus_per_node: int,
+    gpu_product: str,
+    gpu_taint: bool,
+    prometheus: bool,
+) -> None:
     """Start the dev cluster in the background and write its kubeconfig."""
     from kiln.devcluster import cluster as devcluster
+    from kiln.devcluster import config
 
     home = data_dir or devcluster.DEFAULT_HOME
+    overrides: dict[str, object] = {"prometheus": True if prometheus else None}
+    if nodes is not None or gpus_per_node or config_file is None:
+        pool = config.pool_from_flags(
+            1 if nodes is None else nodes, cpus_per_node, memory_per_node, gpus_per_node, gpu_product, gpu_taint
+        )
+        overrides["nodePools"] = [pool]
     try:
-        url = devcluster.start_background(home, port, persist=not in_memory)
-    except RuntimeError as error:
+        settings = config.load(config_file, overrides)
+        url = devcluster.start_background(home, port, persist=not in_memory, settings=settings)
+    except (RuntimeError, config.ConfigError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"dev cluster serving at {url}")
+    click.echo(
+        f"nodes: {', '.join(f'{p.count} x {p.name} ({p.cpu} cpu, {p.memory}, {p.gpus} gpu)' for p in settings.node_pools)}"
+    )
+    prometheus_url = home / "prometheus-url"
+    if prometheus_url.exists():
+        click.echo(f"prometheus at {prometheus_url.read_text()}")
     click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import pathlib
 import signal
@@ -24,7 +25,23 @@ from typing import Any
 
 import yaml
 
-from kiln.devcluster import identity, registry, server, store
+from kiln.devcluster import (
+    addons,
+    config,
+    controllers,
+    identity,
+    jobs,
+    kubelet,
+    network,
+    nodes,
+    prometheus,
+    registry,
+    scheduler,
+    server,
+    storage,
+    store,
+    workloads,
+)
 
 CONTEXT_NAME = "kiln-dev"
 DEFAULT_HOME = pathlib.Path(os.environ.get("KILN_HOME", pathlib.Path.home() / ".kiln")) / "devcluster"
@@ -61,16 +78,20 @@ class DevCluster:
         host: str = "127.0.0.1",
         port: int = 0,
         persist: bool = True,
+        settings: config.ClusterConfig | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.requested_port = port
         self.persist = persist and data_dir is not None
+        self.settings = settings or config.ClusterConfig()
         self.port = 0
         self._stack = contextlib.AsyncExitStack()
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.registry: registry.Registry | None = None
         self.api: server.ApiServer | None = None
+        self.kubelet: kubelet.Kubelet | None = None
+        self.prometheus: prometheus.Prometheus | None = None
 
     @property
     def url(self) -> str:
@@ -91,17 +112,72 @@ class DevCluster:
     def audit_path(self) -> pathlib.Path:
         return self.state_dir / "audit.jsonl"
 
+    @property
+    def targets_file(self) -> pathlib.Path:
+        """The Prometheus file_sd targets of scrapeable pods."""
+        return self.state_dir / "prometheus-targets.json"
+
+    @property
+    def volumes_dir(self) -> pathlib.Path:
+        """PersistentVolumeClaim `c` of namespace `ns` is the directory `<volumes_dir>/ns/c`."""
+        return self.state_dir / "volumes"
+
     async def __aenter__(self) -> DevCluster:
         if self.data_dir is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="kiln-devcluster-")
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
         objects_store = store.Store(self.data_dir / "objects" if self.persist and self.data_dir else None)
         self._stack.callback(objects_store.close)
         self.registry = registry.Registry(objects_store)
+        self.registry.admission.extend([network.allocate_cluster_ip, jobs.default_selector])
         self.api = server.ApiServer(self.registry, self.audit_path)
         self.port = await self._stack.enter_async_context(server.serving(self.api, self.host, self.requested_port))
+        self._install_addons()
+        self.kubelet = kubelet.Kubelet(self.registry, self.settings, self.state_dir, self.url)
+        self.api.log_reader = self.kubelet.read_log
+        proxy = network.ServiceProxy(self.registry)
+        loops: list[controllers.Controller] = [
+            scheduler.Scheduler(self.registry),
+            workloads.DeploymentController(self.registry),
+            workloads.ReplicaSetController(self.registry),
+            jobs.JobController(self.registry, self.settings.crash_loop_back_off.initial_seconds),
+            network.EndpointsController(self.registry),
+            network.DnsController(self.registry, self.kubelet.hosts_file),
+            storage.VolumeBinder(self.registry, self.volumes_dir),
+            prometheus.ScrapeTargets(self.registry, self.targets_file),
+            proxy,
+            self.kubelet,
+        ]
+        tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in loops]
+        self._stack.push_async_callback(_cancel, tasks)
+        self._stack.push_async_callback(proxy.close)
+        self._stack.push_async_callback(self.kubelet.close)
+        if self.settings.prometheus:
+            self.prometheus = prometheus.Prometheus(self.state_dir, self.targets_file)
+            self._stack.push_async_callback(self.prometheus.stop)
+            await self.prometheus.start()
         self.kubeconfig_path.write_text(yaml.safe_dump(kubeconfig(self.url), sort_keys=False))
-        return self
+
+    def _install_addons(self) -> None:
+        """The CRDs, StorageClass, PriorityClasses and nodes a fresh cluster starts with; kept on restart."""
+        assert self.registry is not None
+        client = controllers.Client(self.registry, "kiln-devcluster")
+        wanted = [
+            (controllers.CRD, crd) for crd in addons.CRDS
+        ] + [(controllers.STORAGE_CLASS, addons.STORAGE_CLASS)] + [
+            (controllers.PRIORITY_CLASS, pc) for pc in addons.PRIORITY_CLASSES
+        ] + [(controllers.NODE, node) for pool in self.settings.node_pools for node in nodes.pool_nodes(pool)]  # fmt: skip
+        for resource, obj in wanted:
+            if client.get(resource, "", obj["metadata"]["name"]) is None:
+                client.create(resource, "", copy.deepcopy(obj))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -111,11 +187,19 @@ class DevCluster:
             self._scratch.cleanup()
 
 
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ThreadedDevCluster:
     """A DevCluster on its own event loop in a daemon thread, for synchronous callers."""
 
-    def __init__(self, data_dir: pathlib.Path | None = None, port: int = 0) -> None:
-        self.cluster = DevCluster(data_dir, port=port)
+    def __init__(
+        self, data_dir: pathlib.Path | None = None, port: int = 0, settings: config.ClusterConfig | None = None
+    ) -> None:
+        self.cluster = DevCluster(data_dir, port=port, settings=settings)
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -150,15 +234,20 @@ class ThreadedDevCluster:
         self._thread.join(timeout=30)
 
 
-async def serve_forever(data_dir: pathlib.Path, port: int, persist: bool = True) -> None:
+async def serve_forever(
+    data_dir: pathlib.Path, port: int, persist: bool = True, settings: config.ClusterConfig | None = None
+) -> None:
     """Run until SIGTERM or SIGINT: what `kiln cluster start` runs in the background."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with DevCluster(data_dir, port=port, persist=persist) as cluster:
+    async with DevCluster(data_dir, port=port, persist=persist, settings=settings) as cluster:
         (data_dir / "url").write_text(cluster.url)
+        if cluster.prometheus is not None:
+            (data_dir / "prometheus-url").write_text(cluster.prometheus.url)
         await stop.wait()
+    (data_dir / "prometheus-url").unlink(missing_ok=True)
     (data_dir / "url").unlink(missing_ok=True)
 
 
@@ -191,13 +280,22 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_background(data_dir: pathlib.Path, port: int, persist: bool = True, timeout: float = 30) -> str:
+def start_background(
+    data_dir: pathlib.Path,
+    port: int,
+    persist: bool = True,
+    settings: config.ClusterConfig | None = None,
+    timeout: float = 90,
+) -> str:
     """Start the dev cluster as a detached process; returns its URL once it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if running_pid(data_dir) is not None:
         raise RuntimeError(f"a dev cluster is already running from {data_dir}")
     (data_dir / "url").unlink(missing_ok=True)
-    command = [sys.executable, "-m", "kiln.devcluster", "--data-dir", str(data_dir), "--port", str(port)]
+    config_file = data_dir / "config.yaml"
+    config_file.write_text(yaml.safe_dump((settings or config.ClusterConfig()).model_dump(mode="json", by_alias=True)))
+    command = [sys.executable, "-m", "kiln.devcluster", "--data-dir", str(data_dir), "--port", str(port),
+               "--config", str(config_file)]  # fmt: skip
     if not persist:
         command.append("--in-memory")
     with (data_dir / "devcluster.log").open("ab") as output:

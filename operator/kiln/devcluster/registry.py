@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kiln.devcluster import defaults, errors, fieldmanager, kinds, kube_schemas, objects, patch, schema, store
 
 Object = dict[str, Any]
+Admission = Callable[["Registry", kinds.ResourceType, Object, Object | None], None]
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 NAMESPACE_FINALIZER = "kubernetes"
+_STATUS_KEPT_ON_CREATE = ("Namespace", "CustomResourceDefinition", "Node")  # a kubelet registers its node with status
 _SYSTEM_METADATA = (
     "uid",
     "creationTimestamp",
@@ -28,6 +31,24 @@ _SYSTEM_METADATA = (
     "deletionGracePeriodSeconds",
     "generation",
 )
+
+
+def _grace_period(rt: kinds.ResourceType, obj: Object, options: Object) -> int:
+    """Seconds a deleted object stays Terminating for its kubelet to stop it: a bound, unfinished pod
+    gets the grace period asked for, else its terminationGracePeriodSeconds; anything else, none."""
+    if rt.kind != "Pod" or not obj.get("spec", {}).get("nodeName"):
+        return 0
+    if obj.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    asked = options.get("gracePeriodSeconds")
+    if asked is not None:
+        return max(int(asked), 0)
+    return int(obj["spec"].get("terminationGracePeriodSeconds", 30))
+
+
+def _still_terminating(obj: Object) -> bool:
+    """A pod being deleted is removed only once its kubelet confirms with a zero grace period."""
+    return bool(obj["metadata"].get("deletionGracePeriodSeconds"))
 
 
 def _meta(obj: Object) -> Object:
@@ -46,6 +67,8 @@ class Registry:
     def __init__(self, objects_store: store.Store) -> None:
         self.store = objects_store
         self.types = kinds.ResourceTypes()
+        self.admission: list[Admission] = []
+        """Mutating admission plugins, run after defaulting on every create and update."""
         self._emptying: set[str] = set()
         self._index = OwnerIndex()
         for resource in self.store.resources():
@@ -110,11 +133,12 @@ class Registry:
             metadata.pop(field, None)
         metadata["uid"] = str(uuid.uuid4())
         metadata["creationTimestamp"] = objects.now()
-        if rt.has_status and rt.kind not in ("Namespace", "CustomResourceDefinition"):
+        if rt.has_status and rt.kind not in _STATUS_KEPT_ON_CREATE:
             obj.pop("status", None)
         if rt.crd or "spec" in obj:
             metadata["generation"] = 1
         self._normalize(rt, obj, strict)
+        self._admit(rt, obj, None)
         self._validate(rt, obj, None)
         if manager and applied is not None:
             obj = fieldmanager.record_apply(None, obj, applied, manager)
@@ -157,6 +181,8 @@ class Registry:
             raise errors.conflict(rt.plural, rt.group, name, errors.STALE_OBJECT)
         self._normalize(rt, new, strict)
         new = self._merge_update(rt, old, new, subresource)
+        if subresource is None:
+            self._admit(rt, new, old)
         self._validate(rt, new, old)
         if manager and subresource is None:
             new = fieldmanager.record_update(old, new, manager)
@@ -202,7 +228,7 @@ class Registry:
 
     def _write_update(self, rt: kinds.ResourceType, new: Object) -> Object:
         metadata = new["metadata"]
-        if metadata.get("deletionTimestamp") and not metadata.get("finalizers"):
+        if metadata.get("deletionTimestamp") and not metadata.get("finalizers") and not _still_terminating(new):
             return self._remove(rt, new)
         written = self.store.write(rt.key, new, store.MODIFIED)
         self._after_write(rt, written)
@@ -293,11 +319,13 @@ class Registry:
                 finalizers.append(FOREGROUND)
             elif policy == "Orphan" and self._dependents(metadata["uid"]):
                 finalizers.append(ORPHAN)
-        if not finalizers:
+        grace = _grace_period(rt, obj, options)
+        if not finalizers and not grace:
             return self._remove(rt, obj)
-        if not metadata.get("deletionTimestamp"):
-            metadata["deletionTimestamp"] = objects.now()
-            metadata["deletionGracePeriodSeconds"] = 0
+        current_grace = metadata.get("deletionGracePeriodSeconds")
+        if not metadata.get("deletionTimestamp") or (current_grace is not None and grace < current_grace):
+            metadata["deletionTimestamp"] = objects.timestamp_after(grace)
+            metadata["deletionGracePeriodSeconds"] = grace
             metadata["finalizers"] = finalizers
             obj = self.store.write(rt.key, obj, store.MODIFIED)
             self._after_write(rt, obj)
@@ -356,6 +384,10 @@ class Registry:
             schema.apply_defaults(rt.schema, obj)
         else:
             defaults.apply(obj)
+
+    def _admit(self, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
+        for plugin in self.admission:
+            plugin(self, rt, obj, old)
 
     def _validate(self, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
         found = schema.validate(rt.schema, obj, old) if rt.crd and rt.schema else kube_schemas.validate(obj)

@@ -110,3 +110,45 @@ def field_matcher(text: str | None) -> Callable[[dict[str, Any]], bool]:
         return all((_field_value(obj, path) == value) != negated for path, negated, value in terms)
 
     return matches
+
+
+def _expression_matches(expression: dict[str, Any], labels: dict[str, str]) -> bool:
+    key, operator = expression.get("key", ""), expression.get("operator", "")
+    values = set(expression.get("values") or [])
+    match operator:
+        case "In":
+            return key in labels and labels[key] in values
+        case "NotIn":
+            return key not in labels or labels[key] not in values
+        case "Exists":
+            return key in labels
+        case "DoesNotExist":
+            return key not in labels
+        case "Gt" | "Lt":
+            try:
+                have, bound = int(labels[key]), int(next(iter(values)))
+            except (KeyError, ValueError, StopIteration):
+                return False
+            return have > bound if operator == "Gt" else have < bound
+    return False
+
+
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A metav1.LabelSelector (matchLabels and matchExpressions); an empty selector selects everything."""
+    if not selector:
+        return True
+    wanted = selector.get("matchLabels") or {}
+    if any(labels.get(key) != value for key, value in wanted.items()):
+        return False
+    return all(_expression_matches(expression, labels) for expression in selector.get("matchExpressions") or [])
+
+
+def node_selector_term_matches(term: dict[str, Any], labels: dict[str, str], fields: dict[str, str]) -> bool:
+    """A NodeSelectorTerm: every label expression and every field expression must hold."""
+    expressions = term.get("matchExpressions") or []
+    field_expressions = term.get("matchFields") or []
+    if not expressions and not field_expressions:
+        return False  # an empty term matches no objects, as in kube-scheduler
+    return all(_expression_matches(e, labels) for e in expressions) and all(
+        _expression_matches(e, fields) for e in field_expressions
+    )

@@ -37,8 +37,8 @@ from kiln.devcluster import (
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
-LogReader = Callable[[str, str, str | None, int | None], str]
-"""(namespace, pod, container, tailLines) -> the pod's log text."""
+LogReader = Callable[[str, str, str | None, int | None, bool], str]
+"""(namespace, pod, container, tailLines, previous) -> the pod's log text."""
 
 BOOKMARK_INTERVAL_SECONDS = 5.0
 DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
@@ -61,7 +61,7 @@ class ApiServer:
     def __init__(self, cluster: registry.Registry, audit_log: pathlib.Path | None = None) -> None:
         self.registry = cluster
         self.audit_log = audit_log.open("a", buffering=1) if audit_log else None
-        self.log_reader: LogReader = lambda namespace, pod, container, tail: ""
+        self.log_reader: LogReader = lambda namespace, pod, container, tail, previous: ""
         self.stopping = asyncio.Event()
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         self.app.router.add_route("*", "/{path:.*}", self.handle)
@@ -338,7 +338,11 @@ class ApiServer:
         self.registry.get(target.resource, target.namespace or "", target.name)
         tail = request.query.get("tailLines")
         text = self.log_reader(
-            target.namespace or "", target.name, request.query.get("container"), int(tail) if tail else None
+            target.namespace or "",
+            target.name,
+            request.query.get("container"),
+            int(tail) if tail else None,
+            request.query.get("previous", "").lower() == "true",
         )
         return web.Response(text=text, content_type="text/plain")
 

@@ -1,0 +1,696 @@
+"""The kubelet: runs bound pods, as real local processes or simulated, and reports their status.
+
+A container that runs Python (`python …`, `kiln-…`, or an image the config
+lists as local) is started as a subprocess in its own session with the pod's
+environment, its own loopback IP, its volumes, its probes and its restart
+policy; its output is the pod's log. Any other container is simulated as
+kwok does: Running and Ready at once, and, in a Job's pod, succeeding after
+the configured duration. Deleting a pod sends SIGTERM, waits the grace
+period, then SIGKILL, and only then is the pod object removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import datetime
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from kiln.devcluster import (
+    config,
+    controllers,
+    errors,
+    identity,
+    network,
+    podenv,
+    probes,
+    registry,
+    scheduling,
+    store,
+    volumes,
+)
+from kiln.devcluster.controllers import POD, SERVICE, Key
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+SHIM_DIR = pathlib.Path(__file__).parent / "podshim"
+SIMULATED_DURATION = "kiln.dev/simulated-duration"
+SIMULATED_EXIT_CODE = "kiln.dev/simulated-exit-code"
+STABLE_RUN_SECONDS = 600  # a container that ran this long starts its back-off afresh, as the kubelet does
+NAME_WAIT_SECONDS = 30.0
+SHUTDOWN_GRACE_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it if the dev cluster dies without cleaning up."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Container:
+    """One container of a running pod: its process (or simulation), probes, restarts and status."""
+
+    def __init__(self, worker: PodWorker, spec: Object, init: bool, previous: Object | None) -> None:
+        self.worker = worker
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.init = init
+        self.real = podenv.runs_as_process(spec, worker.kubelet.config.local_images)
+        self.restart_count = int((previous or {}).get("restartCount", 0))
+        if (previous or {}).get("state", {}).get("running"):
+            self.restart_count += 1  # the dev cluster restarted under it: its process did not survive
+        self.state: Object = {"waiting": {"reason": "ContainerCreating"}}
+        self.last_state: Object = {}
+        self.ready = False
+        self.started = False
+        self.process: asyncio.subprocess.Process | None = None
+        self.crashes = 0
+        self.kill_reason = ""
+        self.killed = asyncio.Event()
+
+    # status
+
+    def status(self) -> Object:
+        image = self.spec.get("image", "")
+        entry: Object = {
+            "name": self.name,
+            "image": image,
+            "imageID": f"kiln-local://{image}" if self.real else f"kiln-simulated://{image}",
+            "ready": self.ready,
+            "restartCount": self.restart_count,
+            "started": self.started,
+            "state": self.state,
+            "lastState": self.last_state,
+        }
+        if self.process is not None:
+            entry["containerID"] = f"kiln-process://{self.process.pid}"
+        return entry
+
+    @property
+    def terminated(self) -> Object | None:
+        found: Object | None = self.state.get("terminated")
+        return found
+
+    # running
+
+    async def run(self) -> None:
+        """Run, and restart as the restart policy says, until done or the pod stops."""
+        policy = self.worker.pod["spec"].get("restartPolicy", "Always")
+        if self.init and policy == "Always":
+            policy = "OnFailure"
+        while not self.worker.stopping.is_set():
+            started_at = datetime.datetime.now(datetime.UTC)
+            exit_code = await (self._run_process() if self.real else self._simulate())
+            if self.worker.stopping.is_set():
+                return
+            ran = (datetime.datetime.now(datetime.UTC) - started_at).total_seconds()
+            self.crashes = 0 if ran >= STABLE_RUN_SECONDS else self.crashes
+            if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
+                return
+            self.crashes += 1
+            await self._back_off()
+            self.restart_count += 1
+
+    async def _back_off(self) -> None:
+        """Wait before a restart: none the first time, then doubling up to the maximum."""
+        settings = self.worker.kubelet.config.crash_loop_back_off
+        if self.crashes <= 1:
+            return
+        delay = min(settings.initial_seconds * 2 ** (self.crashes - 2), settings.max_seconds)
+        pod = self.worker.pod["metadata"]
+        message = f"back-off {delay:g}s restarting failed container={self.name} pod={pod['name']}_{pod['namespace']}({pod['uid']})"
+        if self.terminated:
+            self.last_state = {"terminated": self.terminated}
+        self.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+        self.worker.publish()
+        self.worker.event("Warning", "BackOff", "Back-off restarting failed container")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.worker.stopping.wait(), delay)
+
+    def _enter_running(self) -> None:
+        if self.terminated:
+            self.last_state = {"terminated": self.terminated}
+        self.state = {"running": {"startedAt": _now()}}
+        self.killed.clear()
+        self.kill_reason = ""
+
+    def _exit(self, exit_code: int, reason: str, started: str, message: str = "") -> int:
+        self.ready = False
+        self.started = False
+        terminated: Object = {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": _now(),
+                              "containerID": f"kiln-process://{self.process.pid}" if self.process else ""}  # fmt: skip
+        if message:
+            terminated["message"] = message
+        self.state = {"terminated": terminated}
+        self.worker.publish()
+        return exit_code
+
+    async def _simulate(self) -> int:
+        self._enter_running()
+        self.started = True
+        self.ready = True
+        started = self.state["running"]["startedAt"]
+        self.worker.publish()
+        annotations = self.worker.pod["metadata"].get("annotations") or {}
+        duration = annotations.get(SIMULATED_DURATION)
+        if duration is None and (self.init or self.worker.owned_by_job):
+            duration = str(self.worker.kubelet.config.simulated_job_duration)
+        if duration is None:
+            await self.worker.stopping.wait()
+            return 0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.worker.stopping.wait(), float(duration.rstrip("s")))
+        if self.worker.stopping.is_set():
+            return self._exit(0, "Completed", started)
+        code = int(annotations.get(SIMULATED_EXIT_CODE, "0"))
+        return self._exit(code, "Completed" if code == 0 else "Error", started)
+
+    async def _run_process(self) -> int:
+        worker = self.worker
+        try:
+            argv, env, cwd = worker.launch_spec(self.spec)
+        except podenv.ConfigError as error:
+            self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
+            worker.publish()
+            worker.event("Warning", "Failed", f"Error: {error}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    worker.stopping.wait(), self.worker.kubelet.config.crash_loop_back_off.initial_seconds
+                )
+            return 1
+        await worker.wait_for_names(env)
+        log_path = worker.log_path(self.name, self.restart_count)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._enter_running()
+        started = self.state["running"]["startedAt"]
+        try:
+            with log_path.open("ab") as output:
+                self.process = await asyncio.create_subprocess_exec(
+                    *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+                )  # fmt: skip
+        except OSError as error:
+            worker.event("Warning", "Failed", f"Error: failed to start container {self.name}: {error}")
+            return self._exit(128, "StartError", started, f"failed to start {argv[0]}: {error}")
+        worker.kubelet.processes.add(self.process)
+        worker.event("Normal", "Started", f"Started container {self.name}")
+        self.started = "startupProbe" not in self.spec
+        self.ready = self.started and "readinessProbe" not in self.spec
+        worker.publish()
+        probing = asyncio.create_task(self._probe(env, cwd))
+        try:
+            code = await self.process.wait()
+        finally:
+            probing.cancel()
+            worker.kubelet.processes.discard(self.process)
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
+        exit_code = 128 - code if code < 0 else code
+        reason = "Completed" if exit_code == 0 else "Error"
+        return self._exit(exit_code, reason, started, self.kill_reason)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the process group, SIGKILL it after the grace period."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    # probes
+
+    async def _probe(self, env: dict[str, str], cwd: str) -> None:
+        startup = self.spec.get("startupProbe")
+        if startup and not await self._until_started(startup, env, cwd):
+            return
+        tasks = []
+        if "readinessProbe" in self.spec:
+            tasks.append(self._readiness(self.spec["readinessProbe"], env, cwd))
+        if "livenessProbe" in self.spec:
+            tasks.append(self._liveness(self.spec["livenessProbe"], env, cwd))
+        await asyncio.gather(*tasks)
+
+    async def _attempt(self, probe: probes.Prober, env: dict[str, str], cwd: str) -> probes.Result:
+        return await probes.run(probe.probe, self.spec, self.worker.ip, env, cwd)
+
+    async def _until_started(self, spec: Object, env: dict[str, str], cwd: str) -> bool:
+        prober = probes.Prober(spec, initially=False)
+        await asyncio.sleep(prober.initial_delay)
+        while True:
+            prober.record(await self._attempt(prober, env, cwd))
+            if prober.passing:
+                self.started = True
+                self.ready = "readinessProbe" not in self.spec
+                self.worker.publish()
+                return True
+            if prober._failures >= int(spec.get("failureThreshold", 3)):
+                await self._kill_unhealthy("Startup", prober.last_message)
+                return False
+            await asyncio.sleep(prober.period)
+
+    async def _readiness(self, spec: Object, env: dict[str, str], cwd: str) -> None:
+        prober = probes.Prober(spec, initially=False)
+        await asyncio.sleep(prober.initial_delay)
+        while True:
+            result = await self._attempt(prober, env, cwd)
+            if prober.record(result):
+                self.ready = prober.passing
+                self.worker.publish()
+                if not prober.passing:
+                    self.worker.event("Warning", "Unhealthy", f"Readiness probe failed: {result.message}")
+            await asyncio.sleep(prober.period)
+
+    async def _liveness(self, spec: Object, env: dict[str, str], cwd: str) -> None:
+        prober = probes.Prober(spec, initially=True)
+        await asyncio.sleep(prober.initial_delay)
+        while True:
+            result = await self._attempt(prober, env, cwd)
+            prober.record(result)
+            if not prober.passing:
+                await self._kill_unhealthy("Liveness", result.message)
+                return
+            await asyncio.sleep(prober.period)
+
+    async def _kill_unhealthy(self, probe: str, message: str) -> None:
+        self.worker.event("Warning", "Unhealthy", f"{probe} probe failed: {message}")
+        self.worker.event("Normal", "Killing", f"Container {self.name} failed {probe.lower()} probe, will be restarted")
+        self.kill_reason = f"{probe} probe failed: {message}"
+        await self.stop(self.worker.grace_period())
+
+
+class PodWorker:
+    """Everything the kubelet does for one pod, from volumes to the final deletion."""
+
+    def __init__(self, kubelet: Kubelet, pod: Object) -> None:
+        self.kubelet = kubelet
+        self.pod = pod
+        metadata = pod["metadata"]
+        self.uid: str = metadata["uid"]
+        self.key: Key = (metadata["namespace"], metadata["name"])
+        self.dir = kubelet.pods_dir / f"{metadata['namespace']}_{metadata['name']}_{self.uid}"
+        self.ip = pod.get("status", {}).get("podIP") or kubelet.allocate_ip()
+        self.stopping = asyncio.Event()
+        self.owned_by_job = any(ref.get("kind") == "Job" for ref in metadata.get("ownerReferences") or [])
+        previous = {c["name"]: c for c in pod.get("status", {}).get("containerStatuses") or []}
+        previous_init = {c["name"]: c for c in pod.get("status", {}).get("initContainerStatuses") or []}
+        self.init_containers = [
+            Container(self, c, True, previous_init.get(c["name"])) for c in pod["spec"].get("initContainers") or []
+        ]
+        self.containers = [
+            Container(self, c, False, previous.get(c["name"])) for c in pod["spec"].get("containers") or []
+        ]
+        self.initialized = not self.init_containers
+        self.failed_init = False
+        self.directories: dict[str, pathlib.Path] = {}
+        self._publishing = False
+        self.task: asyncio.Task[None] | None = None
+        self.started_at = pod.get("status", {}).get("startTime") or _now()
+
+    @property
+    def client(self) -> controllers.Client:
+        return self.kubelet.client
+
+    def start(self) -> None:
+        self.publish_now()
+        self.task = asyncio.create_task(self._run(), name=f"pod {self.key[0]}/{self.key[1]}")
+
+    def log_path(self, container: str, restart: int) -> pathlib.Path:
+        return self.dir / "logs" / container / f"{restart}.log"
+
+    def grace_period(self) -> float:
+        metadata = self.pod["metadata"]
+        grace = metadata.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        return float(grace)
+
+    def event(self, event_type: str, reason: str, message: str) -> None:
+        self.client.event(self.pod, event_type, reason, message)
+
+    def lookup(self, resource: str, name: str) -> Object | None:
+        return self.client.get(resource, self.key[0], name)
+
+    # the pod's life
+
+    async def _run(self) -> None:
+        try:
+            self.directories = volumes.prepare(
+                self.pod, self.dir, self.kubelet.volumes_dir, self.lookup, self.kubelet.token_for(self.pod)
+            )
+        except (podenv.ConfigError, OSError) as error:
+            self.event("Warning", "FailedMount", f"MountVolume.SetUp failed: {error}")
+            for container in self.containers:
+                container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
+            self.publish()
+            await self.stopping.wait()
+            return
+        self.write_kubeconfig()
+        for container in self.init_containers:
+            await container.run()
+            if self.stopping.is_set():
+                return
+            terminated = container.terminated or {}
+            if terminated.get("exitCode") != 0:
+                self.failed_init = True
+                self.publish()
+                return
+        self.initialized = True
+        self.publish()
+        await asyncio.gather(*(container.run() for container in self.containers))
+        self.publish()
+
+    async def terminate(self) -> None:
+        """Stop every process within the grace period, then let the API server remove the pod."""
+        grace = self.grace_period()
+        if not self.stopping.is_set():
+            self.stopping.set()
+            if any(c.process is not None and c.process.returncode is None for c in self.containers):
+                self.event("Normal", "Killing", "Stopping container " + ", ".join(c.name for c in self.containers))
+        await asyncio.gather(*(c.stop(grace) for c in [*self.init_containers, *self.containers]))
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def kill(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        self.stopping.set()
+        await asyncio.gather(*(c.stop(grace) for c in [*self.init_containers, *self.containers]))
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+    # launching
+
+    def write_kubeconfig(self) -> None:
+        document = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kiln-dev", "cluster": {"server": self.kubelet.api_url}}],
+            "users": [{"name": "pod", "user": {"token": self.kubelet.token_for(self.pod)}}],
+            "contexts": [{"name": "pod", "context": {"cluster": "kiln-dev", "user": "pod", "namespace": self.key[0]}}],
+            "current-context": "pod",
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "kubeconfig").write_text(yaml.safe_dump(document))
+
+    def launch_spec(self, spec: Object) -> tuple[list[str], dict[str, str], str]:
+        """argv, environment and working directory of a container's process."""
+        kubelet = self.kubelet
+        api_host, _, api_port = kubelet.api_url.removeprefix("http://").rpartition(":")
+        pod_spec = self.pod["spec"]
+        base = {
+            "PATH": os.pathsep.join(
+                [
+                    str(kubelet.bin_dir),
+                    str(pathlib.Path(sys.executable).parent),
+                    os.environ.get("PATH", "/usr/bin:/bin"),
+                ]
+            ),  # fmt: skip
+            "HOME": str(self.dir),
+            "HOSTNAME": pod_spec.get("hostname") or self.key[1],
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "KUBERNETES_SERVICE_HOST": api_host,
+            "KUBERNETES_SERVICE_PORT": api_port,
+            "KUBECONFIG": str(self.dir / "kubeconfig"),
+        }
+        if pod_spec.get("enableServiceLinks", True):
+            base.update(podenv.service_links(self.client.list(SERVICE, self.key[0])))
+        env = podenv.container_env(self.pod_with_ip(), spec, self.lookup, base)
+        mounts = volumes.mounts(spec, self.directories)
+        env = {name: podenv.translate_path(self.resolve_cluster_name(value), mounts) for name, value in env.items()}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM_DIR), env.get("PYTHONPATH")]))
+        env.update({
+            "KILN_DEVCLUSTER_POD_IP": self.ip,
+            "KILN_DEVCLUSTER_NAMESPACE": self.key[0],
+            "KILN_DEVCLUSTER_HOSTS": str(kubelet.hosts_file),
+        })  # fmt: skip
+        argv = [
+            podenv.translate_path(podenv.expand(word, env), mounts)
+            for word in [*(spec.get("command") or []), *(spec.get("args") or [])]
+        ]
+        program = shutil.which(argv[0], path=env["PATH"]) if "/" not in argv[0] else argv[0]
+        if program is None:
+            raise podenv.ConfigError(f'exec: "{argv[0]}": executable file not found in $PATH')
+        argv[0] = program
+        working_dir = spec.get("workingDir")
+        cwd = podenv.translate_path(working_dir, mounts) if working_dir else str(self.dir)
+        pathlib.Path(cwd).mkdir(parents=True, exist_ok=True)
+        return argv, env, cwd
+
+    async def wait_for_names(self, env: dict[str, str]) -> None:
+        """Hold a start briefly while a cluster name in its env has no address yet (a peer pod
+        of the same gang that is a moment behind), as a pod would retry DNS."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + NAME_WAIT_SECONDS
+        services = self.kubelet.service_names(self.key[0])
+        while loop.time() < deadline and not self.stopping.is_set():
+            pending = [
+                value for value in env.values()
+                if network.looks_like_cluster_name(value, services) and not self.kubelet.resolve(value, self.key[0])
+            ]  # fmt: skip
+            if not pending:
+                return
+            await asyncio.sleep(0.2)
+
+    def resolve_cluster_name(self, value: str) -> str:
+        """An env value naming a cluster host (MASTER_ADDR=rank-0.job) becomes its address, so that
+        programs that resolve names outside Python (torch's rendezvous store) find it too."""
+        if not network.looks_like_cluster_name(value, self.kubelet.service_names(self.key[0])):
+            return value
+        return self.kubelet.resolve(value, self.key[0]) or value
+
+    def pod_with_ip(self) -> Object:
+        pod = controllers.copied(self.pod)
+        pod.setdefault("status", {}).update(podIP=self.ip, hostIP="127.0.0.1")
+        return pod
+
+    # status
+
+    def publish(self) -> None:
+        """Write the status soon, once for any number of changes in the same moment."""
+        if self._publishing:
+            return
+        self._publishing = True
+        asyncio.get_running_loop().call_soon(self.publish_now)
+
+    def publish_now(self) -> None:
+        self._publishing = False
+        current = self.client.get(POD, *self.key)
+        if current is None or current["metadata"]["uid"] != self.uid:
+            return
+        try:
+            self.client.update_status(POD, current, pod_status(current, self))
+        except errors.ApiError as error:
+            log.debug("kubelet: status of %s/%s not written: %s", *self.key, error)
+            self.publish()
+
+
+def _readiness_conditions(
+    conditions: list[Object], worker: PodWorker, ready: bool, unready: list[str], now: str, terminal: str | None
+) -> list[Object]:
+    kinds = [("PodReadyToStartContainers", "True", "", ""),
+             ("Initialized", "True" if worker.initialized else "False",
+              "" if worker.initialized else "ContainersNotInitialized",
+              "" if worker.initialized else "containers with incomplete status: ["
+              + " ".join(c.name for c in worker.init_containers if (c.terminated or {}).get("exitCode") != 0) + "]")]  # fmt: skip
+    message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
+    reason = "PodCompleted" if terminal == "Succeeded" else ("PodFailed" if terminal else "ContainersNotReady")
+    for kind in ("ContainersReady", "Ready"):
+        kinds.append((kind, "True" if ready else "False", "" if ready else reason, message))
+    for kind, status, why, text in kinds:
+        conditions = controllers.set_condition(conditions, kind, status, why, text, now, lastProbeTime=None)
+        for entry in conditions:
+            if entry["type"] == kind and not why:
+                entry.pop("reason", None)
+                entry.pop("message", None)
+    return conditions
+
+
+def pod_phase(worker: PodWorker) -> str:
+    if worker.failed_init:
+        return "Failed"
+    if not worker.initialized:
+        return "Pending"
+    states = [c.state for c in worker.containers]
+    if any("running" in state for state in states):
+        return "Running"
+    if states and all("terminated" in state for state in states):
+        codes = [state["terminated"].get("exitCode", 0) for state in states]
+        return "Succeeded" if all(code == 0 for code in codes) else "Failed"
+    if any(c.restart_count or c.last_state for c in worker.containers):
+        return "Running"  # restarting after a crash
+    return "Pending"
+
+
+def pod_status(pod: Object, worker: PodWorker) -> Object:
+    """The status the kubelet reports: phase, IPs, conditions and every container's state."""
+    status = controllers.copied(pod.get("status") or {})
+    phase = pod_phase(worker)
+    terminal = phase if phase in scheduling.TERMINAL_PHASES else None
+    unready = [c.name for c in worker.containers if not c.ready]
+    ready = not unready and phase == "Running"
+    status.update(
+        phase=phase,
+        hostIP="127.0.0.1",
+        hostIPs=[{"ip": "127.0.0.1"}],
+        podIP=worker.ip,
+        podIPs=[{"ip": worker.ip}],
+        startTime=worker.started_at,
+        containerStatuses=[c.status() for c in worker.containers],
+    )
+    if worker.init_containers:
+        status["initContainerStatuses"] = [c.status() for c in worker.init_containers]
+    status["conditions"] = _readiness_conditions(
+        status.get("conditions") or [], worker, ready, unready, _now(), terminal
+    )
+    return status
+
+
+class Kubelet(controllers.Controller):
+    """One kubelet for every simulated node: it starts a worker for each pod bound to any of them."""
+
+    name = "kubelet"
+
+    def __init__(self, cluster: registry.Registry, settings: config.ClusterConfig, state_dir: pathlib.Path,
+                 api_url: str) -> None:  # fmt: skip
+        super().__init__(cluster)
+        self.config = settings
+        self.api_url = api_url
+        self.pods_dir = state_dir / "pods"
+        self.volumes_dir = state_dir / "volumes"
+        self.hosts_file = state_dir / "hosts"
+        self.bin_dir = state_dir / "bin"
+        self.workers: dict[Key, PodWorker] = {}
+        self.processes: set[asyncio.subprocess.Process] = set()
+        self._write_python_wrappers()
+
+    def _write_python_wrappers(self) -> None:
+        """`python` and `python3` in pods are the dev cluster's interpreter, which has Kiln installed."""
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("python", "python3"):
+            wrapper = self.bin_dir / name
+            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+            wrapper.chmod(0o755)
+
+    def token_for(self, pod: Object) -> str:
+        return identity.service_account_token(
+            pod["metadata"]["namespace"], pod["spec"].get("serviceAccountName", "default")
+        )
+
+    def allocate_ip(self) -> str:
+        used = {p.get("status", {}).get("podIP", "") for p in self.client.list(POD)}
+        used |= {worker.ip for worker in self.workers.values()}
+        return network.next_free_address(network.POD_NETWORK, used)
+
+    def service_names(self, namespace: str) -> set[str]:
+        return {s["metadata"]["name"] for s in self.client.list(SERVICE, namespace)}
+
+    def resolve(self, name: str, namespace: str) -> str | None:
+        records = network.dns_records(
+            self.client.list(SERVICE), self.client.list(controllers.ENDPOINTS), self.client.list(POD)
+        )
+        return network.lookup(records, name, namespace)
+
+    def initial_keys(self) -> Iterable[Key]:
+        return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.client.list(POD)]
+
+    def keys_for(self, event: store.Event) -> Iterable[Key]:
+        return [controllers.object_key(event)] if event.resource == POD else ()
+
+    async def reconcile(self, key: Key) -> float | None:
+        pod = self.client.get(POD, *key)
+        worker = self.workers.get(key)
+        if worker is not None and (pod is None or pod["metadata"]["uid"] != worker.uid):
+            del self.workers[key]
+            await worker.kill(0)  # force-deleted: no grace left
+            worker = None
+        if pod is None or not pod["spec"].get("nodeName"):
+            return None
+        if worker is None:
+            if scheduling.is_terminal(pod) or pod["metadata"].get("deletionTimestamp"):
+                self._finish_deletion(pod)
+                return None
+            worker = PodWorker(self, pod)
+            self.workers[key] = worker
+            worker.start()
+            return None
+        worker.pod = pod
+        if pod["metadata"].get("deletionTimestamp") and not worker.stopping.is_set():
+            asyncio.create_task(self._terminate(worker), name=f"terminate {key[0]}/{key[1]}")
+        return None
+
+    async def _terminate(self, worker: PodWorker) -> None:
+        await worker.terminate()
+        worker.publish_now()
+        if self.workers.get(worker.key) is worker:
+            del self.workers[worker.key]
+        current = self.client.get(POD, *worker.key)
+        if current is not None and current["metadata"]["uid"] == worker.uid:
+            self._finish_deletion(current)
+
+    def _finish_deletion(self, pod: Object) -> None:
+        if pod["metadata"].get("deletionTimestamp") and pod["metadata"].get("deletionGracePeriodSeconds"):
+            self.client.delete(POD, pod["metadata"]["namespace"], pod["metadata"]["name"], {"gracePeriodSeconds": 0})
+
+    async def close(self) -> None:
+        """Stop every process: SIGTERM, a short grace, then SIGKILL."""
+        workers = list(self.workers.values())
+        self.workers.clear()
+        await asyncio.gather(*(worker.kill(SHUTDOWN_GRACE_SECONDS) for worker in workers))
+        for process in list(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    # logs
+
+    def read_log(self, namespace: str, name: str, container: str | None, tail: int | None, previous: bool) -> str:
+        pod = self.client.get(POD, namespace, name)
+        if pod is None:
+            raise errors.not_found("pods", "", name)
+        names = [c["name"] for c in [*pod["spec"].get("initContainers", []), *pod["spec"].get("containers", [])]]
+        default = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+        main = [c["name"] for c in pod["spec"].get("containers", [])]
+        chosen = container or default or (main[0] if len(main) == 1 else None)
+        if chosen is None:
+            raise errors.bad_request(
+                f"a container name must be specified for pod {name}, choose one of: [{' '.join(main)}]"
+            )
+        if chosen not in names:
+            raise errors.bad_request(f"container {chosen} is not valid for pod {name}")
+        directory = self.pods_dir / f"{namespace}_{name}_{pod['metadata']['uid']}" / "logs" / chosen
+        runs = sorted((int(path.stem) for path in directory.glob("*.log")), reverse=True) if directory.exists() else []
+        if previous:
+            if len(runs) < 2:
+                raise errors.bad_request(f'previous terminated container "{chosen}" in pod "{name}" not found')
+            runs = runs[1:]
+        if not runs:
+            return ""
+        text = (directory / f"{runs[0]}.log").read_text(errors="replace")
+        if tail is not None:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-tail:]) if tail > 0 else ""
+        return text

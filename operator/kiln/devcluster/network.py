@@ -1,0 +1,414 @@
+"""The dev cluster's network: loopback IPs, Service endpoints, a kube-proxy, and cluster DNS names.
+
+Every pod gets its own address in 127.244.0.0/16 and every ClusterIP Service
+one in 127.96.0.0/16 (Linux routes all of 127.0.0.0/8 to the loopback
+interface), so two pods can both listen on :8080 and `http://<clusterIP>:<port>`
+works from inside and outside the cluster. The endpoints controller keeps
+Endpoints and EndpointSlices from Service selectors and pod readiness; the
+proxy forwards each connection to one ready endpoint; the DNS controller
+writes a hosts file of Service and pod names that the kubelet hands to its
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import itertools
+import logging
+import pathlib
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from kiln.devcluster import controllers, errors, kinds, registry, selectors, store, workloads
+from kiln.devcluster.controllers import ENDPOINT_SLICE, ENDPOINTS, POD, SERVICE, Key
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+POD_NETWORK = ipaddress.ip_network("127.244.0.0/16")
+SERVICE_NETWORK = ipaddress.ip_network("127.96.0.0/16")
+CLUSTER_DOMAIN = "cluster.local"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+PROXY_CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def next_free_address(network: ipaddress.IPv4Network | ipaddress.IPv6Network, used: set[str]) -> str:
+    for address in itertools.islice(network.hosts(), 1, None):  # .1 is the network's gateway by convention
+        if str(address) not in used:
+            return str(address)
+    raise errors.ApiError(500, "InternalError", f"the range {network} is full")
+
+
+def allocate_cluster_ip(cluster: registry.Registry, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
+    """Admission for Services: a ClusterIP Service without an address gets one; the address is immutable."""
+    if rt.kind != "Service":
+        return
+    spec = obj.setdefault("spec", {})
+    if old is not None and not spec.get("clusterIP") and old.get("spec", {}).get("clusterIP"):
+        spec["clusterIP"] = old["spec"]["clusterIP"]
+        spec["clusterIPs"] = old["spec"].get("clusterIPs", [old["spec"]["clusterIP"]])
+    if spec.get("type", "ClusterIP") == "ExternalName":
+        return
+    if not spec.get("clusterIP"):
+        used = {s.get("spec", {}).get("clusterIP", "") for s in cluster.store.list(SERVICE)}
+        spec["clusterIP"] = next_free_address(SERVICE_NETWORK, used)
+    if spec["clusterIP"] != "None":
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    else:
+        spec.setdefault("clusterIPs", ["None"])
+
+
+def _target_port(service_port: Object, pod: Object) -> int | None:
+    target = service_port.get("targetPort", service_port.get("port"))
+    if isinstance(target, int):
+        return target
+    if isinstance(target, str) and target.isdigit():
+        return int(target)
+    for container in pod.get("spec", {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    return None
+
+
+def selected_pods(service: Object, pods: Iterable[Object]) -> list[Object]:
+    selector = service.get("spec", {}).get("selector")
+    return [
+        pod
+        for pod in pods
+        if pod.get("status", {}).get("podIP")
+        and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+        and all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in (selector or {}).items())
+    ]
+
+
+def _address(pod: Object) -> Object:
+    metadata = pod["metadata"]
+    address: Object = {
+        "ip": pod["status"]["podIP"],
+        "nodeName": pod["spec"].get("nodeName"),
+        "targetRef": {
+            "kind": "Pod",
+            "namespace": metadata["namespace"],
+            "name": metadata["name"],
+            "uid": metadata["uid"],
+        },  # fmt: skip
+    }
+    if pod["spec"].get("hostname"):
+        address["hostname"] = pod["spec"]["hostname"]
+    return address
+
+
+def endpoints_for(service: Object, pods: list[Object]) -> list[Object]:
+    """Endpoints subsets: pods grouped by the ports they resolve to, ready or not."""
+    ports = service.get("spec", {}).get("ports") or []
+    publish_all = bool(service.get("spec", {}).get("publishNotReadyAddresses"))
+    subsets: dict[tuple[tuple[str, int, str], ...], Object] = {}
+    for pod in sorted(selected_pods(service, pods), key=lambda p: p["status"]["podIP"]):
+        resolved = []
+        for port in ports:
+            number = _target_port(port, pod)
+            if number is not None:
+                resolved.append((port.get("name", ""), number, port.get("protocol", "TCP")))
+        if ports and not resolved:
+            continue
+        key = tuple(resolved)
+        subset = subsets.setdefault(key, {"ports": [
+            {**({"name": name} if name else {}), "port": number, "protocol": protocol}
+            for name, number, protocol in resolved
+        ]})  # fmt: skip
+        ready = controllers.is_pod_ready(pod) and not pod["metadata"].get("deletionTimestamp")
+        field = "addresses" if ready or publish_all else "notReadyAddresses"
+        subset.setdefault(field, []).append(_address(pod))
+    return [subset for subset in subsets.values() if subset.get("addresses") or subset.get("notReadyAddresses")]
+
+
+def endpoint_slice_for(service: Object, pods: list[Object]) -> Object:
+    metadata = service["metadata"]
+    slice_ports: list[Object] = []
+    endpoints = []
+    for subset in endpoints_for(service, pods):
+        slice_ports = slice_ports or subset["ports"]
+        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for address in subset.get(field, []):
+                endpoints.append({
+                    "addresses": [address["ip"]],
+                    "conditions": {"ready": ready, "serving": ready, "terminating": False},
+                    "targetRef": address["targetRef"],
+                    **({"nodeName": address["nodeName"]} if address.get("nodeName") else {}),
+                    **({"hostname": address["hostname"]} if address.get("hostname") else {}),
+                })  # fmt: skip
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{metadata['name']}-{hashlib.sha256(metadata['uid'].encode()).hexdigest()[:5]}",
+            "namespace": metadata["namespace"],
+            "labels": {
+                SERVICE_NAME_LABEL: metadata["name"],
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },  # fmt: skip
+            "ownerReferences": [controllers.owner_reference(service)],
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": slice_ports,
+    }
+
+
+class EndpointsController(controllers.Controller):
+    """Endpoints and EndpointSlices for every Service with a selector."""
+
+    name = "endpoint-controller"
+
+    def initial_keys(self) -> Iterable[Key]:
+        return [(s["metadata"]["namespace"], s["metadata"]["name"]) for s in self.client.list(SERVICE)]
+
+    def keys_for(self, event: store.Event) -> Iterable[Key]:
+        if event.resource == SERVICE:
+            return [controllers.object_key(event)]
+        if event.resource == POD:
+            namespace = event.object["metadata"].get("namespace", "")
+            labels = [event.object["metadata"].get("labels") or {}]
+            if event.previous is not None:
+                labels.append(event.previous["metadata"].get("labels") or {})
+            return [
+                (namespace, service["metadata"]["name"])
+                for service in self.client.list(SERVICE, namespace)
+                if service.get("spec", {}).get("selector")
+                and any(selectors.selector_matches({"matchLabels": service["spec"]["selector"]}, lab) for lab in labels)
+            ]
+        return ()
+
+    async def reconcile(self, key: Key) -> float | None:
+        namespace, name = key
+        service = self.client.get(SERVICE, namespace, name)
+        if service is None or not service.get("spec", {}).get("selector"):
+            return None
+        pods = self.client.list(POD, namespace)
+        subsets = endpoints_for(service, pods)
+        labels = dict(service["metadata"].get("labels") or {})
+        endpoints: Object = {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "subsets": subsets}
+        self._put(ENDPOINTS, endpoints, {"subsets": subsets, "metadata": {"labels": labels}})
+        wanted = endpoint_slice_for(service, pods)
+        self._put(ENDPOINT_SLICE, wanted, {key: wanted[key] for key in ("endpoints", "ports")})
+        return None
+
+    def _put(self, resource: str, desired: Object, fields: Object) -> None:
+        metadata = desired["metadata"]
+        current = self.client.get(resource, metadata["namespace"], metadata["name"])
+        if current is None:
+            self.client.create(resource, metadata["namespace"], desired)
+            return
+        updated = controllers.copied(current)
+        for field, value in fields.items():
+            if field == "metadata":
+                updated["metadata"].update(value)
+            else:
+                updated[field] = value
+        if not updated.get("subsets") and resource == ENDPOINTS:
+            updated.pop("subsets", None)
+        self.client.update(resource, updated)
+
+
+def ready_targets(cluster: registry.Registry, service: Object, port: Object) -> list[tuple[str, int]]:
+    """(ip, port) of the ready endpoints behind one Service port."""
+    metadata = service["metadata"]
+    endpoints = cluster.store.get(ENDPOINTS, metadata["namespace"], metadata["name"]) or {}
+    name = port.get("name", "")
+    targets = []
+    for subset in endpoints.get("subsets") or []:
+        numbers = [p["port"] for p in subset.get("ports") or [] if p.get("name", "") == name]
+        for address in subset.get("addresses") or []:
+            targets.extend((address["ip"], number) for number in numbers)
+    return targets
+
+
+class ServiceProxy(controllers.Controller):
+    """kube-proxy in userspace mode: a TCP listener on each ClusterIP:port, round-robin to ready endpoints."""
+
+    name = "kube-proxy"
+
+    def __init__(self, cluster: registry.Registry) -> None:
+        super().__init__(cluster)
+        self.registry = cluster
+        self._servers: dict[tuple[str, int], asyncio.Server] = {}
+        self._turns: dict[tuple[str, int], itertools.count[int]] = {}
+        self._connections: set[asyncio.Task[None]] = set()
+
+    def initial_keys(self) -> Iterable[Key]:
+        return [("", "")]
+
+    def keys_for(self, event: store.Event) -> Iterable[Key]:
+        return [("", "")] if event.resource == SERVICE else ()
+
+    async def reconcile(self, key: Key) -> float | None:
+        wanted: dict[tuple[str, int], tuple[str, str, Object]] = {}
+        for service in self.client.list(SERVICE):
+            address = service.get("spec", {}).get("clusterIP")
+            if not address or address == "None":
+                continue
+            for port in service["spec"].get("ports") or []:
+                if port.get("protocol", "TCP") == "TCP":
+                    metadata = service["metadata"]
+                    wanted[(address, int(port["port"]))] = (metadata["namespace"], metadata["name"], port)
+        for listen in set(self._servers) - set(wanted):
+            self._servers.pop(listen).close()
+        for listen, (namespace, name, port) in wanted.items():
+            if listen not in self._servers:
+                try:
+                    self._servers[listen] = await asyncio.start_server(
+                        self._forwarder(namespace, name, port.get("name", "")), *listen
+                    )
+                except OSError as error:
+                    log.warning("kube-proxy: cannot listen on %s:%s: %s", *listen, error)
+        return None
+
+    def _forwarder(self, namespace: str, name: str, port_name: str) -> Any:
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._connections.add(task)
+            try:
+                await self._forward(namespace, name, port_name, reader, writer)
+            finally:
+                self._connections.discard(task)
+                writer.close()
+
+        return forward
+
+    async def _forward(
+        self, namespace: str, name: str, port_name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        service = self.client.get(SERVICE, namespace, name)
+        port = next(
+            (p for p in (service or {}).get("spec", {}).get("ports") or [] if p.get("name", "") == port_name), None
+        )
+        if service is None or port is None:
+            return
+        targets = ready_targets(self.registry, service, port)
+        if not targets:
+            return  # no ready endpoint: the connection is refused, as kube-proxy's REJECT rule does
+        turn = next(self._turns.setdefault((namespace, name), itertools.count()))
+        host, number = targets[turn % len(targets)]
+        try:
+            upstream_reader, upstream_writer = await asyncio.wait_for(
+                asyncio.open_connection(host, number), PROXY_CONNECT_TIMEOUT_SECONDS
+            )
+        except (OSError, TimeoutError):
+            return
+        try:
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        finally:
+            upstream_writer.close()
+
+    async def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        self._servers.clear()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            writer.write(chunk)
+            await writer.drain()
+    with contextlib.suppress(OSError):
+        if writer.can_write_eof():
+            writer.write_eof()
+
+
+def dns_records(services: list[Object], endpoints: list[Object], pods: list[Object]) -> dict[str, list[str]]:
+    """Fully qualified names to addresses, as CoreDNS's kubernetes plugin answers them."""
+    records: dict[str, list[str]] = {}
+    by_service = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in endpoints}
+    for service in services:
+        metadata, spec = service["metadata"], service.get("spec", {})
+        fqdn = f"{metadata['name']}.{metadata['namespace']}.svc.{CLUSTER_DOMAIN}"
+        if spec.get("clusterIP") and spec["clusterIP"] != "None":
+            records[fqdn] = [spec["clusterIP"]]
+            continue
+        for subset in (by_service.get((metadata["namespace"], metadata["name"])) or {}).get("subsets") or []:
+            for address in subset.get("addresses") or []:
+                records.setdefault(fqdn, []).append(address["ip"])
+    for pod in pods:
+        spec, status, metadata = pod.get("spec", {}), pod.get("status", {}), pod["metadata"]
+        if not status.get("podIP") or not workloads.is_active(pod):
+            continue
+        dashed = status["podIP"].replace(".", "-")
+        records[f"{dashed}.{metadata['namespace']}.pod.{CLUSTER_DOMAIN}"] = [status["podIP"]]
+        if spec.get("hostname") and spec.get("subdomain"):
+            name = f"{spec['hostname']}.{spec['subdomain']}.{metadata['namespace']}.svc.{CLUSTER_DOMAIN}"
+            records[name] = [status["podIP"]]
+    return records
+
+
+_HOST_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+
+
+def search_names(name: str, namespace: str) -> list[str]:
+    """The names a pod's resolver tries, with cluster DNS's search path and ndots 5."""
+    if name.endswith("."):
+        return [name.rstrip(".")]
+    searched = [f"{name}.{domain}" for domain in (f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}",
+                                                  CLUSTER_DOMAIN)]  # fmt: skip
+    return [*searched, name] if name.count(".") < 5 else [name, *searched]
+
+
+def lookup(records: dict[str, list[str]], name: str, namespace: str) -> str | None:
+    for candidate in search_names(name, namespace):
+        if records.get(candidate):
+            return records[candidate][0]
+    return None
+
+
+def looks_like_cluster_name(value: str, services: set[str]) -> bool:
+    """A dotted name inside the cluster: `<x>.svc[.cluster.local]`, or `<host>.<service>` of a Service here."""
+    if not _HOST_NAME.match(value) or value.replace(".", "").isdigit():
+        return False
+    labels = value.split(".")
+    if value.endswith(f".{CLUSTER_DOMAIN}") or labels[-1] == "svc" or "svc" in labels:
+        return True
+    return labels[1] in services
+
+
+def hosts_text(records: dict[str, list[str]]) -> str:
+    return "".join(f"{address} {name}\n" for name, addresses in sorted(records.items()) for address in addresses)
+
+
+class DnsController(controllers.Controller):
+    """Keeps the cluster's hosts file, which the pod resolver shim reads."""
+
+    name = "cluster-dns"
+    debounce_seconds = 0.1
+
+    def __init__(self, cluster: registry.Registry, hosts_file: pathlib.Path) -> None:
+        super().__init__(cluster)
+        self.hosts_file = hosts_file
+
+    def initial_keys(self) -> Iterable[Key]:
+        return [("", "")]
+
+    def keys_for(self, event: store.Event) -> Iterable[Key]:
+        return [("", "")] if event.resource in (SERVICE, ENDPOINTS, POD) else ()
+
+    async def reconcile(self, key: Key) -> float | None:
+        text = hosts_text(dns_records(self.client.list(SERVICE), self.client.list(ENDPOINTS), self.client.list(POD)))
+        if not self.hosts_file.exists() or self.hosts_file.read_text() != text:
+            partial = self.hosts_file.with_suffix(".tmp")
+            partial.write_text(text)
+            partial.replace(self.hosts_file)
+        return None

@@ -1,0 +1,104 @@
+"""The scheduler controller: binds pending pods by the plan in `scheduling`, and keeps PodGroup status."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from typing import Any
+
+from kiln.devcluster import controllers, scheduling, store
+from kiln.devcluster.controllers import NODE, POD, PRIORITY_CLASS, PVC, Key
+
+Object = dict[str, Any]
+
+EVERYTHING: Key = ("", "")
+RETRY_UNSCHEDULABLE_SECONDS = 5.0
+_GROUP_RESOURCES = (scheduling.COSCHEDULING_PODGROUPS, scheduling.VOLCANO_PODGROUPS)
+
+
+class Scheduler(controllers.Controller):
+    """One queue for the whole cluster: every relevant change re-plans all pending pods."""
+
+    name = "default-scheduler"
+    debounce_seconds = 0.02
+
+    def initial_keys(self) -> Iterable[Key]:
+        return [EVERYTHING]
+
+    def keys_for(self, event: store.Event) -> Iterable[Key]:
+        if event.resource == POD:
+            spec = event.object.get("spec", {})
+            pending = scheduling.is_pending(event.object)
+            freed = event.type == store.DELETED or scheduling.is_terminal(event.object)
+            grouped = scheduling.group_of(event.object) is not None
+            return [EVERYTHING] if pending or freed or grouped or not spec.get("nodeName") else ()
+        if event.resource in (NODE, PVC, PRIORITY_CLASS, *_GROUP_RESOURCES):
+            return [EVERYTHING]
+        return ()
+
+    async def reconcile(self, key: Key) -> float | None:
+        pods = self.client.list(POD)
+        groups = self._min_members()
+        classes = {pc["metadata"]["name"]: int(pc.get("value", 0)) for pc in self.client.list(PRIORITY_CLASS)}
+        claims = {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in self.client.list(PVC)}
+        result = scheduling.plan(pods, self.client.list(NODE), groups, classes, claims)
+        now = _stamp()
+        for pod, node in result.bindings:
+            self._bind(pod, node, now)
+        for pod, message in result.unschedulable:
+            self._mark_unschedulable(pod, message, now)
+        self._update_groups(groups)
+        return RETRY_UNSCHEDULABLE_SECONDS if result.unschedulable else None
+
+    def _min_members(self) -> dict[scheduling.GroupRef, int]:
+        groups = {}
+        for resource in _GROUP_RESOURCES:
+            if not self.client.serves(resource):
+                continue
+            for group in self.client.list(resource):
+                ref = scheduling.GroupRef(resource, group["metadata"]["namespace"], group["metadata"]["name"])
+                groups[ref] = int((group.get("spec") or {}).get("minMember", 1))
+        return groups
+
+    def _bind(self, pod: Object, node: str, now: str) -> None:
+        metadata = pod["metadata"]
+        bound = self.client.update(POD, {**pod, "spec": {**pod["spec"], "nodeName": node}})
+        status = controllers.copied(bound.get("status") or {})
+        status["conditions"] = controllers.set_condition(
+            status.get("conditions") or [], "PodScheduled", "True", "", "", now, lastProbeTime=None
+        )
+        for entry in status["conditions"]:
+            if entry["type"] == "PodScheduled":
+                entry.pop("reason", None)
+                entry.pop("message", None)
+        self.client.update_status(POD, bound, status)
+        self.client.event(
+            bound, "Normal", "Scheduled", f"Successfully assigned {metadata['namespace']}/{metadata['name']} to {node}"
+        )
+
+    def _mark_unschedulable(self, pod: Object, message: str, now: str) -> None:
+        current = controllers.condition(pod, "PodScheduled")
+        if current and current.get("reason") == "Unschedulable" and current.get("message") == message:
+            return
+        status = controllers.copied(pod.get("status") or {})
+        status["conditions"] = controllers.set_condition(
+            status.get("conditions") or [], "PodScheduled", "False", "Unschedulable", message, now, lastProbeTime=None
+        )
+        self.client.update_status(POD, pod, status)
+        self.client.event(pod, "Warning", "FailedScheduling", message)
+
+    def _update_groups(self, groups: dict[scheduling.GroupRef, int]) -> None:
+        pods = self.client.list(POD)
+        for ref, min_member in groups.items():
+            group = self.client.get(ref.resource, ref.namespace, ref.name)
+            if group is None:
+                continue
+            members = [pod for pod in pods if scheduling.group_of(pod) == ref]
+            status = {**(group.get("status") or {}), **scheduling.group_status(members, min_member)}
+            if status["phase"] != "Pending" and "scheduleStartTime" not in status:
+                status["scheduleStartTime"] = _stamp()
+            self.client.update_status(ref.resource, group, status)
+
+
+def _stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,364 @@
+"""Where pods go: kube-scheduler's core filters and a coscheduling gate, as a pure plan.
+
+`plan` takes the pods, nodes and pod groups as they are and returns which
+pending pods bind to which node and, for those that cannot, the message
+kube-scheduler would give (`0/3 nodes are available: 3 Insufficient
+nvidia.com/gpu.`). It reads no clock and writes nothing; the scheduler
+controller applies it.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from kiln.devcluster import quantity, selectors
+
+Object = dict[str, Any]
+Resources = dict[str, Fraction]
+
+SCHEDULER_NAMES = frozenset({"default-scheduler", "scheduler-plugins-scheduler", "volcano"})
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+COSCHEDULING_LABEL = "scheduling.x-k8s.io/pod-group"
+VOLCANO_ANNOTATION = "scheduling.k8s.io/group-name"
+COSCHEDULING_PODGROUPS = "podgroups.scheduling.x-k8s.io"
+VOLCANO_PODGROUPS = "podgroups.scheduling.volcano.sh"
+_SCHEDULED_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+def is_terminal(pod: Object) -> bool:
+    return pod.get("status", {}).get("phase") in TERMINAL_PHASES
+
+
+def occupies_node(pod: Object) -> bool:
+    """A bound pod holds its node's resources until it finishes or is gone, terminating or not."""
+    return bool(pod.get("spec", {}).get("nodeName")) and not is_terminal(pod)
+
+
+def _container_requests(container: Object) -> Resources:
+    resources = container.get("resources") or {}
+    # a limit without a request defaults the request, as the API server does
+    merged = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+    return {name: quantity.parse(value) for name, value in merged.items()}
+
+
+def pod_requests(pod: Object) -> Resources:
+    """What the pod asks of a node: its containers' sum, at least its largest init container, plus one pod."""
+    spec = pod.get("spec", {})
+    total: Resources = collections.defaultdict(Fraction)
+    for container in spec.get("containers") or []:
+        for name, amount in _container_requests(container).items():
+            total[name] += amount
+    for container in spec.get("initContainers") or []:
+        for name, amount in _container_requests(container).items():
+            total[name] = max(total[name], amount)
+    for name, amount in (spec.get("overhead") or {}).items():
+        total[name] += quantity.parse(amount)
+    total["pods"] = Fraction(1)
+    return dict(total)
+
+
+@dataclass
+class NodeState:
+    """A node as the scheduler sees it: what it offers and what its pods already take."""
+
+    name: str
+    labels: dict[str, str]
+    taints: list[Object]
+    allocatable: Resources
+    unschedulable: bool
+    requested: Resources = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, node: Object) -> NodeState:
+        status = node.get("status") or {}
+        offered = status.get("allocatable") or status.get("capacity") or {}
+        return cls(
+            name=node["metadata"]["name"],
+            labels=node["metadata"].get("labels") or {},
+            taints=list((node.get("spec") or {}).get("taints") or []),
+            allocatable={name: quantity.parse(value) for name, value in offered.items()},
+            unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
+        )
+
+    def take(self, requests: Resources) -> None:
+        for name, amount in requests.items():
+            self.requested[name] = self.requested.get(name, Fraction(0)) + amount
+
+    def free(self, resource: str) -> Fraction:
+        return self.allocatable.get(resource, Fraction(0)) - self.requested.get(resource, Fraction(0))
+
+    def copy(self) -> NodeState:
+        return NodeState(
+            self.name, self.labels, self.taints, self.allocatable, self.unschedulable, dict(self.requested)
+        )
+
+
+def tolerates(toleration: Object, taint: Object) -> bool:
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    key = toleration.get("key")
+    if not key:  # an empty key with Exists tolerates everything
+        return toleration.get("operator") == "Exists"
+    if key != taint.get("key"):
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return True
+    return bool(toleration.get("value", "") == taint.get("value", ""))
+
+
+def untolerated_taint(pod: Object, node: NodeState) -> Object | None:
+    tolerations = pod.get("spec", {}).get("tolerations") or []
+    for taint in node.taints:
+        if taint.get("effect") in _SCHEDULED_EFFECTS and not any(tolerates(t, taint) for t in tolerations):
+            return taint
+    return None
+
+
+def matches_node_affinity(pod: Object, node: NodeState) -> bool:
+    """nodeSelector and requiredDuringSchedulingIgnoredDuringExecution (terms are ORed)."""
+    spec = pod.get("spec", {})
+    if any(node.labels.get(key) != value for key, value in (spec.get("nodeSelector") or {}).items()):
+        return False
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    if not required:
+        return True
+    fields = {"metadata.name": node.name}
+    terms = required.get("nodeSelectorTerms") or []
+    return any(selectors.node_selector_term_matches(term, node.labels, fields) for term in terms)
+
+
+def filter_reasons(pod: Object, requests: Resources, node: NodeState) -> list[str]:
+    """Why the pod cannot go on the node, from the first filter that refuses it; empty when it fits."""
+    if node.unschedulable and not any(
+        tolerates(t, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+        for t in pod.get("spec", {}).get("tolerations") or []
+    ):
+        return ["node(s) were unschedulable"]
+    taint = untolerated_taint(pod, node)
+    if taint is not None:
+        return [f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"]
+    if not matches_node_affinity(pod, node):
+        return ["node(s) didn't match Pod's node affinity/selector"]
+    short = []
+    for resource, amount in sorted(requests.items()):
+        if amount > 0 and node.free(resource) < amount:
+            short.append("Too many pods" if resource == "pods" else f"Insufficient {resource}")
+    return short
+
+
+def failure_message(node_count: int, reasons_by_node: Iterable[list[str]]) -> str:
+    """kube-scheduler's FitError text: reasons counted over nodes, sorted as strings."""
+    if node_count == 0:
+        return "no nodes available to schedule pods"
+    counts: collections.Counter[str] = collections.Counter()
+    for reasons in reasons_by_node:
+        counts.update(set(reasons))
+    histogram = sorted(f"{count} {reason}" for reason, count in counts.items())
+    return f"0/{node_count} nodes are available: {', '.join(histogram)}."
+
+
+def _least_allocated_score(node: NodeState, requests: Resources) -> Fraction:
+    """kube-scheduler's default scoring: prefer the node left with the most free cpu and memory."""
+    score = Fraction(0)
+    for resource in ("cpu", "memory"):
+        offered = node.allocatable.get(resource, Fraction(0))
+        if offered > 0:
+            score += (node.free(resource) - requests.get(resource, Fraction(0))) / offered
+    return score
+
+
+def place(pod: Object, nodes: list[NodeState]) -> tuple[NodeState | None, str]:
+    """The best node for the pod, or None with the reason none fits."""
+    requests = pod_requests(pod)
+    fitting = []
+    reasons_by_node = []
+    for node in nodes:
+        reasons = filter_reasons(pod, requests, node)
+        if reasons:
+            reasons_by_node.append(reasons)
+        else:
+            fitting.append(node)
+    if not fitting:
+        return None, failure_message(len(nodes), reasons_by_node)
+    best = max(fitting, key=lambda node: (_least_allocated_score(node, requests), [-ord(c) for c in node.name]))
+    best.take(requests)
+    return best, ""
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """A pod's gang: the PodGroup resource (coscheduling or volcano), namespace and name."""
+
+    resource: str
+    namespace: str
+    name: str
+
+
+def group_of(pod: Object) -> GroupRef | None:
+    metadata = pod["metadata"]
+    namespace = metadata.get("namespace", "")
+    name = (metadata.get("labels") or {}).get(COSCHEDULING_LABEL)
+    if name:
+        return GroupRef(COSCHEDULING_PODGROUPS, namespace, name)
+    name = (metadata.get("annotations") or {}).get(VOLCANO_ANNOTATION)
+    if name and pod.get("spec", {}).get("schedulerName") == "volcano":
+        return GroupRef(VOLCANO_PODGROUPS, namespace, name)
+    return None
+
+
+@dataclass
+class Plan:
+    bindings: list[tuple[Object, str]] = field(default_factory=list)
+    unschedulable: list[tuple[Object, str]] = field(default_factory=list)
+
+
+def priority(pod: Object, priority_classes: dict[str, int], default_priority: int) -> int:
+    spec = pod.get("spec", {})
+    if spec.get("priority") is not None:
+        return int(spec["priority"])
+    name = spec.get("priorityClassName")
+    return priority_classes.get(name, default_priority) if name else default_priority
+
+
+def is_pending(pod: Object) -> bool:
+    spec = pod.get("spec", {})
+    return (
+        not spec.get("nodeName")
+        and not pod["metadata"].get("deletionTimestamp")
+        and not is_terminal(pod)
+        and spec.get("schedulerName", "default-scheduler") in SCHEDULER_NAMES
+        and not spec.get("schedulingGates")
+    )
+
+
+def plan(
+    pods: list[Object],
+    nodes: list[Object],
+    min_members: dict[GroupRef, int],
+    priority_classes: dict[str, int] | None = None,
+    claims: set[tuple[str, str]] | None = None,
+) -> Plan:
+    """Bind what fits, highest priority first then oldest; gangs bind all of minMember or none.
+
+    `min_members` holds each existing PodGroup's minMember; `claims` the
+    (namespace, name) of existing PersistentVolumeClaims.
+    """
+    classes = priority_classes or {}
+    default_priority = 0
+    states = [NodeState.of(node) for node in nodes]
+    by_name = {state.name: state for state in states}
+    for pod in pods:
+        if occupies_node(pod) and pod["spec"]["nodeName"] in by_name:
+            by_name[pod["spec"]["nodeName"]].take(pod_requests(pod))
+    pending = sorted(
+        (pod for pod in pods if is_pending(pod)),
+        key=lambda pod: (
+            -priority(pod, classes, default_priority),
+            pod["metadata"].get("creationTimestamp", ""),
+            pod["metadata"]["name"],
+        ),
+    )
+    result = Plan()
+    handled_groups: set[GroupRef] = set()
+    for pod in pending:
+        missing_claim = _missing_claim(pod, claims)
+        if missing_claim:
+            result.unschedulable.append((pod, f"0/{len(states)} nodes are available: {missing_claim}."))
+            continue
+        group = group_of(pod)
+        if group is None:
+            node, why = place(pod, states)
+            if node is None:
+                result.unschedulable.append((pod, why))
+            else:
+                result.bindings.append((pod, node.name))
+            continue
+        if group in handled_groups:
+            continue
+        handled_groups.add(group)
+        members = [p for p in pods if group_of(p) == group and not is_terminal(p)]
+        waiting = [p for p in pending if group_of(p) == group]
+        _plan_gang(group, min_members.get(group), members, waiting, states, result)
+    return result
+
+
+def _missing_claim(pod: Object, claims: set[tuple[str, str]] | None) -> str | None:
+    if claims is None:
+        return None
+    namespace = pod["metadata"].get("namespace", "")
+    for volume in pod.get("spec", {}).get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim and (namespace, claim) not in claims:
+            return f'persistentvolumeclaim "{claim}" not found'
+    return None
+
+
+def _plan_gang(
+    group: GroupRef,
+    min_member: int | None,
+    members: list[Object],
+    waiting: list[Object],
+    states: list[NodeState],
+    result: Plan,
+) -> None:
+    """All-or-nothing: place every waiting member on a trial copy; commit only if minMember is reached."""
+    prefix = f"0/{len(states)} nodes are available"
+    if min_member is None:
+        for pod in waiting:
+            result.unschedulable.append((pod, f'{prefix}: pod group "{group.name}" not found.'))
+        return
+    if len(members) < min_member:
+        why = f'{prefix}: pod group "{group.name}" has {len(members)} of its minMember {min_member} pods.'
+        for pod in waiting:
+            result.unschedulable.append((pod, why))
+        return
+    bound = len(members) - len(waiting)
+    trial = [state.copy() for state in states]
+    placed: list[tuple[Object, str]] = []
+    first_failure = ""
+    for pod in waiting:
+        node, why = place(pod, trial)
+        if node is None:
+            first_failure = first_failure or why
+        else:
+            placed.append((pod, node.name))
+    if bound + len(placed) < min_member:
+        why = (
+            f'pod group "{group.name}" needs {min_member} pods placed together, only {bound + len(placed)} fit: '
+            f"{first_failure}"
+        )
+        for pod in waiting:
+            result.unschedulable.append((pod, why))
+        return
+    by_name = {state.name: state for state in states}
+    for pod, node_name in placed:
+        by_name[node_name].take(pod_requests(pod))
+        result.bindings.append((pod, node_name))
+    for pod in waiting:
+        if all(pod is not placed_pod for placed_pod, _ in placed):
+            _, why = place(pod, [state.copy() for state in states])
+            result.unschedulable.append((pod, why))
+
+
+def group_status(members: list[Object], min_member: int) -> Object:
+    """A PodGroup's status from its pods, in the coscheduling plugin's terms."""
+    phases = collections.Counter(pod.get("status", {}).get("phase") for pod in members)
+    scheduled = sum(1 for pod in members if pod.get("spec", {}).get("nodeName"))
+    running, succeeded, failed = phases["Running"], phases["Succeeded"], phases["Failed"]
+    if succeeded >= min_member:
+        phase = "Finished"
+    elif failed and failed + succeeded + running >= min_member and running < min_member:
+        phase = "Failed"
+    elif running >= min_member:
+        phase = "Running"
+    elif scheduled >= min_member:
+        phase = "Scheduled"
+    else:
+        phase = "Pending"
+    return {"phase": phase, "scheduled": scheduled, "running": running, "succeeded": succeeded, "failed": failed}
