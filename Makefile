@@ -53,8 +53,14 @@ demo: $(STAMP) tools ## Start a dev cluster, apply the CRDs and every example, s
 	{ kubectl patch mv iris-1.2.0 --type merge -p '{"spec":{"artifact":{"uri":"file:///elsewhere"}}}' || true; }
 
 .PHONY: tools
-tools: ## Install the system tools the tests drive (kubectl) where they are missing
-	@command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubernetes-client; }
+tools: ## Install the system tools the tests drive (kubectl, prometheus) where they are missing
+	@missing=""; \
+	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
 .PHONY: test
 test: $(STAMP) tools ## Run the whole test suite

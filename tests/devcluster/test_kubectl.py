@@ -636,12 +636,20 @@ def test_configmap_deployment_and_pod(kubectl: Kubectl) -> None:
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate", "built-in defaults apply"
 
+    # busybox is not a local image: its containers are simulated, Running and Ready at once
+    kubectl("wait", "--for=condition=Available", "deployment/iris-server", "--timeout=30s")
+    kubectl("wait", "--for=condition=Ready", "pod/iris-debug", "--timeout=30s")
     pods = kubectl("get", "pods").stdout
     assert headers(pods) == [["NAME", "READY", "STATUS", "RESTARTS", "AGE"]]
-    (pod,) = tables(pods)[0]
-    assert (pod["NAME"], pod["READY"], pod["STATUS"], pod["RESTARTS"]) == ("iris-debug", "0/1", "Pending", "0")
+    rows = {row["NAME"]: row for row in tables(pods)[0]}
+    assert len(rows) == 3
+    assert (rows["iris-debug"]["READY"], rows["iris-debug"]["STATUS"], rows["iris-debug"]["RESTARTS"]) == (
+        "1/1",
+        "Running",
+        "0",
+    )
     (row,) = tables(kubectl("get", "deployments").stdout)[0]
-    assert (row["NAME"], row["READY"]) == ("iris-server", "0/2")
+    assert (row["NAME"], row["READY"], row["UP-TO-DATE"], row["AVAILABLE"]) == ("iris-server", "2/2", "2", "2")
 
 
 def test_a_malformed_deployment_is_refused_with_422(kubectl: Kubectl) -> None:
@@ -656,7 +664,7 @@ def test_a_malformed_deployment_is_refused_with_422(kubectl: Kubectl) -> None:
 
 def test_kubectl_logs_of_a_pod(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", "-", input=BUILTINS)
-    # there is no kubelet yet, so there is nothing to show, but the log subresource answers
+    # a simulated container writes nothing, but the log subresource answers
     assert kubectl("logs", "iris-debug").stdout == ""
     assert kubectl("logs", "pod/iris-debug", "-c", "shell", "--tail=10").returncode == 0
     missing = kubectl("logs", "no-such-pod", check=False)

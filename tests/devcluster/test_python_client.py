@@ -326,7 +326,9 @@ def test_field_selectors_on_pod_phase_and_node(core: client.CoreV1Api) -> None:
     for name, (node, phase) in pods.items():
         spec: dict[str, Any] = {"containers": [{"name": "main", "image": "busybox:1.36"}]}
         if node:
-            spec["nodeName"] = node
+            spec["nodeName"] = node  # nodes no kubelet runs: the test sets the phase itself
+        else:
+            spec["nodeSelector"] = {"kiln.dev/node-pool": "none-such"}  # so the scheduler leaves it pending
         created = core.create_namespaced_pod(NS, {"metadata": {"name": name}, "spec": spec})
         assert created.status.phase == "Pending"
         if phase:

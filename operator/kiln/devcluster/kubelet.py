@@ -39,7 +39,7 @@ from kiln.devcluster import (
     store,
     volumes,
 )
-from kiln.devcluster.controllers import POD, SERVICE, Key
+from kiln.devcluster.controllers import NODE, POD, SERVICE, Key
 
 log = logging.getLogger(__name__)
 
@@ -619,6 +619,10 @@ class Kubelet(controllers.Controller):
         return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.client.list(POD)]
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
+        if event.resource == NODE and event.type == store.ADDED:
+            name = event.object["metadata"]["name"]
+            return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.client.list(POD)
+                    if p["spec"].get("nodeName") == name]  # fmt: skip
         return [controllers.object_key(event)] if event.resource == POD else ()
 
     async def reconcile(self, key: Key) -> float | None:
@@ -628,8 +632,8 @@ class Kubelet(controllers.Controller):
             del self.workers[key]
             await worker.kill(0)  # force-deleted: no grace left
             worker = None
-        if pod is None or not pod["spec"].get("nodeName"):
-            return None
+        if pod is None or self.client.get(NODE, "", pod["spec"].get("nodeName") or "") is None:
+            return None  # unbound, or bound to a node that no kubelet here runs
         if worker is None:
             if scheduling.is_terminal(pod) or pod["metadata"].get("deletionTimestamp"):
                 self._finish_deletion(pod)
