@@ -124,7 +124,12 @@ def cluster_start(
     overrides: dict[str, object] = {"prometheus": True if prometheus else None}
     if nodes is not None or gpus_per_node or config_file is None:
         pool = config.pool_from_flags(
-            1 if nodes is None else nodes, cpus_per_node, memory_per_node, gpus_per_node, gpu_product, gpu_taint
+            nodes=1 if nodes is None else nodes,
+            cpu=cpus_per_node,
+            memory=memory_per_node,
+            gpus=gpus_per_node,
+            gpu_product=gpu_product,
+            gpu_taint=gpu_taint,
         )
         overrides["nodePools"] = [pool]
     try:
@@ -133,9 +138,8 @@ def cluster_start(
     except (RuntimeError, config.ConfigError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"dev cluster serving at {url}")
-    click.echo(
-        f"nodes: {', '.join(f'{p.count} x {p.name} ({p.cpu} cpu, {p.memory}, {p.gpus} gpu)' for p in settings.node_pools)}"
-    )
+    pools = (f"{p.count} x {p.name} ({p.cpu} cpu, {p.memory}, {p.gpus} gpu)" for p in settings.node_pools)
+    click.echo(f"nodes: {', '.join(pools)}")
     prometheus_url = home / "prometheus-url"
     if prometheus_url.exists():
         click.echo(f"prometheus at {prometheus_url.read_text()}")

@@ -59,10 +59,11 @@ CRDS = (
     _pod_group_crd("scheduling.volcano.sh", "v1beta1", "podgroup-v1beta1"),
 )
 
-STORAGE_CLASS = {
+DEFAULT_STORAGE_CLASS = "standard"
+STORAGE_CLASS: Object = {
     "apiVersion": "storage.k8s.io/v1",
     "kind": "StorageClass",
-    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "metadata": {"name": DEFAULT_STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
     "provisioner": "kiln.dev/local-directory",
     "reclaimPolicy": "Delete",
     "volumeBindingMode": "Immediate",
@@ -74,7 +75,9 @@ PRIORITY_CLASSES = (
         "kind": "PriorityClass",
         "metadata": {"name": "system-cluster-critical"},
         "value": 2000000000,
-        "description": "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        "description": (
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."
+        ),
     },
     {
         "apiVersion": "scheduling.k8s.io/v1",

@@ -170,11 +170,10 @@ class DevCluster:
         """The CRDs, StorageClass, PriorityClasses and nodes a fresh cluster starts with; kept on restart."""
         assert self.registry is not None
         client = controllers.Client(self.registry, "kiln-devcluster")
-        wanted = [
-            (controllers.CRD, crd) for crd in addons.CRDS
-        ] + [(controllers.STORAGE_CLASS, addons.STORAGE_CLASS)] + [
-            (controllers.PRIORITY_CLASS, pc) for pc in addons.PRIORITY_CLASSES
-        ] + [(controllers.NODE, node) for pool in self.settings.node_pools for node in nodes.pool_nodes(pool)]  # fmt: skip
+        wanted = [(controllers.CRD, crd) for crd in addons.CRDS]
+        wanted.append((controllers.STORAGE_CLASS, addons.STORAGE_CLASS))
+        wanted += [(controllers.PRIORITY_CLASS, priority_class) for priority_class in addons.PRIORITY_CLASSES]
+        wanted += [(controllers.NODE, node) for pool in self.settings.node_pools for node in nodes.pool_nodes(pool)]
         for resource, obj in wanted:
             if client.get(resource, "", obj["metadata"]["name"]) is None:
                 client.create(resource, "", copy.deepcopy(obj))

@@ -107,7 +107,9 @@ def load(path: pathlib.Path | None, overrides: dict[str, Any] | None = None) -> 
         raise ConfigError(f"invalid dev cluster config: {problems}") from None
 
 
-def pool_from_flags(nodes: int, cpu: str, memory: str, gpus: int, gpu_product: str, gpu_taint: bool) -> dict[str, Any]:
+def pool_from_flags(
+    *, nodes: int, cpu: str, memory: str, gpus: int, gpu_product: str, gpu_taint: bool
+) -> dict[str, Any]:
     taints = [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}] if gpu_taint and gpus else []
     return {"count": nodes, "cpu": cpu, "memory": memory, "gpus": gpus, "gpuProduct": gpu_product, "taints": taints}
 

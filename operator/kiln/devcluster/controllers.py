@@ -152,7 +152,7 @@ def condition(obj: Object, kind: str) -> Object | None:
     return None
 
 
-def set_condition(
+def set_condition(  # noqa: PLR0917 - a condition's fields, in the order the API lists them
     conditions: list[Object], kind: str, status: str, reason: str, message: str, now: str, **extra: Any
 ) -> list[Object]:
     """Conditions with one set: lastTransitionTime moves only when the status does."""

@@ -206,14 +206,18 @@ class JobController(controllers.Controller):
         succeeded = int(status.get("succeeded", 0))
         failures = int(status.get("failed", 0)) + sum(_pod_failures(p) for p in active)
         if failures > int(spec.get("backoffLimit", 6)):
-            return self._fail(job, pods, status, conditions, "BackoffLimitExceeded",
-                              "Job has reached the specified backoff limit", stamp)  # fmt: skip
+            status["conditions"] = conditions
+            message = "Job has reached the specified backoff limit"
+            self._fail(job, pods, status, reason="BackoffLimitExceeded", message=message, stamp=stamp)
+            return None
         deadline = spec.get("activeDeadlineSeconds")
         if deadline is not None:
             elapsed = (now - objects.parse_time(status["startTime"])).total_seconds()
             if elapsed >= int(deadline):
-                return self._fail(job, pods, status, conditions, "DeadlineExceeded",
-                                  "Job was active longer than specified deadline", stamp)  # fmt: skip
+                status["conditions"] = conditions
+                message = "Job was active longer than specified deadline"
+                self._fail(job, pods, status, reason="DeadlineExceeded", message=message, stamp=stamp)
+                return None
         done = (
             len(_parse_indexes(status.get("completedIndexes"))) >= int(completions)
             if spec.get("completionMode") == "Indexed" and completions is not None
@@ -252,7 +256,7 @@ class JobController(controllers.Controller):
         ]
         if not finished:
             return 0.0
-        return max(delay - (now - max(finished)).total_seconds(), 0.0)
+        return float(max(delay - (now - max(finished)).total_seconds(), 0.0))
 
     def _create_pods(self, job: Object, active: list[Object], status: Object) -> None:
         spec = job["spec"]
@@ -287,13 +291,10 @@ class JobController(controllers.Controller):
         created = self.client.create(POD, job["metadata"]["namespace"], body)
         self.client.event(job, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
 
-    def _fail(
-        self, job: Object, pods: list[Object], status: Object, conditions: list[Object], reason: str, message: str,
-        stamp: str,
-    ) -> None:  # fmt: skip
+    def _fail(self, job: Object, pods: list[Object], status: Object, *, reason: str, message: str, stamp: str) -> None:
         self._stop_active(job, pods)
         conditions = controllers.set_condition(
-            conditions, "FailureTarget", "True", reason, message, stamp, lastProbeTime=stamp
+            status.get("conditions") or [], "FailureTarget", "True", reason, message, stamp, lastProbeTime=stamp
         )
         status["conditions"] = controllers.set_condition(
             conditions, "Failed", "True", reason, message, stamp, lastProbeTime=stamp

@@ -135,7 +135,8 @@ class Container:
             return
         delay = min(settings.initial_seconds * 2 ** (self.crashes - 2), settings.max_seconds)
         pod = self.worker.pod["metadata"]
-        message = f"back-off {delay:g}s restarting failed container={self.name} pod={pod['name']}_{pod['namespace']}({pod['uid']})"
+        where = f"pod={pod['name']}_{pod['namespace']}({pod['uid']})"
+        message = f"back-off {delay:g}s restarting failed container={self.name} {where}"
         if self.terminated:
             self.last_state = {"terminated": self.terminated}
         self.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
@@ -327,6 +328,7 @@ class PodWorker:
         self.directories: dict[str, pathlib.Path] = {}
         self._publishing = False
         self.task: asyncio.Task[None] | None = None
+        self.termination: asyncio.Task[None] | None = None
         self.started_at = pod.get("status", {}).get("startTime") or _now()
 
     @property
@@ -428,7 +430,7 @@ class PodWorker:
                     str(pathlib.Path(sys.executable).parent),
                     os.environ.get("PATH", "/usr/bin:/bin"),
                 ]
-            ),  # fmt: skip
+            ),
             "HOME": str(self.dir),
             "HOSTNAME": pod_spec.get("hostname") or self.key[1],
             "LANG": "C.UTF-8",
@@ -510,13 +512,18 @@ class PodWorker:
 
 
 def _readiness_conditions(
-    conditions: list[Object], worker: PodWorker, ready: bool, unready: list[str], now: str, terminal: str | None
+    conditions: list[Object], worker: PodWorker, *, terminal: str | None, now: str
 ) -> list[Object]:
-    kinds = [("PodReadyToStartContainers", "True", "", ""),
-             ("Initialized", "True" if worker.initialized else "False",
-              "" if worker.initialized else "ContainersNotInitialized",
-              "" if worker.initialized else "containers with incomplete status: ["
-              + " ".join(c.name for c in worker.init_containers if (c.terminated or {}).get("exitCode") != 0) + "]")]  # fmt: skip
+    """The pod conditions the kubelet owns: ready to start, Initialized, ContainersReady, Ready."""
+    kinds = [("PodReadyToStartContainers", "True", "", "")]
+    if worker.initialized:
+        kinds.append(("Initialized", "True", "", ""))
+    else:
+        pending = [c.name for c in worker.init_containers if (c.terminated or {}).get("exitCode") != 0]
+        kinds.append(("Initialized", "False", "ContainersNotInitialized",
+                      f"containers with incomplete status: [{' '.join(pending)}]"))  # fmt: skip
+    unready = [c.name for c in worker.containers if not c.ready]
+    ready = not unready and terminal is None and pod_phase(worker) == "Running"
     message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
     reason = "PodCompleted" if terminal == "Succeeded" else ("PodFailed" if terminal else "ContainersNotReady")
     for kind in ("ContainersReady", "Ready"):
@@ -551,8 +558,6 @@ def pod_status(pod: Object, worker: PodWorker) -> Object:
     status = controllers.copied(pod.get("status") or {})
     phase = pod_phase(worker)
     terminal = phase if phase in scheduling.TERMINAL_PHASES else None
-    unready = [c.name for c in worker.containers if not c.ready]
-    ready = not unready and phase == "Running"
     status.update(
         phase=phase,
         hostIP="127.0.0.1",
@@ -564,9 +569,7 @@ def pod_status(pod: Object, worker: PodWorker) -> Object:
     )
     if worker.init_containers:
         status["initContainerStatuses"] = [c.status() for c in worker.init_containers]
-    status["conditions"] = _readiness_conditions(
-        status.get("conditions") or [], worker, ready, unready, _now(), terminal
-    )
+    status["conditions"] = _readiness_conditions(status.get("conditions") or [], worker, terminal=terminal, now=_now())
     return status
 
 
@@ -644,7 +647,7 @@ class Kubelet(controllers.Controller):
             return None
         worker.pod = pod
         if pod["metadata"].get("deletionTimestamp") and not worker.stopping.is_set():
-            asyncio.create_task(self._terminate(worker), name=f"terminate {key[0]}/{key[1]}")
+            worker.termination = asyncio.create_task(self._terminate(worker), name=f"terminate {key[0]}/{key[1]}")
         return None
 
     async def _terminate(self, worker: PodWorker) -> None:

@@ -100,7 +100,7 @@ def _address(pod: Object) -> Object:
             "namespace": metadata["namespace"],
             "name": metadata["name"],
             "uid": metadata["uid"],
-        },  # fmt: skip
+        },
     }
     if pod["spec"].get("hostname"):
         address["hostname"] = pod["spec"]["hostname"]
@@ -155,7 +155,7 @@ def endpoint_slice_for(service: Object, pods: list[Object]) -> Object:
             "labels": {
                 SERVICE_NAME_LABEL: metadata["name"],
                 "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-            },  # fmt: skip
+            },
             "ownerReferences": [controllers.owner_reference(service)],
         },
         "addressType": "IPv4",
@@ -224,7 +224,7 @@ def ready_targets(cluster: registry.Registry, service: Object, port: Object) -> 
     metadata = service["metadata"]
     endpoints = cluster.store.get(ENDPOINTS, metadata["namespace"], metadata["name"]) or {}
     name = port.get("name", "")
-    targets = []
+    targets: list[tuple[str, int]] = []
     for subset in endpoints.get("subsets") or []:
         numbers = [p["port"] for p in subset.get("ports") or [] if p.get("name", "") == name]
         for address in subset.get("addresses") or []:
@@ -241,7 +241,7 @@ class ServiceProxy(controllers.Controller):
         super().__init__(cluster)
         self.registry = cluster
         self._servers: dict[tuple[str, int], asyncio.Server] = {}
-        self._turns: dict[tuple[str, int], itertools.count[int]] = {}
+        self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         self._connections: set[asyncio.Task[None]] = set()
 
     def initial_keys(self) -> Iterable[Key]:

@@ -63,7 +63,7 @@ def node_object(pool: config.NodePool, name: str) -> Object:
                     "message": message,
                     "lastHeartbeatTime": stamp,
                     "lastTransitionTime": stamp,
-                }  # fmt: skip
+                }
                 for kind, status, reason, message in conditions
             ],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],

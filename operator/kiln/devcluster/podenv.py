@@ -128,6 +128,19 @@ def _key_ref(lookup: Lookup, kind: str, reference: Object) -> str | None:
     return data[key]
 
 
+def _value_from(pod: Object, container: Object, lookup: Lookup, variable: Object) -> str | None:
+    source = variable["valueFrom"]
+    if "fieldRef" in source:
+        return field_ref(pod, source["fieldRef"]["fieldPath"])
+    if "resourceFieldRef" in source:
+        return resource_ref(container, source["resourceFieldRef"])
+    if "configMapKeyRef" in source:
+        return _key_ref(lookup, "configmaps", source["configMapKeyRef"])
+    if "secretKeyRef" in source:
+        return _key_ref(lookup, "secrets", source["secretKeyRef"])
+    raise ConfigError(f"env {variable['name']}: unsupported valueFrom")
+
+
 def container_env(pod: Object, container: Object, lookup: Lookup, base: Mapping[str, str]) -> dict[str, str]:
     """The container's variables on top of `base`: envFrom first, then env in order, each expanded."""
     env = dict(base)
@@ -150,18 +163,7 @@ def container_env(pod: Object, container: Object, lookup: Lookup, base: Mapping[
         if "valueFrom" not in variable:
             env[name] = expand(str(variable.get("value", "")), env)
             continue
-        source = variable["valueFrom"]
-        value: str | None
-        if "fieldRef" in source:
-            value = field_ref(pod, source["fieldRef"]["fieldPath"])
-        elif "resourceFieldRef" in source:
-            value = resource_ref(container, source["resourceFieldRef"])
-        elif "configMapKeyRef" in source:
-            value = _key_ref(lookup, "configmaps", source["configMapKeyRef"])
-        elif "secretKeyRef" in source:
-            value = _key_ref(lookup, "secrets", source["secretKeyRef"])
-        else:
-            raise ConfigError(f"env {name}: unsupported valueFrom")
+        value = _value_from(pod, container, lookup, variable)
         if value is not None:
             env[name] = value
     return env
@@ -201,8 +203,7 @@ def translate_path(value: str, mounts: Mapping[str, str]) -> str:
     the longest mountPath wins. `key=/data/x` style values are translated after the `=`.
     """
     for mount_path in sorted(mounts, key=len, reverse=True):
-        pattern = re.compile(rf"(^|=){re.escape(mount_path.rstrip('/'))}(?=/|$)")
-        if pattern.search(value):
-            directory = mounts[mount_path]
-            return pattern.sub(lambda match: match.group(1) + directory, value, count=1)
+        match = re.search(rf"(^|=){re.escape(mount_path.rstrip('/'))}(?=/|$)", value)
+        if match:
+            return value[: match.start()] + match.group(1) + mounts[mount_path] + value[match.end() :]
     return value

@@ -284,7 +284,7 @@ def plan(
         handled_groups.add(group)
         members = [p for p in pods if group_of(p) == group and not is_terminal(p)]
         waiting = [p for p in pending if group_of(p) == group]
-        _plan_gang(group, min_members.get(group), members, waiting, states, result)
+        _plan_gang(group, min_members.get(group), members=members, waiting=waiting, states=states, result=result)
     return result
 
 
@@ -302,6 +302,7 @@ def _missing_claim(pod: Object, claims: set[tuple[str, str]] | None) -> str | No
 def _plan_gang(
     group: GroupRef,
     min_member: int | None,
+    *,
     members: list[Object],
     waiting: list[Object],
     states: list[NodeState],

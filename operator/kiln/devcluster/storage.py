@@ -39,7 +39,7 @@ class VolumeBinder(controllers.Controller):
         spec = claim.get("spec") or {}
         size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
         modes = spec.get("accessModes") or ["ReadWriteOnce"]
-        storage_class = spec.get("storageClassName") or addons.STORAGE_CLASS["metadata"]["name"]
+        storage_class = spec.get("storageClassName") or addons.DEFAULT_STORAGE_CLASS
         volume_name = f"pvc-{claim['metadata']['uid']}"
         directory = volumes.claim_directory(self.volumes_root, *key)
         directory.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ class VolumeBinder(controllers.Controller):
                         "name": key[1],
                         "uid": claim["metadata"]["uid"],
                         "apiVersion": "v1",
-                    },  # fmt: skip
+                    },
                 },
             }
             created = self.client.create(PV, "", volume)

@@ -73,7 +73,7 @@ def _revision(replica_set: Object) -> int:
 
 
 def _template_without_hash(template: Object) -> Object:
-    stripped = json.loads(json.dumps(template))
+    stripped: Object = json.loads(json.dumps(template))
     labels = stripped.get("metadata", {}).get("labels") or {}
     labels.pop(TEMPLATE_HASH, None)
     return stripped
@@ -149,7 +149,7 @@ def deployment_status(
             conditions, "Available", "False", "MinimumReplicasUnavailable",
             "Deployment does not have minimum availability.", stamp, lastUpdateTime=stamp,
         )  # fmt: skip
-    conditions = _progressing(deployment, new, status, previous, conditions, now)
+    conditions = _progressing(deployment, new, status, previous=previous, conditions=conditions, now=now)
     status["conditions"] = conditions
     if previous.get("collisionCount"):
         status["collisionCount"] = previous["collisionCount"]
@@ -157,9 +157,14 @@ def deployment_status(
 
 
 def _progressing(
-    deployment: Object, new: Object | None, status: Object, previous: Object, conditions: list[Object],
+    deployment: Object,
+    new: Object | None,
+    status: Object,
+    *,
+    previous: Object,
+    conditions: list[Object],
     now: datetime.datetime,
-) -> list[Object]:  # fmt: skip
+) -> list[Object]:
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     spec = deployment["spec"]
     replicas = int(spec.get("replicas", 1))

@@ -78,7 +78,7 @@ if _POD_IP:
         address = _cluster_address(host)
         return (host, [], [address]) if address else _gethostbyname_ex(host)
 
-    socket.socket.bind = _pod_bind  # type: ignore[method-assign]
+    socket.socket.bind = _pod_bind  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = _pod_getaddrinfo
     socket.gethostbyname = _pod_gethostbyname
     socket.gethostbyname_ex = _pod_gethostbyname_ex
