@@ -293,8 +293,17 @@ def start_background(
     (data_dir / "url").unlink(missing_ok=True)
     config_file = data_dir / "config.yaml"
     config_file.write_text(yaml.safe_dump((settings or config.ClusterConfig()).model_dump(mode="json", by_alias=True)))
-    command = [sys.executable, "-m", "kiln.devcluster", "--data-dir", str(data_dir), "--port", str(port),
-               "--config", str(config_file)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "kiln.devcluster",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--config",
+        str(config_file),
+    ]
     if not persist:
         command.append("--in-memory")
     with (data_dir / "devcluster.log").open("ab") as output:

@@ -164,8 +164,9 @@ def set_condition(  # noqa: PLR0917 - a condition's fields, in the order the API
             continue
         found = True
         transition = entry.get("lastTransitionTime", now) if entry.get("status") == status else now
-        updated.append({**entry, **extra, "status": status, "reason": reason, "message": message,
-                        "lastTransitionTime": transition})  # fmt: skip
+        updated.append(
+            {**entry, **extra, "status": status, "reason": reason, "message": message, "lastTransitionTime": transition}
+        )
     if not found:
         updated.append(
             {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": now, **extra}

@@ -33,8 +33,8 @@ def _resource_entries(resource: kinds.ResourceType) -> list[dict[str, Any]]:
         main["categories"] = list(resource.categories)
     entries = [main]
     for sub in sorted(resource.subresources):
-        verbs = ["get"] if sub == "log" else ["get", "patch", "update"]
-        kind = "Scale" if sub == "scale" else resource.kind
+        verbs = {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])
+        kind = {"scale": "Scale", "binding": "Binding"}.get(sub, resource.kind)
         entries.append(
             {
                 "name": f"{resource.plural}/{sub}",

@@ -226,13 +226,23 @@ class JobController(controllers.Controller):
         if done:
             status["completionTime"] = stamp
             conditions = controllers.set_condition(
-                conditions, "SuccessCriteriaMet", "True", "CompletionsReached",
-                "Reached expected number of succeeded pods", stamp, lastProbeTime=stamp,
-            )  # fmt: skip
+                conditions,
+                "SuccessCriteriaMet",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                stamp,
+                lastProbeTime=stamp,
+            )
             status["conditions"] = controllers.set_condition(
-                conditions, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods",
-                stamp, lastProbeTime=stamp,
-            )  # fmt: skip
+                conditions,
+                "Complete",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                stamp,
+                lastProbeTime=stamp,
+            )
             self.client.event(job, "Normal", "Completed", "Job completed")
             return None
         status["conditions"] = conditions
@@ -286,8 +296,12 @@ class JobController(controllers.Controller):
             body["spec"].setdefault("hostname", f"{name}-{index}")
             for container in body["spec"].get("containers") or []:
                 env = container.setdefault("env", [])
-                env.append({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
-                    "fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}})  # fmt: skip
+                env.append(
+                    {
+                        "name": "JOB_COMPLETION_INDEX",
+                        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
+                    }
+                )
         created = self.client.create(POD, job["metadata"]["namespace"], body)
         self.client.event(job, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
 
@@ -314,8 +328,9 @@ class JobController(controllers.Controller):
         remaining = int(ttl) - (now - since).total_seconds()
         if remaining > 0:
             return remaining
-        self.client.delete(JOB, job["metadata"]["namespace"], job["metadata"]["name"],
-                           {"propagationPolicy": "Foreground"})  # fmt: skip
+        self.client.delete(
+            JOB, job["metadata"]["namespace"], job["metadata"]["name"], {"propagationPolicy": "Foreground"}
+        )
         return None
 
 

@@ -80,7 +80,15 @@ def _builtin(
 
 BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "Namespace", "namespaces", namespaced=False, short_names=("ns",), subresources=("status",)),
-    _builtin("", "v1", "Pod", "pods", short_names=("po",), categories=("all",), subresources=("status", "log")),
+    _builtin(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        short_names=("po",),
+        categories=("all",),
+        subresources=("status", "log", "binding"),
+    ),
     _builtin("", "v1", "Service", "services", short_names=("svc",), categories=("all",), subresources=("status",)),
     _builtin("", "v1", "Endpoints", "endpoints", short_names=("ep",)),
     _builtin("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),

@@ -155,8 +155,13 @@ class Container:
     def _exit(self, exit_code: int, reason: str, started: str, message: str = "") -> int:
         self.ready = False
         self.started = False
-        terminated: Object = {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": _now(),
-                              "containerID": f"kiln-process://{self.process.pid}" if self.process else ""}  # fmt: skip
+        terminated: Object = {
+            "exitCode": exit_code,
+            "reason": reason,
+            "startedAt": started,
+            "finishedAt": _now(),
+            "containerID": f"kiln-process://{self.process.pid}" if self.process else "",
+        }
         if message:
             terminated["message"] = message
         self.state = {"terminated": terminated}
@@ -204,9 +209,15 @@ class Container:
         try:
             with log_path.open("ab") as output:
                 self.process = await asyncio.create_subprocess_exec(
-                    *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-                )  # fmt: skip
+                    *argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
         except OSError as error:
             worker.event("Warning", "Failed", f"Error: failed to start container {self.name}: {error}")
             return self._exit(128, "StartError", started, f"failed to start {argv[0]}: {error}")
@@ -445,11 +456,13 @@ class PodWorker:
         mounts = volumes.mounts(spec, self.directories)
         env = {name: podenv.translate_path(self.resolve_cluster_name(value), mounts) for name, value in env.items()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM_DIR), env.get("PYTHONPATH")]))
-        env.update({
-            "KILN_DEVCLUSTER_POD_IP": self.ip,
-            "KILN_DEVCLUSTER_NAMESPACE": self.key[0],
-            "KILN_DEVCLUSTER_HOSTS": str(kubelet.hosts_file),
-        })  # fmt: skip
+        env.update(
+            {
+                "KILN_DEVCLUSTER_POD_IP": self.ip,
+                "KILN_DEVCLUSTER_NAMESPACE": self.key[0],
+                "KILN_DEVCLUSTER_HOSTS": str(kubelet.hosts_file),
+            }
+        )
         argv = [
             podenv.translate_path(podenv.expand(word, env), mounts)
             for word in [*(spec.get("command") or []), *(spec.get("args") or [])]
@@ -471,9 +484,10 @@ class PodWorker:
         services = self.kubelet.service_names(self.key[0])
         while loop.time() < deadline and not self.stopping.is_set():
             pending = [
-                value for value in env.values()
+                value
+                for value in env.values()
                 if network.looks_like_cluster_name(value, services) and not self.kubelet.resolve(value, self.key[0])
-            ]  # fmt: skip
+            ]
             if not pending:
                 return
             await asyncio.sleep(0.2)
@@ -520,8 +534,14 @@ def _readiness_conditions(
         kinds.append(("Initialized", "True", "", ""))
     else:
         pending = [c.name for c in worker.init_containers if (c.terminated or {}).get("exitCode") != 0]
-        kinds.append(("Initialized", "False", "ContainersNotInitialized",
-                      f"containers with incomplete status: [{' '.join(pending)}]"))  # fmt: skip
+        kinds.append(
+            (
+                "Initialized",
+                "False",
+                "ContainersNotInitialized",
+                f"containers with incomplete status: [{' '.join(pending)}]",
+            )
+        )
     unready = [c.name for c in worker.containers if not c.ready]
     ready = not unready and terminal is None and pod_phase(worker) == "Running"
     message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
@@ -578,8 +598,9 @@ class Kubelet(controllers.Controller):
 
     name = "kubelet"
 
-    def __init__(self, cluster: registry.Registry, settings: config.ClusterConfig, state_dir: pathlib.Path,
-                 api_url: str) -> None:  # fmt: skip
+    def __init__(
+        self, cluster: registry.Registry, settings: config.ClusterConfig, state_dir: pathlib.Path, api_url: str
+    ) -> None:
         super().__init__(cluster)
         self.config = settings
         self.api_url = api_url
@@ -624,8 +645,11 @@ class Kubelet(controllers.Controller):
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == NODE and event.type == store.ADDED:
             name = event.object["metadata"]["name"]
-            return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.client.list(POD)
-                    if p["spec"].get("nodeName") == name]  # fmt: skip
+            return [
+                (p["metadata"]["namespace"], p["metadata"]["name"])
+                for p in self.client.list(POD)
+                if p["spec"].get("nodeName") == name
+            ]
         return [controllers.object_key(event)] if event.resource == POD else ()
 
     async def reconcile(self, key: Key) -> float | None:

@@ -121,10 +121,15 @@ def endpoints_for(service: Object, pods: list[Object]) -> list[Object]:
         if ports and not resolved:
             continue
         key = tuple(resolved)
-        subset = subsets.setdefault(key, {"ports": [
-            {**({"name": name} if name else {}), "port": number, "protocol": protocol}
-            for name, number, protocol in resolved
-        ]})  # fmt: skip
+        subset = subsets.setdefault(
+            key,
+            {
+                "ports": [
+                    {**({"name": name} if name else {}), "port": number, "protocol": protocol}
+                    for name, number, protocol in resolved
+                ]
+            },
+        )
         ready = controllers.is_pod_ready(pod) and not pod["metadata"].get("deletionTimestamp")
         field = "addresses" if ready or publish_all else "notReadyAddresses"
         subset.setdefault(field, []).append(_address(pod))
@@ -139,13 +144,15 @@ def endpoint_slice_for(service: Object, pods: list[Object]) -> Object:
         slice_ports = slice_ports or subset["ports"]
         for field, ready in (("addresses", True), ("notReadyAddresses", False)):
             for address in subset.get(field, []):
-                endpoints.append({
-                    "addresses": [address["ip"]],
-                    "conditions": {"ready": ready, "serving": ready, "terminating": False},
-                    "targetRef": address["targetRef"],
-                    **({"nodeName": address["nodeName"]} if address.get("nodeName") else {}),
-                    **({"hostname": address["hostname"]} if address.get("hostname") else {}),
-                })  # fmt: skip
+                endpoints.append(
+                    {
+                        "addresses": [address["ip"]],
+                        "conditions": {"ready": ready, "serving": ready, "terminating": False},
+                        "targetRef": address["targetRef"],
+                        **({"nodeName": address["nodeName"]} if address.get("nodeName") else {}),
+                        **({"hostname": address["hostname"]} if address.get("hostname") else {}),
+                    }
+                )
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -363,8 +370,9 @@ def search_names(name: str, namespace: str) -> list[str]:
     """The names a pod's resolver tries, with cluster DNS's search path and ndots 5."""
     if name.endswith("."):
         return [name.rstrip(".")]
-    searched = [f"{name}.{domain}" for domain in (f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}",
-                                                  CLUSTER_DOMAIN)]  # fmt: skip
+    searched = [
+        f"{name}.{domain}" for domain in (f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN)
+    ]
     return [*searched, name] if name.count(".") < 5 else [name, *searched]
 
 

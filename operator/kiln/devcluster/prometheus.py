@@ -121,8 +121,9 @@ def free_port(host: str) -> int:
 class Prometheus:
     """A real Prometheus process scraping the dev cluster's pods; stopped with the cluster."""
 
-    def __init__(self, state_dir: pathlib.Path, targets_file: pathlib.Path, host: str = "127.0.0.1",
-                 port: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, state_dir: pathlib.Path, targets_file: pathlib.Path, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.dir = state_dir / "prometheus"
         self.targets_file = targets_file
         self.host = host
@@ -144,10 +145,16 @@ class Prometheus:
             self.targets_file.write_text("[]")
         with (self.dir / "prometheus.log").open("ab") as output:
             self.process = await asyncio.create_subprocess_exec(
-                binary, f"--config.file={config_file}", f"--storage.tsdb.path={self.dir / 'data'}",
-                f"--web.listen-address={self.host}:{self.port}", "--storage.tsdb.retention.time=1d",
-                stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True,
-            )  # fmt: skip
+                binary,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address={self.host}:{self.port}",
+                "--storage.tsdb.retention.time=1d",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+            )
         await self._wait_ready()
 
     async def _wait_ready(self) -> None:

@@ -177,6 +177,10 @@ class ApiServer:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         if target.subresource == "log":
             return self._log(request, target)
+        if target.subresource == "scale":
+            return await self._scale(request, verb, target)
+        if target.subresource == "binding":
+            return await self._bind(request, target)
         dry_run = request.query.get("dryRun") == "All"
         strict = request.query.get("fieldValidation", "").lower() == "strict"
         manager = _field_manager(request)
@@ -331,6 +335,58 @@ class ApiServer:
                 return
             await response.write(_watch_line(rt, event.type, event.object))
 
+    # subresources that speak another kind: Scale and Binding
+
+    async def _scale(self, request: web.Request, verb: str, target: Target) -> web.Response:
+        """autoscaling/v1 Scale over spec.replicas, as `kubectl scale` and autoscalers use it."""
+        assert target.name is not None
+        rt, namespace = target.resource, target.namespace or ""
+        current = self.registry.get(rt, namespace, target.name)
+        if verb in ("update", "patch"):
+            body = await _body(request)
+            scale = _scale_of(current)
+            if verb == "patch":
+                changed = (
+                    patch.json_patch(scale, body)
+                    if request.content_type == patch.JSON
+                    else patch.merge_patch(scale, body)
+                )
+            else:
+                changed = body
+            replicas = (changed.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise errors.ApiError(
+                    422,
+                    "Invalid",
+                    f'Scale.autoscaling "{target.name}" is invalid: spec.replicas: '
+                    "Invalid value: must be greater than or equal to 0",
+                )
+            wanted = changed.get("metadata", {}).get("resourceVersion")
+            if wanted and wanted != current["metadata"]["resourceVersion"]:
+                raise errors.conflict(rt.plural, rt.group, target.name, errors.STALE_OBJECT)
+            updated = {**current, "spec": {**current.get("spec", {}), "replicas": replicas}}
+            current = self.registry.update(rt, namespace, target.name, updated, manager=_field_manager(request))
+        return web.json_response(_scale_of(current))
+
+    async def _bind(self, request: web.Request, target: Target) -> web.Response:
+        """POST pods/{name}/binding: what a scheduler calls to place a pod on a node."""
+        assert target.name is not None
+        binding = await _body(request)
+        node = (binding.get("target") or {}).get("name")
+        if not node:
+            raise errors.bad_request("a Binding needs target.name, the node to bind to")
+        pod = self.registry.get(target.resource, target.namespace or "", target.name)
+        if pod["spec"].get("nodeName"):
+            why = f'pod {target.name} is already assigned to node "{pod["spec"]["nodeName"]}"'
+            raise errors.conflict("pods", "", target.name, why)
+        bound = {**pod, "spec": {**pod["spec"], "nodeName": node}}
+        self.registry.update(
+            target.resource, target.namespace or "", target.name, bound, manager=_field_manager(request)
+        )
+        return web.json_response(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}, status=201
+        )
+
     # logs
 
     def _log(self, request: web.Request, target: Target) -> web.Response:
@@ -345,6 +401,26 @@ class ApiServer:
             request.query.get("previous", "").lower() == "true",
         )
         return web.Response(text=text, content_type="text/plain")
+
+
+def _scale_of(obj: Object) -> Object:
+    metadata = obj["metadata"]
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    match_labels = selector.get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            key: metadata[key]
+            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if key in metadata
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{key}={value}" for key, value in sorted(match_labels.items())),
+        },
+    }
 
 
 def _field_manager(request: web.Request) -> str:

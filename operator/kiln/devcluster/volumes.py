@@ -119,8 +119,12 @@ def prepare(
             directory = own
         else:
             if "emptyDir" not in volume:
-                log.info("volume %s of pod %s/%s: its type is backed by an empty directory here", name, namespace,
-                         pod["metadata"]["name"])  # fmt: skip
+                log.info(
+                    "volume %s of pod %s/%s: its type is backed by an empty directory here",
+                    name,
+                    namespace,
+                    pod["metadata"]["name"],
+                )
             own.mkdir(parents=True, exist_ok=True)
             directory = own
         directories[name] = directory

@@ -141,14 +141,24 @@ def deployment_status(
     conditions = list(previous.get("conditions") or [])
     if available >= replicas - max_unavailable:
         conditions = controllers.set_condition(
-            conditions, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", stamp,
+            conditions,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            stamp,
             lastUpdateTime=stamp,
-        )  # fmt: skip
+        )
     else:
         conditions = controllers.set_condition(
-            conditions, "Available", "False", "MinimumReplicasUnavailable",
-            "Deployment does not have minimum availability.", stamp, lastUpdateTime=stamp,
-        )  # fmt: skip
+            conditions,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            stamp,
+            lastUpdateTime=stamp,
+        )
     conditions = _progressing(deployment, new, status, previous=previous, conditions=conditions, now=now)
     status["conditions"] = conditions
     if previous.get("collisionCount"):
@@ -172,9 +182,14 @@ def _progressing(
     current = controllers.condition(deployment, "Progressing")
     if spec.get("paused"):
         return controllers.set_condition(
-            conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", stamp,
+            conditions,
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused",
+            stamp,
             lastUpdateTime=stamp,
-        )  # fmt: skip
+        )
     complete = (
         status.get("updatedReplicas", 0) == replicas
         and status.get("replicas", 0) == replicas
@@ -184,23 +199,38 @@ def _progressing(
         if current and current.get("reason") == "NewReplicaSetAvailable":
             return conditions
         return controllers.set_condition(
-            conditions, "Progressing", "True", "NewReplicaSetAvailable",
-            f'ReplicaSet "{name}" has successfully progressed.', stamp, lastUpdateTime=stamp,
-        )  # fmt: skip
+            conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            f'ReplicaSet "{name}" has successfully progressed.',
+            stamp,
+            lastUpdateTime=stamp,
+        )
     counted = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
     moved = any(status.get(key, 0) != previous.get(key, 0) for key in counted)
     if current is None or moved or current.get("reason") in ("NewReplicaSetAvailable", "DeploymentPaused"):
         return controllers.set_condition(
-            conditions, "Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.', stamp,
+            conditions,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            f'ReplicaSet "{name}" is progressing.',
+            stamp,
             lastUpdateTime=stamp,
-        )  # fmt: skip
+        )
     deadline = spec.get("progressDeadlineSeconds")
     last_update = objects.parse_time(current.get("lastUpdateTime") or current.get("lastTransitionTime") or stamp)
     if deadline is not None and (now - last_update).total_seconds() > int(deadline):
         return controllers.set_condition(
-            conditions, "Progressing", "False", "ProgressDeadlineExceeded",
-            f'ReplicaSet "{name}" has timed out progressing.', stamp, lastUpdateTime=stamp,
-        )  # fmt: skip
+            conditions,
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            f'ReplicaSet "{name}" has timed out progressing.',
+            stamp,
+            lastUpdateTime=stamp,
+        )
     return conditions
 
 
@@ -291,9 +321,10 @@ class DeploymentController(controllers.Controller):
         if strategy == "Recreate":
             targets = {rs["metadata"]["name"]: 0 for rs in olds}
             old_pods = [
-                pod for pod in self.client.list(POD, deployment["metadata"].get("namespace"))
+                pod
+                for pod in self.client.list(POD, deployment["metadata"].get("namespace"))
                 if any(controllers.controller_of(pod) == rs["metadata"]["uid"] for rs in olds)
-            ]  # fmt: skip
+            ]
             targets[new["metadata"]["name"]] = replicas if not old_pods else 0
         else:
             targets = rolling_targets(deployment, new, olds)
@@ -306,16 +337,24 @@ class DeploymentController(controllers.Controller):
         before = _spec_replicas(rs)
         surge, _ = surge_and_unavailable(deployment)
         wanted = int(deployment["spec"].get("replicas", 1))
-        annotations = {**(rs["metadata"].get("annotations") or {}), DESIRED_REPLICAS: str(wanted),
-                       MAX_REPLICAS: str(wanted + surge)}  # fmt: skip
-        updated = {**rs, "metadata": {**rs["metadata"], "annotations": annotations},
-                   "spec": {**rs["spec"], "replicas": replicas}}  # fmt: skip
+        annotations = {
+            **(rs["metadata"].get("annotations") or {}),
+            DESIRED_REPLICAS: str(wanted),
+            MAX_REPLICAS: str(wanted + surge),
+        }
+        updated = {
+            **rs,
+            "metadata": {**rs["metadata"], "annotations": annotations},
+            "spec": {**rs["spec"], "replicas": replicas},
+        }
         self.client.update(REPLICA_SET, updated)
         direction = "up" if replicas > before else "down"
         self.client.event(
-            deployment, "Normal", "ScalingReplicaSet",
+            deployment,
+            "Normal",
+            "ScalingReplicaSet",
             f"Scaled {direction} replica set {rs['metadata']['name']} from {before} to {replicas}",
-        )  # fmt: skip
+        )
 
     def _cleanup(self, deployment: Object, olds: list[Object]) -> None:
         limit = deployment["spec"].get("revisionHistoryLimit", 10)
