@@ -10,6 +10,7 @@ controller applies it.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -61,6 +62,21 @@ def pod_requests(pod: Object) -> Resources:
     return dict(total)
 
 
+DEFAULT_CPU_REQUEST = Fraction(1, 10)
+DEFAULT_MEMORY_REQUEST = Fraction(200 * 1024 * 1024)
+
+
+def scoring_requests(pod: Object) -> Resources:
+    """cpu and memory as kube-scheduler scores them: a container that asks for none counts as
+    100m and 200Mi, so pods without requests still spread over nodes."""
+    total = {"cpu": Fraction(0), "memory": Fraction(0)}
+    for container in pod.get("spec", {}).get("containers") or []:
+        asked = _container_requests(container)
+        total["cpu"] += asked.get("cpu") or DEFAULT_CPU_REQUEST
+        total["memory"] += asked.get("memory") or DEFAULT_MEMORY_REQUEST
+    return total
+
+
 @dataclass
 class NodeState:
     """A node as the scheduler sees it: what it offers and what its pods already take."""
@@ -71,6 +87,7 @@ class NodeState:
     allocatable: Resources
     unschedulable: bool
     requested: Resources = field(default_factory=dict)
+    scored: Resources = field(default_factory=dict)
 
     @classmethod
     def of(cls, node: Object) -> NodeState:
@@ -84,17 +101,16 @@ class NodeState:
             unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
         )
 
-    def take(self, requests: Resources) -> None:
-        for name, amount in requests.items():
-            self.requested[name] = self.requested.get(name, Fraction(0)) + amount
+    def take(self, pod: Object) -> None:
+        for tally, requests in ((self.requested, pod_requests(pod)), (self.scored, scoring_requests(pod))):
+            for name, amount in requests.items():
+                tally[name] = tally.get(name, Fraction(0)) + amount
 
     def free(self, resource: str) -> Fraction:
         return self.allocatable.get(resource, Fraction(0)) - self.requested.get(resource, Fraction(0))
 
     def copy(self) -> NodeState:
-        return NodeState(
-            self.name, self.labels, self.taints, self.allocatable, self.unschedulable, dict(self.requested)
-        )
+        return dataclasses.replace(self, requested=dict(self.requested), scored=dict(self.scored))
 
 
 def tolerates(toleration: Object, taint: Object) -> bool:
@@ -169,7 +185,8 @@ def _least_allocated_score(node: NodeState, requests: Resources) -> Fraction:
     for resource in ("cpu", "memory"):
         offered = node.allocatable.get(resource, Fraction(0))
         if offered > 0:
-            score += (node.free(resource) - requests.get(resource, Fraction(0))) / offered
+            used = node.scored.get(resource, Fraction(0)) + requests[resource]
+            score += (offered - used) / offered
     return score
 
 
@@ -186,8 +203,9 @@ def place(pod: Object, nodes: list[NodeState]) -> tuple[NodeState | None, str]:
             fitting.append(node)
     if not fitting:
         return None, failure_message(len(nodes), reasons_by_node)
-    best = max(fitting, key=lambda node: (_least_allocated_score(node, requests), [-ord(c) for c in node.name]))
-    best.take(requests)
+    scoring = scoring_requests(pod)
+    best = max(fitting, key=lambda node: (_least_allocated_score(node, scoring), [-ord(c) for c in node.name]))
+    best.take(pod)
     return best, ""
 
 
@@ -255,7 +273,7 @@ def plan(
     by_name = {state.name: state for state in states}
     for pod in pods:
         if occupies_node(pod) and pod["spec"]["nodeName"] in by_name:
-            by_name[pod["spec"]["nodeName"]].take(pod_requests(pod))
+            by_name[pod["spec"]["nodeName"]].take(pod)
     pending = sorted(
         (pod for pod in pods if is_pending(pod)),
         key=lambda pod: (
@@ -339,7 +357,7 @@ def _plan_gang(
         return
     by_name = {state.name: state for state in states}
     for pod, node_name in placed:
-        by_name[node_name].take(pod_requests(pod))
+        by_name[node_name].take(pod)
         result.bindings.append((pod, node_name))
     for pod in waiting:
         if all(pod is not placed_pod for placed_pod, _ in placed):
