@@ -22,17 +22,30 @@ def _pod_ready(pod: Object) -> str:
 
 
 def _pod_status(pod: Object) -> str:
+    """kubectl's STATUS column: init progress, then the last container's waiting or terminated reason."""
     if pod["metadata"].get("deletionTimestamp"):
         return "Terminating"
     status = pod.get("status", {})
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting")
-        if waiting and waiting.get("reason"):
-            return str(waiting["reason"])
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated and terminated.get("reason") and status.get("phase") not in ("Succeeded", "Failed"):
-            return str(terminated["reason"])
-    return str(status.get("reason") or status.get("phase") or "Pending")
+    inits = status.get("initContainerStatuses") or []
+    for index, container in enumerate(inits):
+        state = container.get("state") or {}
+        if "terminated" in state and state["terminated"].get("exitCode") == 0:
+            continue
+        if (state.get("waiting") or {}).get("reason") not in (None, "PodInitializing"):
+            return f"Init:{state['waiting']['reason']}"
+        return f"Init:{index}/{len(inits)}"
+    reason = str(status.get("reason") or status.get("phase") or "Pending")
+    running = False
+    for container in reversed(status.get("containerStatuses") or []):
+        state = container.get("state") or {}
+        if (state.get("waiting") or {}).get("reason"):
+            reason = state["waiting"]["reason"]
+        elif "terminated" in state:
+            terminated = state["terminated"]
+            reason = terminated.get("reason") or f"ExitCode:{terminated.get('exitCode', 0)}"
+        elif "running" in state and container.get("ready"):
+            running = True
+    return "Running" if reason == "Completed" and running else reason
 
 
 def _restarts(pod: Object) -> int:
@@ -58,11 +71,27 @@ def _node_status(node: Object) -> str:
     return "Unknown"
 
 
+def _endpoints(endpoints: Object) -> str:
+    addresses = [
+        f"{address['ip']}:{port['port']}"
+        for subset in endpoints.get("subsets") or []
+        for port in subset.get("ports") or [{"port": ""}]
+        for address in subset.get("addresses") or []
+    ]
+    shown = ",".join(addresses[:3])
+    return (shown + f" + {len(addresses) - 3} more..." if len(addresses) > 3 else shown) or "<none>"
+
+
+def _access_modes(claim: Object) -> str:
+    return ",".join(_MODES.get(mode, mode) for mode in claim.get("status", {}).get("accessModes") or [])
+
+
 def _age(obj: Object) -> str:
     return objects.human_age(obj["metadata"].get("creationTimestamp"))
 
 
 Column = tuple[str, str, Callable[[Object], Cell], int]  # name, type, cell, priority
+_MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
 
 _BUILTIN_COLUMNS: dict[str, list[Column]] = {
     "Pod": [
@@ -104,6 +133,30 @@ _BUILTIN_COLUMNS: dict[str, list[Column]] = {
         ("Roles", "string", lambda o: "<none>", 0),
         ("Age", "string", _age, 0),
         ("Version", "string", lambda o: o.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""), 0),
+    ],
+    "Endpoints": [
+        ("Endpoints", "string", _endpoints, 0),
+        ("Age", "string", _age, 0),
+    ],
+    "EndpointSlice": [
+        ("AddressType", "string", lambda o: o.get("addressType", ""), 0),
+        ("Ports", "string", lambda o: ",".join(str(p.get("port")) for p in o.get("ports") or []) or "<unset>", 0),
+        ("Endpoints", "string",
+         lambda o: ",".join(a for e in o.get("endpoints") or [] for a in e.get("addresses", [])) or "<unset>", 0),
+        ("Age", "string", _age, 0),
+    ],
+    "PersistentVolumeClaim": [
+        ("Status", "string", lambda o: o.get("status", {}).get("phase", "Pending"), 0),
+        ("Volume", "string", lambda o: o.get("spec", {}).get("volumeName", ""), 0),
+        ("Capacity", "string", lambda o: o.get("status", {}).get("capacity", {}).get("storage", ""), 0),
+        ("Access Modes", "string", _access_modes, 0),
+        ("StorageClass", "string", lambda o: o.get("spec", {}).get("storageClassName", ""), 0),
+        ("Age", "string", _age, 0),
+    ],
+    "PriorityClass": [
+        ("Value", "integer", lambda o: o.get("value", 0), 0),
+        ("Global-Default", "string", lambda o: str(bool(o.get("globalDefault"))).lower(), 0),
+        ("Age", "string", _age, 0),
     ],
     "Namespace": [
         ("Status", "string", lambda o: o.get("status", {}).get("phase", "Active"), 0),
