@@ -67,3 +67,131 @@ def make_kubectl(devcluster: cluster.DevCluster, binary: str) -> Kubectl:
 def kubectl(devcluster: cluster.DevCluster) -> Kubectl:
     """Run the machine's kubectl against the dev cluster; check=False to inspect failures."""
     return make_kubectl(devcluster, kubectl_binary())
+
+
+# Workload tests: dev clusters with chosen settings, the clients that drive them, and the
+# processes their pods run.
+
+
+class Kube:
+    """A running dev cluster and the clients a test drives it with: kubectl and the `kubernetes` package."""
+
+    def __init__(self, dev: cluster.DevCluster) -> None:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        self.cluster = dev
+        self.api = kube_config.new_client_from_config(config_file=str(dev.kubeconfig_path))
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.scheduling = client.SchedulingV1Api(self.api)
+        self.kubectl = make_kubectl(dev, kubectl_binary())
+
+    def close(self) -> None:
+        self.api.close()
+
+
+@pytest.fixture
+def kube(devcluster: cluster.DevCluster) -> Iterator[Kube]:
+    """The default dev cluster (one 8-cpu node), with its clients."""
+    driver = Kube(devcluster)
+    yield driver
+    driver.close()
+
+
+StartKube = Callable[[dict[str, object]], Kube]
+
+
+@pytest.fixture
+def start_kube(tmp_path: pathlib.Path) -> Iterator[StartKube]:
+    """Start a dev cluster from config overrides in `config.load`'s camelCase
+    (`{"nodePools": [{"count": 2, "gpus": 4}]}`); every one started is stopped after the test."""
+    from kiln.devcluster import config
+
+    running: list[tuple[cluster.ThreadedDevCluster, Kube]] = []
+
+    def start(overrides: dict[str, object]) -> Kube:
+        threaded = cluster.ThreadedDevCluster(tmp_path / f"devcluster-{len(running)}", settings=config.load(None, overrides))
+        driver = Kube(threaded.__enter__())
+        running.append((threaded, driver))
+        return driver
+
+    try:
+        yield start
+    finally:
+        for threaded, driver in reversed(running):
+            driver.close()
+            threaded.__exit__(None, None, None)
+
+
+def container_pids(pod: object) -> list[int]:
+    """The process ids of a pod's containers (`kiln-process://<pid>`), from a `kubernetes` V1Pod."""
+    statuses = getattr(getattr(pod, "status", None), "container_statuses", None) or []
+    prefix = "kiln-process://"
+    return [int(s.container_id.removeprefix(prefix)) for s in statuses if (s.container_id or "").startswith(prefix)]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process still runs: it exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def process_exists(pid: int) -> bool:
+    """Whether the pid is taken at all, zombies included (a reaped child is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+SERVER_SCRIPT = '''\
+"""A pod's HTTP server. GET / answers "<POD_NAME> <GREETING>"; /healthz answers 200, /fail 500,
+/ready 200 while the file READY_FILE names exists (always, without READY_FILE)."""
+import http.server
+import os
+import socketserver
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200
+        if self.path == "/fail":
+            code = 500
+        elif self.path == "/ready" and os.environ.get("READY_FILE"):
+            code = 200 if os.path.exists(os.environ["READY_FILE"]) else 503
+        body = f"{os.environ.get('POD_NAME', '')} {os.environ.get('GREETING', '')}".encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self):  # without HTTPServer's reverse DNS lookup of the address
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+server = Server(("", int(os.environ.get("PORT", "8080"))), Handler)
+print("serving on %s:%s" % server.server_address[:2], flush=True)
+server.serve_forever()
+'''
+
+
+def server_script(directory: pathlib.Path) -> pathlib.Path:
+    """The pod HTTP server above, written to a file a pod's `python` can run."""
+    path = directory / "server.py"
+    if not path.exists():
+        path.write_text(SERVER_SCRIPT)
+    return path

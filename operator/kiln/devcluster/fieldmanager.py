@@ -143,9 +143,10 @@ def record_apply(previous: Object | None, merged: Object, applied: Object, manag
     if before is not None:
         for path in from_fields_v1(before.get("fieldsV1") or {}) - applied_paths - others:
             _remove(result, path)
-    result["metadata"]["managedFields"] = _set_entry(
-        entries, _entry(manager, APPLY, result["apiVersion"], applied_paths)
-    )
+    entry = _entry(manager, APPLY, result["apiVersion"], applied_paths)
+    if before is not None and before.get("fieldsV1") == entry["fieldsV1"]:
+        entry["time"] = before.get("time", entry["time"])  # the same apply again changes nothing, not even time
+    result["metadata"]["managedFields"] = _set_entry(entries, entry)
     return result
 
 
