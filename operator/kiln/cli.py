@@ -146,6 +146,69 @@ def cluster_start(
     click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
 
 
+@cluster.command("add-node")
+@click.argument("name")
+@_DATA_DIR
+@click.option("--cpu", default="8", show_default=True, help="CPU capacity.")
+@click.option("--memory", default="32Gi", show_default=True, help="Memory capacity.")
+@click.option("--gpus", type=int, default=0, show_default=True, help="nvidia.com/gpu capacity.")
+@click.option("--gpu-product", default="", help="The nvidia.com/gpu.product label.")
+@click.option("--label", "labels", multiple=True, help="A node label key=value (repeatable).")
+@click.option("--taint", "taints", multiple=True, help="A taint key[=value]:Effect (repeatable).")
+def cluster_add_node(
+    name: str,
+    data_dir: pathlib.Path | None,
+    cpu: str,
+    memory: str,
+    gpus: int,
+    gpu_product: str,
+    labels: tuple[str, ...],
+    taints: tuple[str, ...],
+) -> None:
+    """Register one more node with a running dev cluster, as a kubelet joining would."""
+    from kubernetes import client, config
+
+    from kiln.devcluster import cluster as devcluster
+    from kiln.devcluster import config as cluster_config
+    from kiln.devcluster import nodes
+
+    try:
+        pool = cluster_config.NodePool.model_validate(
+            {
+                "name": name,
+                "cpu": cpu,
+                "memory": memory,
+                "gpus": gpus,
+                "gpuProduct": gpu_product,
+                "labels": dict(_pair(label, "=", "--label") for label in labels),
+                "taints": [_taint(taint) for taint in taints],
+            }
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    kubeconfig = (data_dir or devcluster.DEFAULT_HOME) / "kubeconfig"
+    config.load_kube_config(str(kubeconfig))
+    body = nodes.node_object(pool, name)
+    try:
+        client.CoreV1Api().create_node(body)
+    except client.ApiException as error:
+        raise click.ClickException(f"node {name} not added: {error.reason} {error.body}") from None
+    click.echo(f"node/{name} added")
+
+
+def _pair(text: str, separator: str, option: str) -> tuple[str, str]:
+    key, found, value = text.partition(separator)
+    if not found or not key:
+        raise click.BadParameter(f"{text!r} is not key{separator}value", param_hint=option)
+    return key, value
+
+
+def _taint(text: str) -> dict[str, str]:
+    head, effect = _pair(text, ":", "--taint")
+    key, _, value = head.partition("=")
+    return {"key": key, "value": value, "effect": effect}
+
+
 @cluster.command("stop")
 @_DATA_DIR
 def cluster_stop(data_dir: pathlib.Path | None) -> None:
