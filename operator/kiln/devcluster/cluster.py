@@ -143,6 +143,7 @@ class DevCluster:
         self._install_addons()
         self.kubelet = kubelet.Kubelet(self.registry, self.settings, self.state_dir, self.url)
         self.api.log_reader = self.kubelet.read_log
+        self.api.log_follower = self.kubelet.follow_log
         proxy = network.ServiceProxy(self.registry)
         loops: list[controllers.Controller] = [
             scheduler.Scheduler(self.registry),

@@ -21,7 +21,7 @@ import pathlib
 import shutil
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import yaml
@@ -51,6 +51,7 @@ SIMULATED_EXIT_CODE = "kiln.dev/simulated-exit-code"
 STABLE_RUN_SECONDS = 600  # a container that ran this long starts its back-off afresh, as the kubelet does
 NAME_WAIT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 5.0
+FOLLOW_POLL_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
 
 
@@ -698,7 +699,8 @@ class Kubelet(controllers.Controller):
 
     # logs
 
-    def read_log(self, namespace: str, name: str, container: str | None, tail: int | None, previous: bool) -> str:
+    def _log_directory(self, namespace: str, name: str, container: str | None) -> pathlib.Path:
+        """Where a container's runs are logged, one file per run; names the container as kubectl expects."""
         pod = self.client.get(POD, namespace, name)
         if pod is None:
             raise errors.not_found("pods", "", name)
@@ -712,7 +714,11 @@ class Kubelet(controllers.Controller):
             )
         if chosen not in names:
             raise errors.bad_request(f"container {chosen} is not valid for pod {name}")
-        directory = self.pods_dir / f"{namespace}_{name}_{pod['metadata']['uid']}" / "logs" / chosen
+        return self.pods_dir / f"{namespace}_{name}_{pod['metadata']['uid']}" / "logs" / chosen
+
+    def read_log(self, namespace: str, name: str, container: str | None, tail: int | None, previous: bool) -> str:
+        directory = self._log_directory(namespace, name, container)
+        chosen = directory.name
         runs = sorted((int(path.stem) for path in directory.glob("*.log")), reverse=True) if directory.exists() else []
         if previous:
             if len(runs) < 2:
@@ -725,3 +731,25 @@ class Kubelet(controllers.Controller):
             lines = text.splitlines(keepends=True)
             text = "".join(lines[-tail:]) if tail > 0 else ""
         return text
+
+    async def follow_log(self, namespace: str, name: str, container: str | None) -> AsyncIterator[str]:
+        """What the container's current run writes after now, until that run ends (`kubectl logs -f`)."""
+        directory = self._log_directory(namespace, name, container)
+        worker = self.workers.get((namespace, name))
+        running = next((c for c in worker.containers if c.name == directory.name), None) if worker else None
+        if running is None or running.process is None or running.process.returncode is not None:
+            return
+        process = running.process
+        path = directory / f"{running.restart_count}.log"
+        offset = path.stat().st_size if path.exists() else 0
+        while True:
+            finished = process.returncode is not None
+            if path.exists() and path.stat().st_size > offset:
+                with path.open("rb") as log_file:
+                    log_file.seek(offset)
+                    chunk = log_file.read()
+                offset += len(chunk)
+                yield chunk.decode(errors="replace")
+            if finished:
+                return
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)

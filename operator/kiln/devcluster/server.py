@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 Object = dict[str, Any]
 LogReader = Callable[[str, str, str | None, int | None, bool], str]
 """(namespace, pod, container, tailLines, previous) -> the pod's log text."""
+LogFollower = Callable[[str, str, str | None], AsyncIterator[str]]
+"""(namespace, pod, container) -> what the running container writes next, until it stops."""
 
 BOOKMARK_INTERVAL_SECONDS = 5.0
 DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
@@ -62,6 +64,7 @@ class ApiServer:
         self.registry = cluster
         self.audit_log = audit_log.open("a", buffering=1) if audit_log else None
         self.log_reader: LogReader = lambda namespace, pod, container, tail, previous: ""
+        self.log_follower: LogFollower | None = None
         self.stopping = asyncio.Event()
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         self.app.router.add_route("*", "/{path:.*}", self.handle)
@@ -176,7 +179,7 @@ class ApiServer:
         if target.subresource and target.subresource not in rt.subresources:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         if target.subresource == "log":
-            return self._log(request, target)
+            return await self._log(request, target)
         if target.subresource == "scale":
             return await self._scale(request, verb, target)
         if target.subresource == "binding":
@@ -389,7 +392,7 @@ class ApiServer:
 
     # logs
 
-    def _log(self, request: web.Request, target: Target) -> web.Response:
+    async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
         assert target.name is not None
         self.registry.get(target.resource, target.namespace or "", target.name)
         tail = request.query.get("tailLines")
@@ -400,7 +403,19 @@ class ApiServer:
             int(tail) if tail else None,
             request.query.get("previous", "").lower() == "true",
         )
-        return web.Response(text=text, content_type="text/plain")
+        if request.query.get("follow", "").lower() != "true" or self.log_follower is None:
+            return web.Response(text=text, content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+        await response.prepare(request)
+        await response.write(text.encode())
+        follower = self.log_follower(target.namespace or "", target.name, request.query.get("container"))
+        with contextlib.suppress(ConnectionResetError):
+            async for chunk in follower:
+                if self.stopping.is_set():
+                    break
+                await response.write(chunk.encode())
+            await response.write_eof()
+        return response
 
 
 def _scale_of(obj: Object) -> Object:
