@@ -27,10 +27,31 @@ def _pod_spec(spec: Object) -> None:
             port.setdefault("protocol", "TCP")
 
 
+def _qos_class(spec: Object) -> str:
+    """Guaranteed when every container limits cpu and memory at its requests, BestEffort when none
+    asks for either, Burstable otherwise."""
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    resources = [container.get("resources") or {} for container in containers]
+    compute = ("cpu", "memory")
+    if not any(r.get(kind, {}).get(name) for r in resources for kind in ("requests", "limits") for name in compute):
+        return "BestEffort"
+    guaranteed = all(
+        r.get("limits", {}).get(name) and r.get("requests", {}).get(name) == r["limits"][name]
+        for r in resources
+        for name in compute
+    )
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
 def _pod(obj: Object) -> None:
-    _pod_spec(obj.setdefault("spec", {}))
+    spec = obj.setdefault("spec", {})
+    _pod_spec(spec)
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        resources = container.get("resources") or {}
+        for name, limit in (resources.get("limits") or {}).items():  # a limit alone is also the request
+            resources.setdefault("requests", {}).setdefault(name, limit)
     obj.setdefault("status", {}).setdefault("phase", "Pending")
-    obj["status"].setdefault("qosClass", "BestEffort")
+    obj["status"].setdefault("qosClass", _qos_class(spec))
 
 
 def _template_spec(obj: Object) -> None:

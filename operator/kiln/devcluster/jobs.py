@@ -56,16 +56,17 @@ def _index_of(pod: Object) -> int | None:
 
 
 def _format_indexes(indexes: set[int]) -> str:
-    """Completed indexes as the API writes them: `0-3,5`."""
-    ranges: list[str] = []
+    """Completed indexes as the API writes them: `0-3,5,7,8`; only three or more in a row make a range."""
+    runs: list[list[int]] = []
     for index in sorted(indexes):
-        if ranges and "-" in ranges[-1] and int(ranges[-1].split("-")[1]) == index - 1:
-            ranges[-1] = f"{ranges[-1].split('-')[0]}-{index}"
-        elif ranges and "-" not in ranges[-1] and int(ranges[-1]) == index - 1:
-            ranges[-1] = f"{ranges[-1]}-{index}"
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
         else:
-            ranges.append(str(index))
-    return ",".join(ranges)
+            runs.append([index])
+    parts: list[str] = []
+    for run in runs:
+        parts.extend([f"{run[0]}-{run[-1]}"] if len(run) >= 3 else map(str, run))
+    return ",".join(parts)
 
 
 def _parse_indexes(text: str | None) -> set[int]:

@@ -52,6 +52,7 @@ STABLE_RUN_SECONDS = 600  # a container that ran this long starts its back-off a
 NAME_WAIT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 FOLLOW_POLL_SECONDS = 0.2
+SIDECAR_START_POLL_SECONDS = 0.05
 _PR_SET_PDEATHSIG = 1
 
 
@@ -73,6 +74,11 @@ class Container:
         self.spec = spec
         self.name: str = spec["name"]
         self.init = init
+        self.sidecar = init and spec.get("restartPolicy") == "Always"
+        """A native sidecar: an init container that keeps running beside the main containers."""
+        self.retired = False
+        self.halt = asyncio.Event()
+        """Set when this container is to stop for good: its pod stops, or, for a sidecar, its main containers end."""
         self.real = podenv.runs_as_process(spec, worker.kubelet.config.local_images)
         self.restart_count = int((previous or {}).get("restartCount", 0))
         if (previous or {}).get("state", {}).get("running"):
@@ -114,9 +120,11 @@ class Container:
     async def run(self) -> None:
         """Run, and restart as the restart policy says, until done or the pod stops."""
         policy = self.worker.pod["spec"].get("restartPolicy", "Always")
-        if self.init and policy == "Always":
+        if self.sidecar:
+            policy = "Always"
+        elif self.init and policy == "Always":
             policy = "OnFailure"
-        while not self.worker.stopping.is_set():
+        while not self.worker.stopping.is_set() and not self.retired:
             started_at = datetime.datetime.now(datetime.UTC)
             exit_code = await (self._run_process() if self.real else self._simulate())
             if self.worker.stopping.is_set():
@@ -176,15 +184,12 @@ class Container:
         started = self.state["running"]["startedAt"]
         self.worker.publish()
         annotations = self.worker.pod["metadata"].get("annotations") or {}
-        duration = annotations.get(SIMULATED_DURATION)
-        if duration is None and (self.init or self.worker.owned_by_job):
+        duration = None if self.sidecar else annotations.get(SIMULATED_DURATION)
+        if duration is None and not self.sidecar and (self.init or self.worker.owned_by_job):
             duration = str(self.worker.kubelet.config.simulated_job_duration)
-        if duration is None:
-            await self.worker.stopping.wait()
-            return 0
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.worker.stopping.wait(), float(duration.rstrip("s")))
-        if self.worker.stopping.is_set():
+            await asyncio.wait_for(self.halt.wait(), float(duration.rstrip("s")) if duration is not None else None)
+        if self.halt.is_set():
             return self._exit(0, "Completed", started)
         code = int(annotations.get(SIMULATED_EXIT_CODE, "0"))
         return self._exit(code, "Completed" if code == 0 else "Error", started)
@@ -382,7 +387,13 @@ class PodWorker:
             await self.stopping.wait()
             return
         self.write_kubeconfig()
+        sidecars: list[asyncio.Task[None]] = []
         for container in self.init_containers:
+            if container.sidecar:
+                sidecars.append(asyncio.create_task(container.run()))
+                while not container.started and not self.stopping.is_set():
+                    await asyncio.sleep(SIDECAR_START_POLL_SECONDS)
+                continue
             await container.run()
             if self.stopping.is_set():
                 return
@@ -394,13 +405,23 @@ class PodWorker:
         self.initialized = True
         self.publish()
         await asyncio.gather(*(container.run() for container in self.containers))
+        for container in self.init_containers:  # the main containers are done: so are their sidecars
+            container.retired = True
+            container.halt.set()
+            await container.stop(self.grace_period())
+        await asyncio.gather(*sidecars)
         self.publish()
+
+    def stop_all(self) -> None:
+        self.stopping.set()
+        for container in [*self.init_containers, *self.containers]:
+            container.halt.set()
 
     async def terminate(self) -> None:
         """Stop every process within the grace period, then let the API server remove the pod."""
         grace = self.grace_period()
         if not self.stopping.is_set():
-            self.stopping.set()
+            self.stop_all()
             if any(c.process is not None and c.process.returncode is None for c in self.containers):
                 self.event("Normal", "Killing", "Stopping container " + ", ".join(c.name for c in self.containers))
         await asyncio.gather(*(c.stop(grace) for c in [*self.init_containers, *self.containers]))
@@ -409,7 +430,7 @@ class PodWorker:
                 await self.task
 
     async def kill(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        self.stopping.set()
+        self.stop_all()
         await asyncio.gather(*(c.stop(grace) for c in [*self.init_containers, *self.containers]))
         if self.task is not None:
             self.task.cancel()
@@ -534,7 +555,11 @@ def _readiness_conditions(
     if worker.initialized:
         kinds.append(("Initialized", "True", "", ""))
     else:
-        pending = [c.name for c in worker.init_containers if (c.terminated or {}).get("exitCode") != 0]
+        pending = [
+            c.name
+            for c in worker.init_containers
+            if (c.terminated or {}).get("exitCode") != 0 and not (c.sidecar and c.started)
+        ]
         kinds.append(
             (
                 "Initialized",

@@ -90,7 +90,7 @@ def selected_pods(service: Object, pods: Iterable[Object]) -> list[Object]:
     ]
 
 
-def _address(pod: Object) -> Object:
+def _address(pod: Object, service: Object) -> Object:
     metadata = pod["metadata"]
     address: Object = {
         "ip": pod["status"]["podIP"],
@@ -102,13 +102,14 @@ def _address(pod: Object) -> Object:
             "uid": metadata["uid"],
         },
     }
-    if pod["spec"].get("hostname"):
-        address["hostname"] = pod["spec"]["hostname"]
+    if pod["spec"].get("hostname") and pod["spec"].get("subdomain") == service["metadata"]["name"]:
+        address["hostname"] = pod["spec"]["hostname"]  # what gives the pod its DNS name under the Service
     return address
 
 
 def endpoints_for(service: Object, pods: list[Object]) -> list[Object]:
-    """Endpoints subsets: pods grouped by the ports they resolve to, ready or not."""
+    """Endpoints subsets: pods grouped by the ports they resolve to, ready or not; terminating pods
+    leave unless the Service publishes not-ready addresses."""
     ports = service.get("spec", {}).get("ports") or []
     publish_all = bool(service.get("spec", {}).get("publishNotReadyAddresses"))
     subsets: dict[tuple[tuple[str, int, str], ...], Object] = {}
@@ -130,9 +131,11 @@ def endpoints_for(service: Object, pods: list[Object]) -> list[Object]:
                 ]
             },
         )
-        ready = controllers.is_pod_ready(pod) and not pod["metadata"].get("deletionTimestamp")
-        field = "addresses" if ready or publish_all else "notReadyAddresses"
-        subset.setdefault(field, []).append(_address(pod))
+        terminating = bool(pod["metadata"].get("deletionTimestamp"))
+        if terminating and not publish_all:
+            continue
+        field = "addresses" if controllers.is_pod_ready(pod) or publish_all else "notReadyAddresses"
+        subset.setdefault(field, []).append(_address(pod, service))
     return [subset for subset in subsets.values() if subset.get("addresses") or subset.get("notReadyAddresses")]
 
 
@@ -351,15 +354,14 @@ def dns_records(services: list[Object], endpoints: list[Object], pods: list[Obje
         for subset in (by_service.get((metadata["namespace"], metadata["name"])) or {}).get("subsets") or []:
             for address in subset.get("addresses") or []:
                 records.setdefault(fqdn, []).append(address["ip"])
+                if address.get("hostname"):
+                    records[f"{address['hostname']}.{fqdn}"] = [address["ip"]]
     for pod in pods:
-        spec, status, metadata = pod.get("spec", {}), pod.get("status", {}), pod["metadata"]
+        status, metadata = pod.get("status", {}), pod["metadata"]
         if not status.get("podIP") or not workloads.is_active(pod):
             continue
         dashed = status["podIP"].replace(".", "-")
         records[f"{dashed}.{metadata['namespace']}.pod.{CLUSTER_DOMAIN}"] = [status["podIP"]]
-        if spec.get("hostname") and spec.get("subdomain"):
-            name = f"{spec['hostname']}.{spec['subdomain']}.{metadata['namespace']}.svc.{CLUSTER_DOMAIN}"
-            records[name] = [status["podIP"]]
     return records
 
 

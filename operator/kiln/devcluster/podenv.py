@@ -122,9 +122,8 @@ def _key_ref(lookup: Lookup, kind: str, reference: Object) -> str | None:
     if key not in data:
         if optional:
             return None
-        raise ConfigError(
-            f"couldn't find key {key} in {singular.capitalize()} {obj['metadata'].get('namespace')}/{name}"
-        )
+        kind_name = "ConfigMap" if kind == "configmaps" else "Secret"
+        raise ConfigError(f"couldn't find key {key} in {kind_name} {obj['metadata'].get('namespace')}/{name}")
     return data[key]
 
 

@@ -47,15 +47,27 @@ def _container_requests(container: Object) -> Resources:
 
 
 def pod_requests(pod: Object) -> Resources:
-    """What the pod asks of a node: its containers' sum, at least its largest init container, plus one pod."""
+    """What the pod asks of a node, as kube-scheduler adds it up: its containers and native sidecars
+    (init containers with restartPolicy Always) together, or more if an init container needs more
+    alongside the sidecars started before it; plus overhead and one pod."""
     spec = pod.get("spec", {})
     total: Resources = collections.defaultdict(Fraction)
     for container in spec.get("containers") or []:
         for name, amount in _container_requests(container).items():
             total[name] += amount
+    sidecars: Resources = collections.defaultdict(Fraction)
+    init_peak: Resources = collections.defaultdict(Fraction)
     for container in spec.get("initContainers") or []:
-        for name, amount in _container_requests(container).items():
-            total[name] = max(total[name], amount)
+        asked = _container_requests(container)
+        if container.get("restartPolicy") == "Always":
+            for name, amount in asked.items():
+                sidecars[name] += amount
+                init_peak[name] = max(init_peak[name], sidecars[name])
+        else:
+            for name, amount in asked.items():
+                init_peak[name] = max(init_peak[name], amount + sidecars[name])
+    for name in set(total) | set(sidecars) | set(init_peak):
+        total[name] = max(total[name] + sidecars[name], init_peak[name])
     for name, amount in (spec.get("overhead") or {}).items():
         total[name] += quantity.parse(amount)
     total["pods"] = Fraction(1)
@@ -337,7 +349,9 @@ def _plan_gang(
         for pod in waiting:
             result.unschedulable.append((pod, why))
         return
-    bound = len(members) - len(waiting)
+    bound = sum(
+        1 for pod in members if pod.get("spec", {}).get("nodeName") and not pod["metadata"].get("deletionTimestamp")
+    )
     trial = [state.copy() for state in states]
     placed: list[tuple[Object, str]] = []
     first_failure = ""
@@ -366,18 +380,22 @@ def _plan_gang(
 
 
 def group_status(members: list[Object], min_member: int) -> Object:
-    """A PodGroup's status from its pods, in the coscheduling plugin's terms."""
+    """A PodGroup's status from its pods, as the scheduler-plugins PodGroup controller phrases it."""
     phases = collections.Counter(pod.get("status", {}).get("phase") for pod in members)
     scheduled = sum(1 for pod in members if pod.get("spec", {}).get("nodeName"))
     running, succeeded, failed = phases["Running"], phases["Succeeded"], phases["Failed"]
-    if succeeded >= min_member:
+    if len(members) < min_member:
+        phase = "Pending"
+    elif succeeded >= min_member:
         phase = "Finished"
-    elif failed and failed + succeeded + running >= min_member and running < min_member:
+    elif failed and failed + running + succeeded >= min_member:
         phase = "Failed"
-    elif running >= min_member:
+    elif running + succeeded >= min_member:
         phase = "Running"
     elif scheduled >= min_member:
         phase = "Scheduled"
+    elif scheduled:
+        phase = "Scheduling"
     else:
-        phase = "Pending"
+        phase = "PreScheduling"
     return {"phase": phase, "scheduled": scheduled, "running": running, "succeeded": succeeded, "failed": failed}

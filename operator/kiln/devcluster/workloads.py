@@ -52,6 +52,8 @@ def scaled_value(value: int | str | None, total: int, round_up: bool) -> int:
 def surge_and_unavailable(deployment: Object) -> tuple[int, int]:
     spec = deployment["spec"]
     replicas = int(spec.get("replicas", 1))
+    if (spec.get("strategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
+        return 0, 0  # Recreate: availability is judged against every replica
     rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
     surge = scaled_value(rolling.get("maxSurge", "25%"), replicas, round_up=True)
     unavailable = scaled_value(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
@@ -166,6 +168,10 @@ def deployment_status(
     return status
 
 
+def _has_old_pods(status: Object) -> bool:
+    return bool(status.get("replicas", 0) > status.get("updatedReplicas", 0))
+
+
 def _progressing(
     deployment: Object,
     new: Object | None,
@@ -195,7 +201,8 @@ def _progressing(
         and status.get("replicas", 0) == replicas
         and status.get("availableReplicas", 0) == replicas
     )
-    if complete:
+    if complete or (current and current.get("reason") == "NewReplicaSetAvailable" and not _has_old_pods(status)):
+        # complete, or merely scaled: scaling is not a rollout and does not restart the progress deadline
         if current and current.get("reason") == "NewReplicaSetAvailable":
             return conditions
         return controllers.set_condition(
@@ -207,8 +214,11 @@ def _progressing(
             stamp,
             lastUpdateTime=stamp,
         )
-    counted = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
-    moved = any(status.get(key, 0) != previous.get(key, 0) for key in counted)
+    gained = ("updatedReplicas", "readyReplicas", "availableReplicas")
+    old_before = previous.get("replicas", 0) - previous.get("updatedReplicas", 0)
+    moved = any(status.get(key, 0) > previous.get(key, 0) for key in gained) or (
+        status.get("replicas", 0) - status.get("updatedReplicas", 0) < old_before
+    )  # only gains are progress, as kube-controller-manager counts it
     if current is None or moved or current.get("reason") in ("NewReplicaSetAvailable", "DeploymentPaused"):
         return controllers.set_condition(
             conditions,
