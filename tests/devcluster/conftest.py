@@ -113,7 +113,9 @@ def start_kube(tmp_path: pathlib.Path) -> Iterator[StartKube]:
     running: list[tuple[cluster.ThreadedDevCluster, Kube]] = []
 
     def start(overrides: dict[str, object]) -> Kube:
-        threaded = cluster.ThreadedDevCluster(tmp_path / f"devcluster-{len(running)}", settings=config.load(None, overrides))
+        threaded = cluster.ThreadedDevCluster(
+            tmp_path / f"devcluster-{len(running)}", settings=config.load(None, overrides)
+        )
         driver = Kube(threaded.__enter__())
         running.append((threaded, driver))
         return driver

@@ -158,9 +158,10 @@ class DevCluster:
             self.kubelet,
         ]
         tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in loops]
-        self._stack.push_async_callback(_cancel, tasks)
+        # unwound in reverse: first no controller acts any more, then processes stop, then the proxy
         self._stack.push_async_callback(proxy.close)
         self._stack.push_async_callback(self.kubelet.close)
+        self._stack.push_async_callback(_cancel, tasks)
         if self.settings.prometheus:
             self.prometheus = prometheus.Prometheus(self.state_dir, self.targets_file)
             self._stack.push_async_callback(self.prometheus.stop)

@@ -35,6 +35,19 @@ def _resource_entries(resource: kinds.ResourceType) -> list[dict[str, Any]]:
     for sub in sorted(resource.subresources):
         verbs = {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])
         kind = {"scale": "Scale", "binding": "Binding"}.get(sub, resource.kind)
+        if sub == "scale":  # the Scale kind lives in autoscaling/v1, whatever group its parent is in
+            entries.append(
+                {
+                    "name": f"{resource.plural}/scale",
+                    "singularName": "",
+                    "namespaced": resource.namespaced,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": kind,
+                    "verbs": verbs,
+                }
+            )
+            continue
         entries.append(
             {
                 "name": f"{resource.plural}/{sub}",

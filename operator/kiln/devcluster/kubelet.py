@@ -367,7 +367,8 @@ class PodWorker:
         return float(grace)
 
     def event(self, event_type: str, reason: str, message: str) -> None:
-        self.client.event(self.pod, event_type, reason, message)
+        if not self.kubelet.closing:
+            self.client.event(self.pod, event_type, reason, message)
 
     def lookup(self, resource: str, name: str) -> Object | None:
         return self.client.get(resource, self.key[0], name)
@@ -537,6 +538,8 @@ class PodWorker:
 
     def publish_now(self) -> None:
         self._publishing = False
+        if self.kubelet.closing:
+            return
         current = self.client.get(POD, *self.key)
         if current is None or current["metadata"]["uid"] != self.uid:
             return
@@ -636,6 +639,7 @@ class Kubelet(controllers.Controller):
         self.bin_dir = state_dir / "bin"
         self.workers: dict[Key, PodWorker] = {}
         self.processes: set[asyncio.subprocess.Process] = set()
+        self.closing = False
         self._write_python_wrappers()
 
     def _write_python_wrappers(self) -> None:
@@ -679,6 +683,8 @@ class Kubelet(controllers.Controller):
         return [controllers.object_key(event)] if event.resource == POD else ()
 
     async def reconcile(self, key: Key) -> float | None:
+        if self.closing:
+            return None  # the dev cluster is stopping: start nothing more
         pod = self.client.get(POD, *key)
         worker = self.workers.get(key)
         if worker is not None and (pod is None or pod["metadata"]["uid"] != worker.uid):
@@ -715,6 +721,7 @@ class Kubelet(controllers.Controller):
 
     async def close(self) -> None:
         """Stop every process: SIGTERM, a short grace, then SIGKILL."""
+        self.closing = True
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(worker.kill(SHUTDOWN_GRACE_SECONDS) for worker in workers))
@@ -746,9 +753,12 @@ class Kubelet(controllers.Controller):
         chosen = directory.name
         runs = sorted((int(path.stem) for path in directory.glob("*.log")), reverse=True) if directory.exists() else []
         if previous:
-            if len(runs) < 2:
+            worker = self.workers.get((namespace, name))
+            now = next((c for c in worker.containers if c.name == chosen), None) if worker else None
+            waiting = now is not None and "waiting" in now.state  # backing off: no current run, the newest ended
+            runs = runs if waiting else runs[1:]
+            if not runs:
                 raise errors.bad_request(f'previous terminated container "{chosen}" in pod "{name}" not found')
-            runs = runs[1:]
         if not runs:
             return ""
         text = (directory / f"{runs[0]}.log").read_text(errors="replace")
