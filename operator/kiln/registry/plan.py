@@ -21,6 +21,13 @@ from kiln.registry.observed import Observed
 UNATTRIBUTED = "unknown"
 """The requester recorded for a spec.stage that `kiln stage` did not set."""
 
+# Ready first, as `kubectl describe` readers look for it; the rest in the order a version meets them.
+_CONDITION_ORDER = {
+    condition: index
+    for index, condition in enumerate(
+        (reasons.READY, reasons.VALIDATED, reasons.ARTIFACT_VERIFIED, reasons.APPROVED, reasons.STAGE_GRANTED)
+    )
+}
 _UNATTRIBUTED_COMMENT = "spec.stage was changed without `kiln stage`, so who asked is not known"
 
 
@@ -70,6 +77,12 @@ class _Draft:
             observed_generation=self.observed.generation,
         )
 
+    def finished(self) -> ModelVersionStatus:
+        """The status, with the conditions in their order and the generation it reflects."""
+        self.status.conditions.sort(key=lambda condition: _CONDITION_ORDER.get(condition.type, len(_CONDITION_ORDER)))
+        self.status.observed_generation = self.observed.generation
+        return self.status
+
     def audit(self, entry: StageChange) -> None:
         self.status.history = [*self.status.history, entry][-modelversion.HISTORY_LIMIT :]
 
@@ -84,8 +97,7 @@ def _start_validation(draft: _Draft) -> Plan:
     unknown = base.ConditionStatus.UNKNOWN
     draft.condition(reasons.VALIDATED, unknown, reasons.VALIDATING, draft.status.message)
     draft.condition(reasons.READY, base.ConditionStatus.FALSE, reasons.VALIDATING, draft.status.message)
-    draft.status.observed_generation = draft.observed.generation
-    return Plan(status=draft.status, check_artifact=True)
+    return Plan(status=draft.finished(), check_artifact=True)
 
 
 def _gate_event(result: modelversion.GateResult) -> Event:
@@ -130,9 +142,12 @@ def _record_approvals(draft: _Draft) -> None:
             Event("Normal", reasons.NEW_APPROVAL, f"approved by {approver} ({count} of {required} required){note}")
         )
     status.approved_by = list(first_approvals)
-    approvers = ", ".join(status.approved_by) or "nobody yet"
     met = len(status.approved_by) >= required
-    message = f"approved by {approvers} ({len(status.approved_by)} of {required} required)"
+    if required == 0:
+        message = "Production needs no approvals"
+    else:
+        approvers = ", ".join(status.approved_by) or "nobody yet"
+        message = f"approved by {approvers} ({len(status.approved_by)} of {required} required)"
     draft.condition(reasons.APPROVED, _truth(met), reasons.APPROVALS_MET if met else reasons.APPROVALS_PENDING, message)
 
 
@@ -235,5 +250,4 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
     stage = _move_stage(draft)
     superseded = _supersede(draft)
     _ready(draft, stage)
-    draft.status.observed_generation = observed.generation
-    return Plan(status=draft.status, events=tuple(draft.events), supersede=superseded)
+    return Plan(status=draft.finished(), events=tuple(draft.events), supersede=superseded)
