@@ -254,6 +254,9 @@ class ModelVersionStatus(base.KilnModel):
     validated_inputs: str | None = None
     """A digest of the gates and metrics the phase was decided from; changing either validates the
     version again."""
+    duplicate_of: str | None = None
+    """The ModelVersion that registered this model and version first, when this one repeats it (and
+    is Rejected for that)."""
     gate_results: list[GateResult] = Field(default_factory=list)
     """The outcome of each gate bound: one entry per min, max and noWorseThanProductionBy."""
     stage: Stage = Stage.NONE

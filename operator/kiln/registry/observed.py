@@ -50,6 +50,8 @@ class Sibling:
     wanted_stage: Stage
     stage_since: datetime.datetime
     metrics: Mapping[str, float]
+    holds_version: bool
+    """It was validated before and is not itself a duplicate, so its model and version are its."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ def parse(body: Mapping[str, Any]) -> modelversion.ModelVersion:
     return modelversion.ModelVersion.model_validate(body)
 
 
+def holds_version(status: modelversion.ModelVersionStatus) -> bool:
+    return status.validated_inputs is not None and status.duplicate_of is None
+
+
 def sibling(body: Mapping[str, Any]) -> Sibling:
     parsed = parse(body)
     status = parsed.status or modelversion.ModelVersionStatus()
@@ -103,6 +109,7 @@ def sibling(body: Mapping[str, Any]) -> Sibling:
         wanted_stage=parsed.spec.stage,
         stage_since=status.stage_since or _EPOCH,
         metrics=parsed.spec.metrics,
+        holds_version=holds_version(status),
     )
 
 

@@ -113,6 +113,7 @@ def _validate(draft: _Draft) -> None:
     verdict = validation.validate(draft.observed)
     status = draft.status
     status.phase = verdict.phase
+    status.duplicate_of = verdict.duplicate_of
     status.message = verdict.message
     status.gate_results = verdict.gate_results
     status.validated_inputs = validation.inputs_digest(draft.observed.spec)

@@ -6,6 +6,7 @@ sees all that is wrong at once rather than one problem per attempt.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from kiln.api import base
 from kiln.api.modelversion import GateResult, ModelVersionPhase, ModelVersionSpec, Stage
 from kiln.registry import gates, reasons
-from kiln.registry.observed import ArtifactCheck, ArtifactOutcome, Observed, Sibling
+from kiln.registry.observed import ArtifactCheck, ArtifactOutcome, Observed, Sibling, holds_version
 
 _ARTIFACT_CONDITIONS: dict[ArtifactOutcome, tuple[base.ConditionStatus, str]] = {
     ArtifactOutcome.VERIFIED: (base.ConditionStatus.TRUE, reasons.DIGEST_MATCHES),
@@ -40,6 +41,7 @@ class ArtifactVerdict:
 @dataclass(frozen=True)
 class Verdict:
     phase: ModelVersionPhase
+    duplicate_of: str | None
     reason: str
     message: str
     gate_results: list[GateResult]
@@ -53,18 +55,22 @@ def inputs_digest(spec: ModelVersionSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _order(sibling: Sibling) -> tuple[object, ...]:
-    return (sibling.created, sibling.name)
+def _claim(holds: bool, created: datetime.datetime, name: str) -> tuple[bool, datetime.datetime, str]:
+    """Who has the better claim to a model and version, smallest first: the version validated
+    before keeps it; between new ones the first created (then the first name, since creation
+    timestamps have a resolution of a second) gets it."""
+    return (not holds, created, name)
 
 
 def version_holder(observed: Observed) -> Sibling | None:
-    """The version created first among those with this one's model and version, if not this one.
+    """The other version with the better claim to this one's model and version, if there is one.
 
     Equal precedence is what counts, so `1.0.0+a` duplicates `1.0.0+b`: the two could not be ordered.
     """
-    mine = observed.version
-    first = min((s for s in observed.siblings if s.version == mine), key=_order, default=None)
-    if first is None or _order(first) > (observed.created, observed.name):
+    mine = _claim(holds_version(observed.status), observed.created, observed.name)
+    rivals = [sibling for sibling in observed.siblings if sibling.version == observed.version]
+    first = min(rivals, key=lambda s: _claim(s.holds_version, s.created, s.name), default=None)
+    if first is None or _claim(first.holds_version, first.created, first.name) > mine:
         return None
     return first
 
@@ -107,6 +113,9 @@ def validate(observed: Observed) -> Verdict:
         failures.append(Failure(reasons.GATES_FAILED, f"{len(failed)} gate check(s) failed: {'; '.join(failed)}"))
     if failures:
         message = "; ".join(failure.message for failure in failures)
-        return Verdict(ModelVersionPhase.REJECTED, failures[0].reason, message, results, artifact, tuple(failures))
+        duplicate_of = holder.name if holder else None
+        return Verdict(
+            ModelVersionPhase.REJECTED, duplicate_of, failures[0].reason, message, results, artifact, tuple(failures)
+        )
     message = f"all {len(results)} gate check(s) passed" if results else "the version has no gates"
-    return Verdict(ModelVersionPhase.VALIDATED, reasons.GATES_PASSED, message, results, artifact, ())
+    return Verdict(ModelVersionPhase.VALIDATED, None, reasons.GATES_PASSED, message, results, artifact, ())
