@@ -145,7 +145,7 @@ def _stage_outcome(kube: client.Client, namespace: str, name: str, generation: i
 
 @click.command()
 @click.argument("reference", metavar="mv/NAME")
-@click.argument("stage", type=click.Choice([str(stage) for stage in Stage], case_sensitive=False))
+@click.argument("stage", metavar="STAGE", type=click.Choice([str(stage) for stage in Stage], case_sensitive=False))
 @click.option("--comment", "-m", default="", help="Why.")
 @click.option(
     "--wait",

@@ -42,10 +42,11 @@ class Kiln:
             kubernetes.config.new_client_from_config(config_file=str(self.devcluster.kubeconfig_path))
         )
 
-    def run(self, *command: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            command, input=input, env=self.env, capture_output=True, text=True, timeout=60, check=False
-        )
+    def run(
+        self, *command: str, input: str | None = None, check: bool = True, columns: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**self.env, "COLUMNS": str(columns)} if columns else self.env
+        result = subprocess.run(command, input=input, env=env, capture_output=True, text=True, timeout=60, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         return result
@@ -54,7 +55,8 @@ class Kiln:
         return self.run("kubectl", *args, input=input, check=check)
 
     def kiln(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run(sys.executable, "-m", "kiln", *args, check=check)
+        """The `kiln` command; rich lays its tables out 200 columns wide, so no line wraps."""
+        return self.run(sys.executable, "-m", "kiln", *args, check=check, columns=200)
 
     def apply(self, namespace: str, manifest: dict[str, Any]) -> None:
         self.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
