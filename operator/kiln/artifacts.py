@@ -23,6 +23,7 @@ import hashlib
 import os
 import pathlib
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -116,6 +117,9 @@ def _read_chunks(path: pathlib.Path, uri: str) -> Iterator[bytes]:
         raise ArtifactNotFoundError(f"{uri}: no file at {path}") from None
     except OSError as error:
         raise UnsafeURIError(f"{uri}: {path} cannot be opened safely: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ArtifactNotFoundError(f"{uri}: {path} is not a file")
     with os.fdopen(descriptor, "rb") as stream:
         while chunk := stream.read(CHUNK_SIZE):
             yield chunk
