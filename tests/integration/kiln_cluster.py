@@ -81,6 +81,15 @@ class Kiln:
     def wait_for_phase(self, namespace: str, name: str, phase: str) -> dict[str, Any]:
         return self.wait_for(namespace, name, f"to be {phase}", lambda status: status.get("phase") == phase)
 
+    def wait_for_stage(self, namespace: str, name: str, stage: str) -> dict[str, Any]:
+        return self.wait_for(namespace, name, f"to be in stage {stage}", lambda status: status.get("stage") == stage)
+
+    def wait_for_stage_reason(self, namespace: str, name: str, reason: str) -> dict[str, Any]:
+        """Until the StageGranted condition gives `reason` (a refusal or a wait, say)."""
+        return self.wait_for(
+            namespace, name, f"StageGranted {reason}", lambda status: reason_of(status, "StageGranted") == reason
+        )
+
     def events(self, namespace: str, name: str) -> list[tuple[str, str, str]]:
         """(type, reason, message) of the Events about the object, oldest first."""
         events = self.core().list_namespaced_event(namespace).items

@@ -35,7 +35,7 @@ def test_approvals_and_stage_requests_carry_the_user_the_api_server_reports(kiln
 
     kiln.kiln("approve", "mv/iris-2-0-0", "-n", namespace, "--as", "bob")
 
-    status = kiln.wait_for(namespace, "iris-2-0-0", "to enter Production", lambda s: s.get("stage") == "Production")
+    status = kiln.wait_for_stage(namespace, "iris-2-0-0", "Production")
     audit = [(e["action"], e["user"], e.get("toStage"), e.get("comment", "")) for e in status["history"]]
     assert audit == [
         ("StageChanged", "carol", "Staging", "for the A/B test"),
@@ -87,7 +87,7 @@ def test_kiln_models_lists_versions_in_semver_order_and_the_production_timeline(
     for name in ("iris-a", "iris-b"):
         kiln.kiln("stage", f"mv/{name}", "Staging", "-n", namespace, "--as", "dana")
         kiln.kiln("stage", f"mv/{name}", "Production", "-n", namespace, "--as", "dana")
-    kiln.wait_for(namespace, "iris-a", "to be archived", lambda s: s.get("stage") == "Archived")
+    kiln.wait_for_stage(namespace, "iris-a", "Archived")
 
     listed = kiln.kiln("models", "-n", namespace).stdout
     rows = [line.split() for line in listed.splitlines()[1:]]
@@ -178,5 +178,5 @@ def test_the_stage_request_annotation_records_who_asked(kiln: Kiln, namespace: s
     request = json.loads(body["metadata"]["annotations"]["kiln.dev/stage-request"])
     assert (request["stage"], request["user"], request["comment"]) == ("Staging", "erin", "canary next week")
     assert body["spec"]["stage"] == "Staging"
-    status = kiln.wait_for(namespace, "iris-1-0-0", "to be in Staging", lambda s: s.get("stage") == "Staging")
+    status = kiln.wait_for_stage(namespace, "iris-1-0-0", "Staging")
     assert condition(status, "Ready")["status"] == "True"

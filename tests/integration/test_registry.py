@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from kiln_cluster import Kiln, condition, model_version, reason_of
+from kiln_cluster import Kiln, condition, model_version
 
 MODEL_BYTES = b"a model, serialized"
 
@@ -25,9 +25,9 @@ def patch_spec(kiln: Kiln, namespace: str, name: str, spec: dict[str, object]) -
 def promote(kiln: Kiln, namespace: str, name: str) -> None:
     """Staging, then Production, with kubectl as a GitOps tool would."""
     patch_spec(kiln, namespace, name, {"stage": "Staging"})
-    kiln.wait_for(namespace, name, "to be in Staging", lambda status: status.get("stage") == "Staging")
+    kiln.wait_for_stage(namespace, name, "Staging")
     patch_spec(kiln, namespace, name, {"stage": "Production"})
-    kiln.wait_for(namespace, name, "to be in Production", lambda status: status.get("stage") == "Production")
+    kiln.wait_for_stage(namespace, name, "Production")
 
 
 def test_a_version_meeting_its_gates_is_validated_with_its_digest_checked(kiln: Kiln, namespace: str) -> None:
@@ -111,15 +111,10 @@ def test_a_challenger_is_compared_with_the_production_version(kiln: Kiln, namesp
 def test_production_needs_distinct_approvals(kiln: Kiln, namespace: str) -> None:
     artifact = kiln.artifact(namespace, "models", "iris/2.0.0/model.skops", MODEL_BYTES)
     kiln.apply(namespace, model_version("iris-2-0-0", "2.0.0", artifact, requiredApprovals=2, stage="Staging"))
-    kiln.wait_for(namespace, "iris-2-0-0", "to be in Staging", lambda status: status.get("stage") == "Staging")
+    kiln.wait_for_stage(namespace, "iris-2-0-0", "Staging")
 
     patch_spec(kiln, namespace, "iris-2-0-0", {"stage": "Production"})
-    waiting = kiln.wait_for(
-        namespace,
-        "iris-2-0-0",
-        "to wait for approvals",
-        lambda s: reason_of(s, "StageGranted") == "AwaitingApprovals",
-    )
+    waiting = kiln.wait_for_stage_reason(namespace, "iris-2-0-0", "AwaitingApprovals")
     assert waiting["stage"] == "Staging"
 
     twice = [{"approver": "alice", "comment": "looks good", "time": now()}, {"approver": "alice", "time": now()}]
@@ -133,9 +128,7 @@ def test_production_needs_distinct_approvals(kiln: Kiln, namespace: str) -> None
     )
 
     patch_spec(kiln, namespace, "iris-2-0-0", {"approvals": [*twice, {"approver": "bob", "time": now()}]})
-    promoted = kiln.wait_for(
-        namespace, "iris-2-0-0", "to be in Production", lambda status: status.get("stage") == "Production"
-    )
+    promoted = kiln.wait_for_stage(namespace, "iris-2-0-0", "Production")
 
     assert promoted["approvedBy"] == ["alice", "bob"]
     assert [(entry["action"], entry["user"]) for entry in promoted["history"]] == [
@@ -158,7 +151,7 @@ def test_promotion_archives_the_previous_production_version_and_keeps_both_in_hi
 
     promote(kiln, namespace, "iris-1-1-0")
 
-    old = kiln.wait_for(namespace, "iris-1-0-0", "to be archived", lambda status: status.get("stage") == "Archived")
+    old = kiln.wait_for_stage(namespace, "iris-1-0-0", "Archived")
     new = kiln.status(namespace, "iris-1-1-0")
     assert kiln.model_version(namespace, "iris-1-0-0")["spec"]["stage"] == "Archived"
     moves = [(entry["fromStage"], entry["toStage"]) for entry in old["history"]]
@@ -196,12 +189,7 @@ def test_stage_changes_of_a_rejected_version_are_refused_with_a_reason(kiln: Kil
 
     patch_spec(kiln, namespace, "iris-bad", {"stage": "Staging"})
 
-    status = kiln.wait_for(
-        namespace,
-        "iris-bad",
-        "to refuse Staging",
-        lambda s: reason_of(s, "StageGranted") == "VersionRejected",
-    )
+    status = kiln.wait_for_stage_reason(namespace, "iris-bad", "VersionRejected")
     assert status["stage"] == "None"
     assert (
         condition(status, "StageGranted")["message"]
@@ -214,19 +202,14 @@ def test_stage_changes_of_a_rejected_version_are_refused_with_a_reason(kiln: Kil
     ) in kiln.events(namespace, "iris-bad")
 
     patch_spec(kiln, namespace, "iris-bad", {"stage": "Archived"})
-    kiln.wait_for(namespace, "iris-bad", "to be archived", lambda s: s.get("stage") == "Archived")
+    kiln.wait_for_stage(namespace, "iris-bad", "Archived")
 
 
 def test_a_stage_the_transition_table_forbids_is_refused(kiln: Kiln, namespace: str) -> None:
     artifact = kiln.artifact(namespace, "models", "iris/model.skops", MODEL_BYTES)
     kiln.apply(namespace, model_version("iris-skip", "1.0.0", artifact, stage="Production"))
 
-    status = kiln.wait_for(
-        namespace,
-        "iris-skip",
-        "to refuse Production",
-        lambda s: reason_of(s, "StageGranted") == "InvalidStageTransition",
-    )
+    status = kiln.wait_for_stage_reason(namespace, "iris-skip", "InvalidStageTransition")
     assert status["phase"] == "Validated"
     assert status["stage"] == "None"
     assert condition(status, "Ready")["status"] == "False"
