@@ -111,18 +111,22 @@ def approve(reference: str, comment: str, access: Access) -> None:
     approval = modelversion.Approval(approver=user, comment=comment, time=_now()).to_wire()
     for _ in range(_CONFLICT_RETRIES):
         body = _get_version(kube, namespace, name)
-        approvals = [*body["spec"].get("approvals", []), approval]
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "spec": {"approvals": approvals}}
+        earlier = body["spec"].get("approvals", [])
+        patch = {
+            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+            "spec": {"approvals": [*earlier, approval]},
+        }
         try:
             kube.patch(MODEL_VERSIONS, namespace, name, patch)
         except client.ConflictError:
             continue  # someone else approved at the same moment: read again and append
         except client.ApiError as error:
             raise click.ClickException(f"could not approve mv/{name}: {error.message}") from None
-        distinct = list(dict.fromkeys(entry["approver"] for entry in approvals))
-        again = " again (an approver counts once)" if len(distinct) < len(approvals) and distinct.count(user) else ""
+        approvers = {entry["approver"] for entry in earlier}
+        again = " again (an approver counts once)" if user in approvers else ""
         required = body["spec"].get("requiredApprovals", 0)
-        click.echo(f"{user} approved mv/{name}{again}: {len(distinct)} of {required} required distinct approvals")
+        count = len(approvers | {user})
+        click.echo(f"{user} approved mv/{name}{again}: {count} of {required} required distinct approvals")
         return
     raise click.ClickException(f"mv/{name} kept changing; try again")
 

@@ -7,63 +7,21 @@ traceback in its log fails the module.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
-from kiln_cluster import CRDS, Kiln
-from polling import eventually
-
-from kiln.devcluster import cluster
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+from kiln_cluster import Kiln, cluster_with_crds, running_operator
 
 
 @pytest.fixture(scope="module")
 def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiln]:
     """A dev cluster with the CRDs applied and `kiln run` watching every namespace."""
-    root = tmp_path_factory.mktemp("kiln")
-    with cluster.ThreadedDevCluster(root / "devcluster") as devcluster:
-        pvc_root = devcluster.state_dir / "volumes"
-        env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path), "KILN_PVC_ROOT": str(pvc_root)}
-        log = root / "operator.log"
-        setup = Kiln(devcluster, env, pvc_root, log)
-        setup.kubectl("apply", "-f", str(CRDS))
-        setup.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
-        liveness = f"http://127.0.0.1:{free_port()}/healthz"
-        command = [sys.executable, "-m", "kiln", "run", "--verbose", "--liveness", liveness]
-        with log.open("w") as output:
-            operator = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            eventually(lambda: _healthy(liveness), "the operator's liveness probe", 30)
+    with cluster_with_crds(tmp_path_factory.mktemp("kiln")) as setup:
+        with running_operator(setup):
             yield setup
-        finally:
-            operator.send_signal(signal.SIGINT)
-            try:
-                operator.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait()
-    text = log.read_text()
-    assert "Traceback" not in text, f"the operator logged a traceback:\n{text[-6000:]}"
+        setup.assert_no_traceback()
 
 
 @pytest.fixture

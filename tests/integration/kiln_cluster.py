@@ -3,13 +3,19 @@ client, and ModelVersion manifests."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import pathlib
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import kubernetes
 import yaml
 from polling import eventually
@@ -97,12 +103,60 @@ class Kiln:
         about.sort(key=lambda event: event.metadata.resource_version and int(event.metadata.resource_version))
         return [(event.type, event.reason, event.message) for event in about]
 
+    def assert_no_traceback(self) -> None:
+        text = self.operator_log.read_text()
+        assert "Traceback" not in text, f"the operator logged a traceback:\n{text[-6000:]}"
+
     def artifact(self, namespace: str, claim: str, path: str, data: bytes) -> tuple[str, str]:
         """Write an artifact onto a claim's directory; its pvc:// URI and sha256."""
         target = self.pvc_root / namespace / claim / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         return f"pvc://{claim}/{path}", hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def cluster_with_crds(root: pathlib.Path) -> Iterator[Kiln]:
+    """A dev cluster under `root` with Kiln's CRDs established; the operator not started."""
+    with cluster.ThreadedDevCluster(root / "devcluster") as devcluster:
+        pvc_root = devcluster.state_dir / "volumes"
+        env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path), "KILN_PVC_ROOT": str(pvc_root)}
+        setup = Kiln(devcluster, env, pvc_root, root / "operator.log")
+        setup.kubectl("apply", "-f", str(CRDS))
+        setup.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+        yield setup
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextlib.contextmanager
+def running_operator(setup: Kiln) -> Iterator[None]:
+    """`kiln run` over every namespace until the block ends, its output appended to the log."""
+    liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+    command = [sys.executable, "-m", "kiln", "run", "--verbose", "--liveness", liveness]
+    with setup.operator_log.open("a") as output:
+        operator = subprocess.Popen(command, env=setup.env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        eventually(lambda: _healthy(liveness), "the operator's liveness probe", 30)
+        yield
+    finally:
+        operator.send_signal(signal.SIGINT)
+        try:
+            operator.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
 
 
 def model_version(
