@@ -103,6 +103,19 @@ class Kiln:
         about.sort(key=lambda event: event.metadata.resource_version and int(event.metadata.resource_version))
         return [(event.type, event.reason, event.message) for event in about]
 
+    def wait_for_events(self, namespace: str, name: str, *expected: tuple[str, ...]) -> list[tuple[str, str, str]]:
+        """Poll until an Event matches each of `expected`, a (type, reason, message) tuple or a prefix
+        of one; all the Events about the object then. The operator posts Events after it writes
+        status, so a test that saw the status must still wait for them."""
+
+        def all_posted() -> list[tuple[str, str, str]] | None:
+            events = self.events(namespace, name)
+            found = all(any(event[: len(wanted)] == wanted for event in events) for wanted in expected)
+            return events if found else None
+
+        result: list[tuple[str, str, str]] = eventually(all_posted, f"Events {expected} about {name}", TIMEOUT)
+        return result
+
     def assert_no_traceback(self) -> None:
         text = self.operator_log.read_text()
         assert "Traceback" not in text, f"the operator logged a traceback:\n{text[-6000:]}"

@@ -47,9 +47,12 @@ def test_a_version_meeting_its_gates_is_validated_with_its_digest_checked(kiln: 
     assert condition(status, "ArtifactVerified")["reason"] == "DigestMatches"
     assert condition(status, "Ready")["status"] == "True"
     assert status["observedGeneration"] == kiln.model_version(namespace, "iris-1-0-0")["metadata"]["generation"]
-    events = kiln.events(namespace, "iris-1-0-0")
-    assert ("Normal", "GatePassed", "accuracy = 0.96, expected >= 0.9: passed") in events
-    assert ("Normal", "GatePassed", "latency_p99_ms = 4.1, expected <= 20: passed") in events
+    kiln.wait_for_events(
+        namespace,
+        "iris-1-0-0",
+        ("Normal", "GatePassed", "accuracy = 0.96, expected >= 0.9: passed"),
+        ("Normal", "GatePassed", "latency_p99_ms = 4.1, expected <= 20: passed"),
+    )
 
 
 def test_a_version_missing_its_gates_is_rejected_naming_each_failing_gate(kiln: Kiln, namespace: str) -> None:
@@ -70,11 +73,11 @@ def test_a_version_missing_its_gates_is_rejected_naming_each_failing_gate(kiln: 
     assert "f1_macro" not in status["message"]
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "GatesFailed")
-    warnings = [
-        (reason, message) for kind, reason, message in kiln.events(namespace, "iris-0-9-0") if kind == "Warning"
+    events = kiln.wait_for_events(namespace, "iris-0-9-0", ("Warning", "GatesFailed"))
+    assert [event for event in events if event[1] == "GateFailed"] == [
+        ("Warning", "GateFailed", "accuracy = 0.82, expected >= 0.9: failed: accuracy 0.82 < 0.9"),
+        ("Warning", "GateFailed", "latency_p99_ms = 35, expected <= 20: failed: latency_p99_ms 35 > 20"),
     ]
-    assert ("GateFailed", "accuracy = 0.82, expected >= 0.9: failed: accuracy 0.82 < 0.9") in warnings
-    assert ("GateFailed", "latency_p99_ms = 35, expected <= 20: failed: latency_p99_ms 35 > 20") in warnings
 
 
 def test_a_challenger_is_compared_with_the_production_version(kiln: Kiln, namespace: str) -> None:
@@ -137,7 +140,8 @@ def test_production_needs_distinct_approvals(kiln: Kiln, namespace: str) -> None
         ("Approved", "bob"),
         ("StageChanged", "unknown"),
     ]
-    approvals = [message for _, reason, message in kiln.events(namespace, "iris-2-0-0") if reason == "Approved"]
+    events = kiln.wait_for_events(namespace, "iris-2-0-0", ("Normal", "Approved", "approved by bob (2 of 2 required)"))
+    approvals = [message for _, reason, message in events if reason == "Approved"]
     assert approvals == ["approved by alice (1 of 2 required): looks good", "approved by bob (2 of 2 required)"]
 
 
@@ -160,9 +164,8 @@ def test_promotion_archives_the_previous_production_version_and_keeps_both_in_hi
     assert new["history"][-1]["toStage"] == "Production"
     promoted, archived = (datetime.datetime.fromisoformat(s["history"][-1]["time"]) for s in (new, old))
     assert promoted <= archived
-    assert ("Normal", "Superseded", "archiving iris-1-0-0 (1.0.0), the previous Production version") in kiln.events(
-        namespace, "iris-1-1-0"
-    )
+    superseded = ("Normal", "Superseded", "archiving iris-1-0-0 (1.0.0), the previous Production version")
+    kiln.wait_for_events(namespace, "iris-1-1-0", superseded)
 
 
 def test_a_duplicate_version_is_rejected_naming_the_version_registered_first(kiln: Kiln, namespace: str) -> None:
@@ -176,9 +179,7 @@ def test_a_duplicate_version_is_rejected_naming_the_version_registered_first(kil
     assert condition(status, "Validated")["reason"] == "DuplicateVersion"
     assert "already registered by ModelVersion iris-first (3.0.0)" in status["message"]
     assert kiln.status(namespace, "iris-first")["phase"] == "Validated"
-    assert ("Warning", "DuplicateVersion") in [
-        (kind, reason) for kind, reason, _ in kiln.events(namespace, "iris-again")
-    ]
+    kiln.wait_for_events(namespace, "iris-again", ("Warning", "DuplicateVersion"))
 
 
 def test_stage_changes_of_a_rejected_version_are_refused_with_a_reason(kiln: Kiln, namespace: str) -> None:
@@ -195,11 +196,8 @@ def test_stage_changes_of_a_rejected_version_are_refused_with_a_reason(kiln: Kil
         condition(status, "StageGranted")["message"]
         == "the version is Rejected, so it may only be archived, not moved to Staging"
     )
-    assert (
-        "Warning",
-        "VersionRejected",
-        "stage Staging: the version is Rejected, so it may only be archived, not moved to Staging",
-    ) in kiln.events(namespace, "iris-bad")
+    refusal = "stage Staging: the version is Rejected, so it may only be archived, not moved to Staging"
+    kiln.wait_for_events(namespace, "iris-bad", ("Warning", "VersionRejected", refusal))
 
     patch_spec(kiln, namespace, "iris-bad", {"stage": "Archived"})
     kiln.wait_for_stage(namespace, "iris-bad", "Archived")

@@ -18,10 +18,12 @@ def test_a_restarted_operator_resumes_from_status_without_repeating_itself(tmp_p
 
         with running_operator(kiln):
             kiln.wait_for_phase("default", "iris-1-0-0", "Validated")
+            kiln.wait_for_events("default", "iris-1-0-0", ("Normal", "GatesPassed"))
         patch = {"spec": {"stage": "Staging"}}
         kiln.kubectl("patch", "mv", "iris-1-0-0", "--type", "merge", "-p", json.dumps(patch))
         with running_operator(kiln):
             status = kiln.wait_for_stage("default", "iris-1-0-0", "Staging")
+            kiln.wait_for_events("default", "iris-1-0-0", ("Normal", "StageChanged"))
 
         assert status["phase"] == "Validated"
         assert [entry["toStage"] for entry in status["history"]] == ["Staging"]
