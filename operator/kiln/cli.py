@@ -8,12 +8,17 @@ import sys
 import click
 
 import kiln
+from kiln import registry_cli
 from kiln.api import base, crd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Kiln: train, register, gate and ship ML models on Kubernetes."""
+
+
+for registry_command in registry_cli.COMMANDS:
+    main.add_command(registry_command)
 
 
 @main.command()

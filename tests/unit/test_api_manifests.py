@@ -25,7 +25,7 @@ from crd_schemas import DELETE
 
 import kiln
 from kiln import api, cli
-from kiln.api import crd, resources
+from kiln.api import crd, modelversion, resources
 
 SCENARIOS = (
     "iris-training",
@@ -534,6 +534,35 @@ def test_changing_a_model_versions_identity_is_refused(path: str, value: Any, fi
 def test_changing_only_the_stage_of_a_model_version_is_allowed() -> None:
     updated = crd_schemas.edited(REGISTERED, "spec.stage", "Production")
     assert crd_schemas.apiserver_errors(updated, old=REGISTERED) == []
+
+
+def test_the_status_the_registry_writes_is_accepted_by_the_crd_schema() -> None:
+    history = [
+        {"action": "Approved", "user": f"user-{n}", "time": "2024-06-11T10:00:00Z"}
+        for n in range(modelversion.HISTORY_LIMIT)
+    ]
+    status = modelversion.ModelVersionStatus.model_validate(
+        {
+            "phase": "Rejected",
+            "duplicateOf": "iris-1.2.0-first",
+            "validatedInputs": "89fc2d935a3c0a92",
+            "stage": "Staging",
+            "stageSince": "2024-06-11T10:00:00.123456Z",
+            "gateResults": [{"metric": "accuracy", "expected": ">= 0.9", "actual": 0.8, "passed": False}],
+            "history": history,
+        }
+    )
+    with_status = {**REGISTERED, "status": status.to_wire()}
+    assert crd_schemas.structural_errors(with_status) == []
+    too_long = {**REGISTERED, "status": {**status.to_wire(), "history": [*history, history[0]]}}
+    assert _naming(crd_schemas.structural_errors(too_long), "status.history")
+
+
+def test_a_stage_request_names_the_field_it_gets_wrong() -> None:
+    with pytest.raises(pydantic.ValidationError, match="stage"):
+        modelversion.StageRequest.model_validate({"stage": "Live", "user": "alice", "time": "2024-06-11T10:00:00Z"})
+    with pytest.raises(pydantic.ValidationError, match="user"):
+        modelversion.StageRequest.model_validate({"stage": "Staging", "user": "", "time": "2024-06-11T10:00:00Z"})
 
 
 def test_transition_rules_are_not_run_on_create() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
@@ -159,8 +159,12 @@ class ModelVersionSpec(base.KilnModel):
     gates: list[common.Gate] = Field(default_factory=list, max_length=32)
     """Quality gates to pass before the version is Validated."""
     stage: Stage = Stage.NONE
-    """The lifecycle stage asked for: None, Staging, Production or Archived. Production needs the
-    version Validated and requiredApprovals distinct approvals."""
+    """The lifecycle stage asked for (`kiln stage`): None, Staging, Production or Archived. The
+    registry grants it in status.stage: None may move to Staging or Archived, Staging to None,
+    Production or Archived, Production to Staging or Archived, Archived back to Staging. Staging and
+    Production need the version Validated, Production also requiredApprovals distinct approvals;
+    promoting a version to Production archives the model's previous Production version. A Rejected
+    version may only be archived."""
     required_approvals: StrictInt = Field(default=0, ge=0, le=16)
     """Distinct approvers needed before the version may enter Production."""
     approvals: list[Approval] = Field(default_factory=list, max_length=64)
@@ -195,6 +199,25 @@ class GateResult(base.KilnModel):
     """Why it failed, when it did."""
 
 
+STAGE_REQUEST_ANNOTATION: Final = f"{base.GROUP}/stage-request"
+"""The annotation `kiln stage` writes beside spec.stage: who asked for the stage, when and why, as
+a JSON StageRequest. A spec.stage it does not name (set by `kubectl patch`, say) is recorded as
+asked for by an unknown user."""
+
+
+class StageRequest(base.KilnModel):
+    """Who asked for a stage: the value of the `kiln.dev/stage-request` annotation."""
+
+    stage: Stage
+    """The stage asked for; the request speaks for spec.stage only while the two agree."""
+    user: str = Field(min_length=1, max_length=256)
+    """Who asked, as the API server authenticated them (SelfSubjectReview)."""
+    time: datetime.datetime
+    """When they asked."""
+    comment: str = Field(default="", max_length=1024)
+    """Why."""
+
+
 class StageChange(base.KilnModel):
     """One entry of the audit trail: a stage change or an approval."""
 
@@ -212,6 +235,10 @@ class StageChange(base.KilnModel):
     """The comment given."""
 
 
+HISTORY_LIMIT: Final = 100
+"""How many audit entries status.history keeps; the oldest go first. Events carry every entry too."""
+
+
 class ModelVersionStatus(base.KilnModel):
     """What the registry decided about the version."""
 
@@ -222,15 +249,24 @@ class ModelVersionStatus(base.KilnModel):
     observed_generation: StrictInt | None = None
     """The metadata.generation this status reflects."""
     conditions: list[base.Condition] = Field(default_factory=list)
-    """Ready, GatesPassed, Approved."""
+    """Ready (Validated and in the stage asked for), Validated, ArtifactVerified, Approved and
+    StageGranted."""
+    validated_inputs: str | None = None
+    """A digest of the gates and metrics the phase was decided from; changing either validates the
+    version again."""
+    duplicate_of: str | None = None
+    """The ModelVersion that registered this model and version first, when this one repeats it (and
+    is Rejected for that)."""
     gate_results: list[GateResult] = Field(default_factory=list)
-    """The outcome of each gate."""
+    """The outcome of each gate bound: one entry per min, max and noWorseThanProductionBy."""
     stage: Stage = Stage.NONE
-    """The stage the version is in now."""
+    """The stage the registry granted; spec.stage is the stage asked for."""
+    stage_since: datetime.datetime | None = None
+    """When the version entered its stage."""
     approved_by: list[str] = Field(default_factory=list)
-    """Distinct approvers so far."""
-    history: list[StageChange] = Field(default_factory=list)
-    """The audit trail of stage changes and approvals, newest last, bounded."""
+    """Distinct approvers so far, in the order they first approved."""
+    history: list[StageChange] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    """The audit trail of stage changes and approvals, newest last; the oldest entries go first."""
 
 
 class ModelVersion(base.KilnModel):

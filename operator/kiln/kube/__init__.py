@@ -1,4 +1,6 @@
 """The one thin boundary to the Kubernetes API.
 
-Get, list, apply, patch and status writes for the handlers.
+`client.Client` gets, lists, creates, merge-patches (spec and status) and posts Events for any
+resource; `client.connect` builds one from a kubeconfig or a pod's service account, as any user
+the caller may impersonate. Nothing here decides anything: the controllers' plans do.
 """

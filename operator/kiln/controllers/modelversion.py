@@ -1,0 +1,109 @@
+"""The ModelVersion controller: observe the version and its model's other versions, plan, act.
+
+A reconcile reads the namespace's ModelVersions once (the version itself among them, so it acts on
+the newest copy), asks `kiln.registry.plan` what to do, and when the plan wants the artifact read,
+records the Validating phase first, reads the artifact (bounded by a timeout, on a worker thread,
+so a hung store cannot hang the operator) and plans again. Acting is: write status (refused if the
+object changed meanwhile), then ask superseded Production versions to step down, then post Events,
+so a retried reconcile never posts an Event twice for one change.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kiln import artifacts
+from kiln.api import modelversion, resources
+from kiln.kube import client
+from kiln.registry import observed as registry_observed
+from kiln.registry import plan as registry_plan
+
+MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
+DEFAULT_ARTIFACT_TIMEOUT = 60.0
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+Outcome = registry_observed.ArtifactOutcome
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def check_artifact(
+    artifact: modelversion.Artifact, namespace: str | None, settings: artifacts.Settings, timeout: float
+) -> registry_observed.ArtifactCheck:
+    """Read the artifact and compare its digest; every failure is an outcome, never an exception."""
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-artifact")
+    future = worker.submit(artifacts.verify, artifact.uri, artifact.sha256, settings, namespace)
+    try:
+        future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        message = f"{artifact.uri}: reading took longer than {timeout:g}s; the digest was not checked"
+        return registry_observed.ArtifactCheck(Outcome.UNREACHABLE, message)
+    except artifacts.DigestMismatchError as error:
+        return registry_observed.ArtifactCheck(Outcome.MISMATCH, str(error))
+    except artifacts.ArtifactNotFoundError as error:
+        return registry_observed.ArtifactCheck(Outcome.NOT_FOUND, str(error))
+    except artifacts.UnsafeURIError as error:
+        return registry_observed.ArtifactCheck(Outcome.UNSAFE, str(error))
+    except (artifacts.UnsupportedURIError, OSError) as error:
+        return registry_observed.ArtifactCheck(Outcome.UNREACHABLE, f"{error}; the digest was not checked")
+    finally:
+        worker.shutdown(wait=False)  # a read still hanging keeps its thread, not the reconcile
+    return registry_observed.ArtifactCheck(Outcome.VERIFIED, f"{artifact.uri} has sha256 {artifact.sha256}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Controller:
+    kube: client.Client
+    artifact_settings: artifacts.Settings
+    artifact_timeout: float = DEFAULT_ARTIFACT_TIMEOUT
+    clock: Clock = _utcnow
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        """Bring one ModelVersion's status, and its model's Production stage, up to date."""
+        versions = self.kube.list(MODEL_VERSIONS, namespace)
+        body = next((version for version in versions if version["metadata"]["name"] == name), None)
+        if body is None:
+            return  # deleted since the event: nothing to do
+        seen = registry_observed.observe(body, versions)
+        planned = registry_plan.plan(seen, self.clock())
+        if planned.check_artifact:
+            body = self._record(body, planned.status)
+            check = check_artifact(seen.spec.artifact, namespace, self.artifact_settings, self.artifact_timeout)
+            seen = registry_observed.observe(body, versions, check)
+            planned = registry_plan.plan(seen, self.clock())
+        self._act(body, planned)
+
+    def _record(self, body: Mapping[str, Any], status: modelversion.ModelVersionStatus) -> dict[str, Any]:
+        wire = status.to_wire()
+        if body.get("status") == wire:
+            return dict(body)
+        return self.kube.patch_status(MODEL_VERSIONS, body, wire)
+
+    def _act(self, body: Mapping[str, Any], planned: registry_plan.Plan) -> None:
+        body = self._record(body, planned.status)
+        namespace = body["metadata"].get("namespace")
+        for supersede in planned.supersede:
+            request = supersede.request.model_dump_json(by_alias=True, exclude_none=True)
+            patch = {
+                "metadata": {"annotations": {modelversion.STAGE_REQUEST_ANNOTATION: request}},
+                "spec": {"stage": supersede.request.stage.value},
+            }
+            try:
+                self.kube.patch(MODEL_VERSIONS, namespace, supersede.name, patch)
+            except client.NotFoundError:
+                continue  # deleted meanwhile: it serves nothing any more
+        for event in planned.events:
+            try:
+                self.kube.post_event(body, event.type, event.reason, event.message)
+            except client.ApiError as error:
+                # Status already tells the story; a retry would not plan this Event again.
+                log.warning("could not post Event %s about %s: %s", event.reason, body["metadata"]["name"], error)

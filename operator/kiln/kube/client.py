@@ -1,0 +1,261 @@
+"""A small, generic client for the Kubernetes REST API, over the `kubernetes` package's transport.
+
+It speaks paths, not generated models: any group, version and plural is one `Resource`, so the
+TrainingJob and ModelDeployment controllers use the same get, list, create-or-patch, status and
+Event calls as the registry. Payloads are the API server's JSON as plain dicts. Writes are merge
+patches, never blind replaces. Every failure is an `ApiError` (with `NotFoundError` and `ConflictError` for
+the two a caller acts on), unreachable servers included, and no call waits longer than `timeout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import kubernetes
+import urllib3
+
+from kiln.api import base, resources
+from kiln.kube import patches
+
+Object = dict[str, Any]
+IN_CLUSTER_NAMESPACE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_MERGE_PATCH = "application/merge-patch+json"
+_EVENT_MESSAGE_LIMIT = 1024
+
+
+class ApiError(Exception):
+    """The API server refused a request, or could not be reached (status 0)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}" if status else message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFoundError(ApiError):
+    pass
+
+
+class ConflictError(ApiError):
+    """The object changed since it was read (a stale resourceVersion), or already exists."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One kind of the REST API: where its objects live."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        parts = [prefix]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        parts.extend(part for part in (name, subresource) if part)
+        return "/".join(parts)
+
+
+EVENTS = Resource("", "v1", "events", "Event")
+SELF_SUBJECT_REVIEWS = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False)
+
+
+def kiln_resource(kind: resources.ResourceKind) -> Resource:
+    """The REST resource of a Kiln kind."""
+    return Resource(base.GROUP, base.VERSION, kind.plural, kind.kind)
+
+
+def _api_error(error: kubernetes.client.ApiException) -> ApiError:
+    message = error.reason or ""
+    with contextlib.suppress(ValueError, AttributeError):  # a body that is not a Status keeps the reason
+        message = json.loads(error.body or "{}").get("message", message)
+    status = int(error.status or 0)
+    kind = {404: NotFoundError, 409: ConflictError}.get(status, ApiError)
+    return kind(status, error.reason or "", message)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Client:
+    """Calls to one API server as one user."""
+
+    def __init__(
+        self, api_client: kubernetes.client.ApiClient, namespace: str = "default", timeout: float = 30
+    ) -> None:
+        self._api = api_client
+        self.namespace = namespace
+        """The namespace of the kubeconfig's context (or the pod's), for callers that name none."""
+        self.timeout = timeout
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> Object:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            result = self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=self.timeout,
+            )
+        except kubernetes.client.ApiException as error:
+            raise _api_error(error) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(
+                0, "Unreachable", f"the API server at {self._api.configuration.host} did not answer: {error}"
+            ) from None
+        return dict(result or {})
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> Object | None:
+        """The object, or None when there is none."""
+        try:
+            return self._call("GET", resource.path(namespace, name))
+        except NotFoundError:
+            return None
+
+    def list(self, resource: Resource, namespace: str | None, label_selector: str | None = None) -> list[Object]:
+        """Every object of the namespace (or of the cluster, with namespace None) the selector matches."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        items: list[Object] = self._call("GET", resource.path(namespace), query=query).get("items", [])
+        for item in items:  # list items come without apiVersion and kind; callers parse whole objects
+            item.setdefault("apiVersion", resource.api_version)
+            item.setdefault("kind", resource.kind)
+        return items
+
+    def create(self, resource: Resource, body: Mapping[str, Any]) -> Object:
+        namespace = body.get("metadata", {}).get("namespace")
+        return self._call("POST", resource.path(namespace), body=dict(body))
+
+    def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: Mapping[str, Any],
+        subresource: str | None = None,
+    ) -> Object:
+        """A JSON merge patch (RFC 7386); put metadata.resourceVersion in it to refuse a stale write."""
+        return self._call(
+            "PATCH", resource.path(namespace, name, subresource), body=dict(patch), content_type=_MERGE_PATCH
+        )
+
+    def create_or_patch(self, resource: Resource, body: Mapping[str, Any]) -> Object:
+        """Create the object, or merge its fields into the one that exists: never a blind replace."""
+        metadata = body.get("metadata", {})
+        try:
+            return self.create(resource, body)
+        except ConflictError:
+            return self.patch(resource, metadata.get("namespace"), metadata["name"], body)
+
+    def patch_status(self, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]) -> Object:
+        """Turn the object's status into `status` through the status subresource: fields that are gone
+        are removed, and a write over a newer object than `obj` fails with ConflictError."""
+        metadata = obj["metadata"]
+        patch = {
+            "metadata": {"resourceVersion": metadata["resourceVersion"]},
+            "status": patches.merge_patch(obj.get("status") or {}, status),
+        }
+        return self.patch(resource, metadata.get("namespace"), metadata["name"], patch, subresource="status")
+
+    def post_event(
+        self,
+        involved: Mapping[str, Any],
+        event_type: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+        component: str = "kiln",
+    ) -> Object:
+        """Record a core/v1 Event about `involved`, as `kubectl describe` shows them."""
+        metadata = involved["metadata"]
+        namespace = metadata.get("namespace") or "default"
+        now = _now()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{metadata['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": metadata["name"],
+                "namespace": namespace,
+                "uid": metadata.get("uid"),
+                "resourceVersion": metadata.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:_EVENT_MESSAGE_LIMIT],
+            "type": event_type,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        return self.create(EVENTS, event)
+
+    def whoami(self) -> str:
+        """The user the API server authenticates this client as (SelfSubjectReview, `kubectl auth whoami`)."""
+        review = {"apiVersion": SELF_SUBJECT_REVIEWS.api_version, "kind": SELF_SUBJECT_REVIEWS.kind}
+        answer = self._call("POST", SELF_SUBJECT_REVIEWS.path(None), body=review)
+        username = answer.get("status", {}).get("userInfo", {}).get("username")
+        if not username:
+            raise ApiError(0, "NoUser", "the API server's SelfSubjectReview named no user")
+        return str(username)
+
+
+def _kubeconfig_namespace(config_file: str | None, context: str | None) -> str:
+    contexts, active = kubernetes.config.list_kube_config_contexts(config_file=config_file)
+    chosen = next((entry for entry in contexts if entry["name"] == context), active) if context else active
+    return str((chosen or {}).get("context", {}).get("namespace") or "default")
+
+
+def connect(
+    kubeconfig: str | None = None, context: str | None = None, impersonate: str | None = None, timeout: float = 30
+) -> Client:
+    """A client from the kubeconfig (`kubeconfig`, else $KUBECONFIG, else ~/.kube/config) or, in a pod
+    with none of those, the pod's service account. `impersonate` acts as that user, as `kubectl --as`."""
+    config_file = kubeconfig or os.environ.get("KUBECONFIG") or str(pathlib.Path.home() / ".kube" / "config")
+    config_file = config_file.split(os.pathsep)[0]
+    if pathlib.Path(config_file).exists():
+        api_client = kubernetes.config.new_client_from_config(config_file=config_file, context=context)
+        namespace = _kubeconfig_namespace(config_file, context)
+    else:
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        api_client = kubernetes.client.ApiClient(configuration)
+        namespace = IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.exists() else "default"
+    if impersonate:
+        api_client.set_default_header("Impersonate-User", impersonate)
+    return Client(api_client, namespace, timeout)
