@@ -149,6 +149,7 @@ def cluster_start(
     if prometheus_url.exists():
         click.echo(f"prometheus at {prometheus_url.read_text()}")
     click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
+    click.echo(f"export KILN_PVC_ROOT={home / 'volumes'}")
 
 
 @cluster.command("add-node")
