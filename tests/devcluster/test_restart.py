@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
+from conftest import process_exists
 from polling import eventually
 
 from kiln.devcluster import cluster
@@ -254,15 +255,6 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> subprocess
         timeout=60,
         check=False,
     )
-
-
-def process_exists(pid: int) -> bool:
-    """Whether the process (or, until its parent reaps it, its zombie) is still there."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_writes_survive_a_killed_dev_cluster_process(tmp_path: pathlib.Path) -> None:

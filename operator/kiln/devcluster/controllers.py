@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import pathlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -268,3 +269,33 @@ def copied(obj: Object) -> Object:
 def object_key(event: store.Event) -> Key:
     metadata = event.object["metadata"]
     return (metadata.get("namespace", ""), metadata["name"])
+
+
+class FileWriter(Controller):
+    """Keeps one file rendered from the cluster's objects, rewritten atomically when it changes,
+    so a reader (a pod's resolver, Prometheus) never sees half a file."""
+
+    debounce_seconds = 0.1
+    watched: tuple[str, ...] = ()
+
+    def __init__(self, cluster: registry.Registry, path: pathlib.Path) -> None:
+        super().__init__(cluster)
+        self.path = path
+
+    def render(self) -> str:
+        raise NotImplementedError
+
+    def initial_keys(self) -> Iterable[Key]:
+        return [("", "")]
+
+    def keys_for(self, event: store.Event) -> Iterable[Key]:
+        return [("", "")] if event.resource in self.watched else ()
+
+    async def reconcile(self, key: Key) -> float | None:
+        text = self.render()
+        if not self.path.exists() or self.path.read_text() != text:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".tmp")
+            partial.write_text(text)
+            partial.replace(self.path)
+        return None

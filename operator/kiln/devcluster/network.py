@@ -18,7 +18,6 @@ import hashlib
 import ipaddress
 import itertools
 import logging
-import pathlib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -399,26 +398,11 @@ def hosts_text(records: dict[str, list[str]]) -> str:
     return "".join(f"{address} {name}\n" for name, addresses in sorted(records.items()) for address in addresses)
 
 
-class DnsController(controllers.Controller):
+class DnsController(controllers.FileWriter):
     """Keeps the cluster's hosts file, which the pod resolver shim reads."""
 
     name = "cluster-dns"
-    debounce_seconds = 0.1
+    watched = (SERVICE, ENDPOINTS, POD)
 
-    def __init__(self, cluster: registry.Registry, hosts_file: pathlib.Path) -> None:
-        super().__init__(cluster)
-        self.hosts_file = hosts_file
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [("", "")]
-
-    def keys_for(self, event: store.Event) -> Iterable[Key]:
-        return [("", "")] if event.resource in (SERVICE, ENDPOINTS, POD) else ()
-
-    async def reconcile(self, key: Key) -> float | None:
-        text = hosts_text(dns_records(self.client.list(SERVICE), self.client.list(ENDPOINTS), self.client.list(POD)))
-        if not self.hosts_file.exists() or self.hosts_file.read_text() != text:
-            partial = self.hosts_file.with_suffix(".tmp")
-            partial.write_text(text)
-            partial.replace(self.hosts_file)
-        return None
+    def render(self) -> str:
+        return hosts_text(dns_records(self.client.list(SERVICE), self.client.list(ENDPOINTS), self.client.list(POD)))

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from kiln.devcluster import controllers, registry, store
-from kiln.devcluster.controllers import POD, Key
+from kiln.devcluster import controllers
+from kiln.devcluster.controllers import POD
 
 log = logging.getLogger(__name__)
 
@@ -74,30 +74,14 @@ def targets(pods: Iterable[Object]) -> list[Object]:
     return sorted(found, key=lambda target: target["targets"][0])
 
 
-class ScrapeTargets(controllers.Controller):
+class ScrapeTargets(controllers.FileWriter):
     """Keeps the file_sd targets file current."""
 
     name = "prometheus-discovery"
-    debounce_seconds = 0.1
+    watched = (POD,)
 
-    def __init__(self, cluster: registry.Registry, targets_file: pathlib.Path) -> None:
-        super().__init__(cluster)
-        self.targets_file = targets_file
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [("", "")]
-
-    def keys_for(self, event: store.Event) -> Iterable[Key]:
-        return [("", "")] if event.resource == POD else ()
-
-    async def reconcile(self, key: Key) -> float | None:
-        text = json.dumps(targets(self.client.list(POD)), indent=1, sort_keys=True)
-        if not self.targets_file.exists() or self.targets_file.read_text() != text:
-            self.targets_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.targets_file.with_suffix(".tmp")
-            partial.write_text(text)
-            partial.replace(self.targets_file)  # atomic: Prometheus never reads half a file
-        return None
+    def render(self) -> str:
+        return json.dumps(targets(self.client.list(POD)), indent=1, sort_keys=True)
 
 
 def configuration(targets_file: pathlib.Path) -> Object:
