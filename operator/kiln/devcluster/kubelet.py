@@ -579,10 +579,6 @@ def _readiness_conditions(
         kinds.append((kind, "True" if ready else "False", "" if ready else reason, message))
     for kind, status, why, text in kinds:
         conditions = controllers.set_condition(conditions, kind, status, why, text, now, lastProbeTime=None)
-        for entry in conditions:
-            if entry["type"] == kind and not why:
-                entry.pop("reason", None)
-                entry.pop("message", None)
     return conditions
 
 

@@ -67,10 +67,6 @@ class Scheduler(controllers.Controller):
         status["conditions"] = controllers.set_condition(
             status.get("conditions") or [], "PodScheduled", "True", "", "", now, lastProbeTime=None
         )
-        for entry in status["conditions"]:
-            if entry["type"] == "PodScheduled":
-                entry.pop("reason", None)
-                entry.pop("message", None)
         self.client.update_status(POD, bound, status)
         self.client.event(
             bound, "Normal", "Scheduled", f"Successfully assigned {metadata['namespace']}/{metadata['name']} to {node}"
