@@ -39,10 +39,6 @@ def default_selector(cluster: registry.Registry, rt: kinds.ResourceType, job: Ob
         template_labels.setdefault(key, value)
 
 
-def _stamp(now: datetime.datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _pod_failures(pod: Object) -> int:
     """Failures a pod contributes: its failure, or its container restarts under OnFailure."""
     status = pod.get("status") or {}
@@ -185,7 +181,7 @@ class JobController(controllers.Controller):
     def _drive(self, job: Object, pods: list[Object], status: Object, now: datetime.datetime) -> float | None:
         """Start, fail, complete or suspend the job; create the pods it still needs."""
         spec = job["spec"]
-        stamp = _stamp(now)
+        stamp = objects.format_time(now)
         conditions = list(status.get("conditions") or [])
         active = [pod for pod in pods if workloads.is_active(pod)]
         if spec.get("suspend"):
@@ -325,7 +321,7 @@ class JobController(controllers.Controller):
         ttl = job["spec"].get("ttlSecondsAfterFinished")
         if ttl is None:
             return None
-        since = objects.parse_time(finished.get("lastTransitionTime") or _stamp(now))
+        since = objects.parse_time(finished.get("lastTransitionTime") or objects.format_time(now))
         remaining = int(ttl) - (now - since).total_seconds()
         if remaining > 0:
             return remaining

@@ -32,6 +32,7 @@ from kiln.devcluster import (
     errors,
     identity,
     network,
+    objects,
     podenv,
     probes,
     registry,
@@ -54,10 +55,6 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 FOLLOW_POLL_SECONDS = 0.2
 SIDECAR_START_POLL_SECONDS = 0.05
 _PR_SET_PDEATHSIG = 1
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _die_with_parent() -> None:
@@ -157,7 +154,7 @@ class Container:
     def _enter_running(self) -> None:
         if self.terminated:
             self.last_state = {"terminated": self.terminated}
-        self.state = {"running": {"startedAt": _now()}}
+        self.state = {"running": {"startedAt": objects.now()}}
         self.killed.clear()
         self.kill_reason = ""
 
@@ -168,7 +165,7 @@ class Container:
             "exitCode": exit_code,
             "reason": reason,
             "startedAt": started,
-            "finishedAt": _now(),
+            "finishedAt": objects.now(),
             "containerID": f"kiln-process://{self.process.pid}" if self.process else "",
         }
         if message:
@@ -346,7 +343,7 @@ class PodWorker:
         self._publishing = False
         self.task: asyncio.Task[None] | None = None
         self.termination: asyncio.Task[None] | None = None
-        self.started_at = pod.get("status", {}).get("startTime") or _now()
+        self.started_at = pod.get("status", {}).get("startTime") or objects.now()
 
     @property
     def client(self) -> controllers.Client:
@@ -614,7 +611,9 @@ def pod_status(pod: Object, worker: PodWorker) -> Object:
     )
     if worker.init_containers:
         status["initContainerStatuses"] = [c.status() for c in worker.init_containers]
-    status["conditions"] = _readiness_conditions(status.get("conditions") or [], worker, terminal=terminal, now=_now())
+    status["conditions"] = _readiness_conditions(
+        status.get("conditions") or [], worker, terminal=terminal, now=objects.now()
+    )
     return status
 
 

@@ -11,14 +11,17 @@ _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
+def format_time(moment: datetime.datetime) -> str:
+    """A time as Kubernetes writes timestamps: RFC 3339, seconds, UTC."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    """The current time as Kubernetes writes timestamps: RFC 3339, seconds, UTC."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(datetime.datetime.now(datetime.UTC))
 
 
 def timestamp_after(seconds: float) -> str:
-    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
-    return later.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds))
 
 
 def parse_time(text: str) -> datetime.datetime:

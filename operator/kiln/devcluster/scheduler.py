@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable
 from typing import Any
 
-from kiln.devcluster import controllers, scheduling, store
+from kiln.devcluster import controllers, objects, scheduling, store
 from kiln.devcluster.controllers import NODE, POD, PRIORITY_CLASS, PVC, Key
 
 Object = dict[str, Any]
@@ -42,7 +41,7 @@ class Scheduler(controllers.Controller):
         classes = {pc["metadata"]["name"]: int(pc.get("value", 0)) for pc in self.client.list(PRIORITY_CLASS)}
         claims = {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in self.client.list(PVC)}
         result = scheduling.plan(pods, self.client.list(NODE), groups, classes, claims)
-        now = _stamp()
+        now = objects.now()
         for pod, node in result.bindings:
             self._bind(pod, node, now)
         for pod, message in result.unschedulable:
@@ -92,9 +91,5 @@ class Scheduler(controllers.Controller):
             members = [pod for pod in pods if scheduling.group_of(pod) == ref]
             status = {**(group.get("status") or {}), **scheduling.group_status(members, min_member)}
             if status["phase"] != "Pending" and "scheduleStartTime" not in status:
-                status["scheduleStartTime"] = _stamp()
+                status["scheduleStartTime"] = objects.now()
             self.client.update_status(ref.resource, group, status)
-
-
-def _stamp() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

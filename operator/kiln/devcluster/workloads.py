@@ -139,7 +139,7 @@ def deployment_status(
         "unavailableReplicas": max(sum(_spec_replicas(rs) for rs in sets) - available, 0),
     }
     status = {key: value for key, value in status.items() if value or key == "observedGeneration"}
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = objects.format_time(now)
     conditions = list(previous.get("conditions") or [])
     if available >= replicas - max_unavailable:
         conditions = controllers.set_condition(
@@ -181,7 +181,7 @@ def _progressing(
     conditions: list[Object],
     now: datetime.datetime,
 ) -> list[Object]:
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = objects.format_time(now)
     spec = deployment["spec"]
     replicas = int(spec.get("replicas", 1))
     name = new["metadata"]["name"] if new else ""
