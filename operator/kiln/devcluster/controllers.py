@@ -130,6 +130,14 @@ def controller_of(obj: Object) -> str | None:
     return None
 
 
+def controller_named(obj: Object, kind: str) -> str | None:
+    """The name of the object's managing owner when that owner is of the given kind."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == kind:
+            return str(ref["name"])
+    return None
+
+
 def owner_reference(owner: Object) -> Object:
     return {
         "apiVersion": owner["apiVersion"],
@@ -203,6 +211,10 @@ class Controller:
 
     def initial_keys(self) -> Iterable[Key]:
         return ()
+
+    def keys_of(self, resource: str) -> list[Key]:
+        """The key of every stored object of a resource: what a controller looks at when it starts."""
+        return [(obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) for obj in self.client.list(resource)]
 
     def enqueue(self, key: Key) -> None:
         self._dirty[key] = None

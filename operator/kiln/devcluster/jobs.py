@@ -84,15 +84,15 @@ class JobController(controllers.Controller):
         self.backoff_seconds = backoff_seconds
 
     def initial_keys(self) -> Iterable[Key]:
-        return [(job["metadata"].get("namespace", ""), job["metadata"]["name"]) for job in self.client.list(JOB)]
+        return self.keys_of(JOB)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == JOB:
             return [controllers.object_key(event)]
         if event.resource == POD:
-            for ref in event.object["metadata"].get("ownerReferences") or []:
-                if ref.get("controller") and ref.get("kind") == "Job":
-                    return [(event.object["metadata"].get("namespace", ""), ref["name"])]
+            owner = controllers.controller_named(event.object, "Job")
+            if owner:
+                return [(event.object["metadata"].get("namespace", ""), owner)]
         return ()
 
     async def reconcile(self, key: Key) -> float | None:

@@ -665,7 +665,7 @@ class Kubelet(controllers.Controller):
         return network.lookup(records, name, namespace)
 
     def initial_keys(self) -> Iterable[Key]:
-        return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.client.list(POD)]
+        return self.keys_of(POD)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == NODE and event.type == store.ADDED:

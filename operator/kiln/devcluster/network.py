@@ -179,7 +179,7 @@ class EndpointsController(controllers.Controller):
     name = "endpoint-controller"
 
     def initial_keys(self) -> Iterable[Key]:
-        return [(s["metadata"]["namespace"], s["metadata"]["name"]) for s in self.client.list(SERVICE)]
+        return self.keys_of(SERVICE)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == SERVICE:

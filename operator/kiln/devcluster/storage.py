@@ -25,7 +25,7 @@ class VolumeBinder(controllers.Controller):
         self.volumes_root = volumes_root
 
     def initial_keys(self) -> Iterable[Key]:
-        return [(c["metadata"]["namespace"], c["metadata"]["name"]) for c in self.client.list(PVC)]
+        return self.keys_of(PVC)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         return [controllers.object_key(event)] if event.resource == PVC and event.type != store.DELETED else ()

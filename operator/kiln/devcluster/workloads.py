@@ -248,15 +248,13 @@ class DeploymentController(controllers.Controller):
     name = "deployment-controller"
 
     def initial_keys(self) -> Iterable[Key]:
-        return [
-            controllers.object_key(store.Event(0, DEPLOYMENT, store.ADDED, d)) for d in self.client.list(DEPLOYMENT)
-        ]
+        return self.keys_of(DEPLOYMENT)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == DEPLOYMENT:
             return [controllers.object_key(event)]
         if event.resource == REPLICA_SET:
-            owner = _owner_of_kind(event.object, "Deployment")
+            owner = controllers.controller_named(event.object, "Deployment")
             if owner:
                 return [(event.object["metadata"].get("namespace", ""), owner)]
         return ()
@@ -375,13 +373,6 @@ class DeploymentController(controllers.Controller):
             self.client.delete(REPLICA_SET, rs["metadata"].get("namespace", ""), rs["metadata"]["name"])
 
 
-def _owner_of_kind(obj: Object, kind: str) -> str | None:
-    for ref in obj["metadata"].get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == kind:
-            return str(ref["name"])
-    return None
-
-
 def _pod_rank(pod: Object) -> tuple[int, int, str]:
     """Which pods a shrinking ReplicaSet deletes first: unscheduled, pending, not ready, then the youngest."""
     scheduled = 1 if pod["spec"].get("nodeName") else 0
@@ -430,13 +421,13 @@ class ReplicaSetController(controllers.Controller):
     name = "replicaset-controller"
 
     def initial_keys(self) -> Iterable[Key]:
-        return [(rs["metadata"].get("namespace", ""), rs["metadata"]["name"]) for rs in self.client.list(REPLICA_SET)]
+        return self.keys_of(REPLICA_SET)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == REPLICA_SET:
             return [controllers.object_key(event)]
         if event.resource == POD:
-            owner = _owner_of_kind(event.object, "ReplicaSet")
+            owner = controllers.controller_named(event.object, "ReplicaSet")
             if owner:
                 return [(event.object["metadata"].get("namespace", ""), owner)]
         return ()
