@@ -53,13 +53,13 @@ class Client:
         self.manager = manager
 
     def resource_type(self, key: str) -> kinds.ResourceType:
-        for resource in self.registry.types.all():
-            if resource.key == key:
-                return resource
-        raise LookupError(f"the dev cluster serves no resource {key}")
+        resource = self.registry.type_for_key(key)
+        if resource is None:
+            raise LookupError(f"the dev cluster serves no resource {key}")
+        return resource
 
     def serves(self, key: str) -> bool:
-        return any(resource.key == key for resource in self.registry.types.all())
+        return self.registry.type_for_key(key) is not None
 
     def get(self, key: str, namespace: str, name: str) -> Object | None:
         return self.registry.store.get(key, namespace, name)

@@ -541,13 +541,14 @@ class Registry:
     def _dependents(self, owner_uid: str) -> list[tuple[kinds.ResourceType, Object]]:
         found = []
         for key, namespace, name in self._index.dependents(owner_uid):
-            resource = self._type_for_key(key)
+            resource = self.type_for_key(key)
             obj = self.store.get(key, namespace, name)
             if resource is not None and obj is not None:
                 found.append((resource, obj))
         return found
 
-    def _type_for_key(self, key: str) -> kinds.ResourceType | None:
+    def type_for_key(self, key: str) -> kinds.ResourceType | None:
+        """The resource type stored under a key (`pods`, `deployments.apps`), or None."""
         return next((resource for resource in self._storage_types() if resource.key == key), None)
 
     def _collect_garbage(self, owner_uid: str) -> None:
@@ -564,7 +565,7 @@ class Registry:
         """A removal may have been the last dependent a foreground deletion waited for."""
         for key, namespace, name in self._index.waiting_in_foreground():
             obj = self.store.get(key, namespace, name)
-            resource = self._type_for_key(key)
+            resource = self.type_for_key(key)
             if obj is not None and resource is not None and not self._index.dependents(obj["metadata"]["uid"]):
                 self._drop_finalizer(resource, obj, FOREGROUND)
 
