@@ -328,6 +328,27 @@ def test_a_headless_service_gives_a_pod_a_name_other_pods_resolve(kube: Kube, tm
     assert found == {name: {"address": address, "reply": "worker-0 "} for name in names}
 
 
+def test_an_env_value_naming_a_peer_is_its_address_even_when_the_peer_starts_later(
+    kube: Kube, tmp_path: pathlib.Path
+) -> None:
+    # torch's rendezvous store resolves MASTER_ADDR in C, past the Python resolver: the kubelet hands
+    # the process the address, and holds the start until the peer has one
+    kube.core.create_namespaced_service(NS, {
+        "metadata": {"name": "ranks"},
+        "spec": {"clusterIP": "None", "selector": {"app": "rank"}, "ports": [{"port": 8080}]},
+    })  # fmt: skip
+    env = [{"name": "MASTER_ADDR", "value": "rank-0.ranks"}, {"name": "PLAIN", "value": "model.skops"}]
+    show = "import os; print(os.environ['MASTER_ADDR'], os.environ['PLAIN'])"
+    kube.core.create_namespaced_pod(NS, pod("rank-1", ["python", "-c", show], "Never", container={"env": env}))
+    master = server_pod("rank-0", server_script(tmp_path), {}, {"app": "rank"})
+    master["spec"].update(hostname="rank-0", subdomain="ranks")
+    kube.core.create_namespaced_pod(NS, master)
+
+    address = wait_ready(kube, "rank-0").status.pod_ip
+    wait_phase(kube, "rank-1", "Succeeded")
+    assert logs(kube, "rank-1").split() == [address, "model.skops"]
+
+
 # What a process sees
 
 

@@ -54,6 +54,7 @@ NAME_WAIT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 FOLLOW_POLL_SECONDS = 0.2
 SIDECAR_START_POLL_SECONDS = 0.05
+NAME_POLL_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
 
 
@@ -194,7 +195,7 @@ class Container:
     async def _run_process(self) -> int:
         worker = self.worker
         try:
-            argv, env, cwd = worker.launch_spec(self.spec)
+            argv, env, cwd = await worker.launch_when_named(self.spec)
         except podenv.ConfigError as error:
             self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
             worker.publish()
@@ -204,7 +205,6 @@ class Container:
                     worker.stopping.wait(), self.worker.kubelet.config.crash_loop_back_off.initial_seconds
                 )
             return 1
-        await worker.wait_for_names(env)
         log_path = worker.log_path(self.name, self.restart_count)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._enter_running()
@@ -449,8 +449,23 @@ class PodWorker:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "kubeconfig").write_text(yaml.safe_dump(document))
 
-    def launch_spec(self, spec: Object) -> tuple[list[str], dict[str, str], str]:
-        """argv, environment and working directory of a container's process."""
+    async def launch_when_named(self, spec: Object) -> tuple[list[str], dict[str, str], str]:
+        """The launch, held briefly while a cluster name in its env has no address yet (a peer pod
+        of the same gang that is a moment behind), as a pod would retry DNS."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + NAME_WAIT_SECONDS
+        while True:
+            argv, env, cwd, unresolved = self.launch_spec(spec)
+            if not unresolved or loop.time() >= deadline or self.stopping.is_set():
+                return argv, env, cwd
+            await asyncio.sleep(NAME_POLL_SECONDS)
+
+    def launch_spec(self, spec: Object) -> tuple[list[str], dict[str, str], str, list[str]]:
+        """argv, environment and working directory of a container's process, and the cluster
+        names in its env that have no address yet.
+
+        An env value naming a cluster host (MASTER_ADDR=rank-0.job) is given as its address, so
+        that programs that resolve names outside Python (torch's rendezvous store) find it too."""
         kubelet = self.kubelet
         api_host, _, api_port = kubelet.api_url.removeprefix("http://").rpartition(":")
         pod_spec = self.pod["spec"]
@@ -474,7 +489,9 @@ class PodWorker:
             base.update(podenv.service_links(self.client.list(SERVICE, self.key[0])))
         env = podenv.container_env(self.pod_with_ip(), spec, self.lookup, base)
         mounts = volumes.mounts(spec, self.directories)
-        env = {name: podenv.translate_path(self.resolve_cluster_name(value), mounts) for name, value in env.items()}
+        addresses = self.kubelet.cluster_addresses(env.values(), self.key[0])
+        unresolved = [value for value, address in addresses.items() if address is None]
+        env = {name: podenv.translate_path(addresses.get(value) or value, mounts) for name, value in env.items()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM_DIR), env.get("PYTHONPATH")]))
         env.update(
             {
@@ -494,30 +511,7 @@ class PodWorker:
         working_dir = spec.get("workingDir")
         cwd = podenv.translate_path(working_dir, mounts) if working_dir else str(self.dir)
         pathlib.Path(cwd).mkdir(parents=True, exist_ok=True)
-        return argv, env, cwd
-
-    async def wait_for_names(self, env: dict[str, str]) -> None:
-        """Hold a start briefly while a cluster name in its env has no address yet (a peer pod
-        of the same gang that is a moment behind), as a pod would retry DNS."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + NAME_WAIT_SECONDS
-        services = self.kubelet.service_names(self.key[0])
-        while loop.time() < deadline and not self.stopping.is_set():
-            pending = [
-                value
-                for value in env.values()
-                if network.looks_like_cluster_name(value, services) and not self.kubelet.resolve(value, self.key[0])
-            ]
-            if not pending:
-                return
-            await asyncio.sleep(0.2)
-
-    def resolve_cluster_name(self, value: str) -> str:
-        """An env value naming a cluster host (MASTER_ADDR=rank-0.job) becomes its address, so that
-        programs that resolve names outside Python (torch's rendezvous store) find it too."""
-        if not network.looks_like_cluster_name(value, self.kubelet.service_names(self.key[0])):
-            return value
-        return self.kubelet.resolve(value, self.key[0]) or value
+        return argv, env, cwd, unresolved
 
     def pod_with_ip(self) -> Object:
         pod = controllers.copied(self.pod)
@@ -655,14 +649,16 @@ class Kubelet(controllers.Controller):
         used |= {worker.ip for worker in self.workers.values()}
         return network.next_free_address(network.POD_NETWORK, used)
 
-    def service_names(self, namespace: str) -> set[str]:
-        return {s["metadata"]["name"] for s in self.client.list(SERVICE, namespace)}
-
-    def resolve(self, name: str, namespace: str) -> str | None:
+    def cluster_addresses(self, values: Iterable[str], namespace: str) -> dict[str, str | None]:
+        """Each value that names a cluster host, with its address now (None: not yet resolvable)."""
+        services = {s["metadata"]["name"] for s in self.client.list(SERVICE, namespace)}
+        names = {value for value in values if network.looks_like_cluster_name(value, services)}
+        if not names:
+            return {}
         records = network.dns_records(
             self.client.list(SERVICE), self.client.list(controllers.ENDPOINTS), self.client.list(POD)
         )
-        return network.lookup(records, name, namespace)
+        return {name: network.lookup(records, name, namespace) for name in names}
 
     def initial_keys(self) -> Iterable[Key]:
         return self.keys_of(POD)
