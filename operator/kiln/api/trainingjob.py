@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
-from kiln.api import base, common
+from kiln.api import base, common, modelversion
 
 
 class ContainerTrainer(base.KilnModel):
@@ -140,6 +140,19 @@ class Checkpoint(base.KilnModel):
     )
 
 
+class ModelStore(base.KilnModel):
+    """Where a job writes the artifact it registers."""
+
+    claim_name: str = Field(default="kiln-models", min_length=1, max_length=253)
+    """The PersistentVolumeClaim that holds the namespace's model artifacts. Kiln creates
+    `kiln-models` (not owned by any job, so artifacts outlive the jobs that wrote them) when it is
+    missing; name your own claim to use it instead."""
+    size: base.Quantity = "10Gi"
+    """The size of the claim when Kiln creates it."""
+    storage_class_name: str | None = Field(default=None, max_length=253)
+    """The storage class of the claim when Kiln creates it; the cluster's default when unset."""
+
+
 class Output(base.KilnModel):
     """The ModelVersion a successful job registers."""
 
@@ -151,6 +164,8 @@ class Output(base.KilnModel):
     """Quality gates the ModelVersion must pass to become Validated."""
     required_approvals: StrictInt = Field(default=0, ge=0, le=16)
     """Distinct approvals the version needs before it may enter stage Production."""
+    store: ModelStore = Field(default_factory=ModelStore)
+    """Where the artifact is written: `pvc://<claimName>/<modelName>/<version>/model.skops`."""
 
 
 class TrainingJobSpec(base.KilnModel):
@@ -207,6 +222,36 @@ class TrainingJobSpec(base.KilnModel):
             field_path=".workers",
         ),
     )
+
+
+RESULT_MESSAGE_LIMIT = 4096
+"""The most a container's termination message carries (the kubelet truncates beyond it)."""
+
+
+class TrainingResult(base.KilnModel):
+    """What a finished job reports: the contract between any training container and the operator.
+
+    Rank 0 writes it as JSON to `$KILN_RESULT_FILE`, which is also its container's
+    terminationMessagePath, so the kubelet hands it to the operator in the pod's status (at most
+    4096 bytes). `kiln-trainer` writes one after it registered the ModelVersion itself; a user's
+    container writes one and the operator registers the ModelVersion from it.
+    """
+
+    metrics: dict[str, StrictFloat] = Field(default_factory=dict)
+    """Held-out metrics (`accuracy: 0.97`); the output gates read them."""
+    artifact: modelversion.Artifact | None = None
+    """The artifact written; without one no ModelVersion is registered."""
+    framework: str = Field(default="sklearn", max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """The ML framework of the artifact."""
+    framework_version: str | None = Field(default=None, max_length=64)
+    """The framework version the artifact was written with."""
+    signature: modelversion.Signature | None = None
+    """The model's inputs and outputs."""
+    lineage: modelversion.Lineage | None = None
+    """Dataset, code and parameters; the operator fills in the training job."""
+    model_version: str | None = Field(default=None, max_length=253)
+    """The ModelVersion the container registered itself (kiln-trainer does); unset asks the operator
+    to register one from this result."""
 
 
 class TrainingJobPhase(StrEnum):
