@@ -20,7 +20,7 @@ import kubernetes
 import yaml
 from polling import eventually
 
-from kiln.devcluster import cluster
+from kiln.devcluster import cluster, config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -129,9 +129,9 @@ class Kiln:
 
 
 @contextlib.contextmanager
-def cluster_with_crds(root: pathlib.Path) -> Iterator[Kiln]:
+def cluster_with_crds(root: pathlib.Path, settings: config.ClusterConfig | None = None) -> Iterator[Kiln]:
     """A dev cluster under `root` with Kiln's CRDs established; the operator not started."""
-    with cluster.ThreadedDevCluster(root / "devcluster") as devcluster:
+    with cluster.ThreadedDevCluster(root / "devcluster", settings=settings) as devcluster:
         pvc_root = devcluster.state_dir / "volumes"
         env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path), "KILN_PVC_ROOT": str(pvc_root)}
         setup = Kiln(devcluster, env, pvc_root, root / "operator.log")

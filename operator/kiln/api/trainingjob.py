@@ -293,7 +293,11 @@ class TrainingJobStatus(base.KilnModel):
     workers: WorkerCounts = Field(default_factory=WorkerCounts)
     """Worker counts by state."""
     restarts: StrictInt = 0
-    """How many times the gang has been restarted."""
+    """How many times the gang has been restarted after a worker failed."""
+    next_restart_time: datetime.datetime | None = None
+    """When the gang restarts after its last failure (exponential back-off)."""
+    queued_time: datetime.datetime | None = None
+    """When the job began waiting for admission, for gangScheduling.timeoutSeconds."""
     start_time: datetime.datetime | None = None
     """When the job's workers first started."""
     completion_time: datetime.datetime | None = None

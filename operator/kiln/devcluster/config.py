@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from kiln.devcluster import quantity
+from kiln import quantity
 
 
 class _Config(BaseModel):

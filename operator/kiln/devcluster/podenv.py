@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kiln.devcluster import quantity
+from kiln import quantity
 
 Object = dict[str, Any]
 

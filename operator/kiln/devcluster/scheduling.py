@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from kiln.devcluster import quantity, selectors
+from kiln import quantity
+from kiln.devcluster import selectors
 
 Object = dict[str, Any]
 Resources = dict[str, Fraction]

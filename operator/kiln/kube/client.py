@@ -75,12 +75,42 @@ class Resource:
 
 
 EVENTS = Resource("", "v1", "events", "Event")
+PODS = Resource("", "v1", "pods", "Pod")
+SERVICES = Resource("", "v1", "services", "Service")
+PERSISTENT_VOLUME_CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+NODES = Resource("", "v1", "nodes", "Node", False)
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
+ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
+PRIORITY_CLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False)
+COSCHEDULING_POD_GROUPS = Resource("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup")
+VOLCANO_POD_GROUPS = Resource("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup")
+KNOWN = (
+    PODS,
+    SERVICES,
+    PERSISTENT_VOLUME_CLAIMS,
+    SERVICE_ACCOUNTS,
+    NODES,
+    ROLES,
+    ROLE_BINDINGS,
+    PRIORITY_CLASSES,
+    COSCHEDULING_POD_GROUPS,
+    VOLCANO_POD_GROUPS,
+)
 SELF_SUBJECT_REVIEWS = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False)
 
 
 def kiln_resource(kind: resources.ResourceKind) -> Resource:
     """The REST resource of a Kiln kind."""
     return Resource(base.GROUP, base.VERSION, kind.plural, kind.kind)
+
+
+def resource_of(obj: Mapping[str, Any]) -> Resource:
+    """The resource of an object built as a dict, from its apiVersion and kind."""
+    found = next((r for r in KNOWN if (r.api_version, r.kind) == (obj.get("apiVersion"), obj.get("kind"))), None)
+    if found is None:
+        raise ValueError(f"no known resource for apiVersion {obj.get('apiVersion')} kind {obj.get('kind')}")
+    return found
 
 
 def _api_error(error: kubernetes.client.ApiException) -> ApiError:
@@ -115,6 +145,18 @@ class Client:
         query: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> Object:
+        return dict(self._request(method, path, body, query, content_type) or {})
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        *,
+        response_type: str = "object",
+    ) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -125,7 +167,7 @@ class Client:
                 query_params=list((query or {}).items()),
                 header_params=headers,
                 body=body,
-                response_type="object",
+                response_type=response_type,
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _request_timeout=self.timeout,
@@ -136,7 +178,7 @@ class Client:
             raise ApiError(
                 0, "Unreachable", f"the API server at {self._api.configuration.host} did not answer: {error}"
             ) from None
-        return dict(result or {})
+        return result
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> Object | None:
         """The object, or None when there is none."""
@@ -170,6 +212,21 @@ class Client:
         return self._call(
             "PATCH", resource.path(namespace, name, subresource), body=dict(patch), content_type=_MERGE_PATCH
         )
+
+    def delete(self, resource: Resource, namespace: str | None, name: str, propagation: str | None = None) -> None:
+        """Delete the object; one already gone is fine. `propagation` is Background, Foreground or
+        Orphan (what happens to the objects it owns)."""
+        query = {"propagationPolicy": propagation} if propagation else None
+        with contextlib.suppress(NotFoundError):
+            self._call("DELETE", resource.path(namespace, name), query=query)
+
+    def logs(self, namespace: str, pod: str, container: str | None = None, tail_lines: int = 20) -> str:
+        """The last lines a pod's container logged."""
+        query = {"tailLines": str(tail_lines)}
+        if container:
+            query["container"] = container
+        text = self._request("GET", PODS.path(namespace, pod, "log"), query=query, response_type="str")
+        return str(text or "")
 
     def create_or_patch(self, resource: Resource, body: Mapping[str, Any]) -> Object:
         """Create the object, or merge its fields into the one that exists: never a blind replace."""

@@ -1,0 +1,231 @@
+"""The TrainingJob controller: observe the job and its children, plan, act.
+
+One reconcile at a time per job (timers, pod events and spec changes all land here). Admission is
+serialised across jobs: the gang scheduler reads the cluster and the Admitted status is written
+before the next job is looked at, so two jobs can never both be admitted into the same free
+capacity. Acting is: create what is missing (an object that exists already is left alone, so a
+restarted operator never duplicates a worker), delete what must go, write status (refused if the
+job changed meanwhile), then post Events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from kiln.api import resources, trainingjob
+from kiln.kube import client
+from kiln.providers import gang
+from kiln.training import admission, workers
+from kiln.training import plan as training_plan
+
+TRAINING_JOBS = client.kiln_resource(resources.TRAINING_JOB)
+MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
+POD_GROUPS = {
+    trainingjob.GangScheduler.COSCHEDULING: client.COSCHEDULING_POD_GROUPS,
+    trainingjob.GangScheduler.VOLCANO: client.VOLCANO_POD_GROUPS,
+}
+Phase = trainingjob.TrainingJobPhase
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime.datetime]
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _gang(
+    body: Mapping[str, Any], cpu_nodes: bool, priorities: Mapping[str, int], default_priority: int
+) -> admission.Gang:
+    job = workers.Job.from_body(body)
+    priority_class = job.spec.priority_class_name
+    return admission.Gang(
+        namespace=job.namespace,
+        name=job.name,
+        size=job.spec.workers,
+        where=workers.placement(job.spec, cpu_nodes),
+        priority=priorities.get(priority_class, default_priority) if priority_class else default_priority,
+        queued_at=body["metadata"].get("creationTimestamp", ""),
+    )
+
+
+@dataclasses.dataclass
+class Controller:
+    kube: client.Client
+    settings: training_plan.Settings = dataclasses.field(default_factory=training_plan.Settings)
+    clock: Clock = _utcnow
+    _admission: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(default_factory=dict)
+    _locks_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    @contextlib.contextmanager
+    def _job_lock(self, namespace: str, name: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault((namespace, name), threading.Lock())
+        with lock:
+            yield
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the lock of a deleted job."""
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        """Bring one TrainingJob's children and status up to date."""
+        with self._job_lock(namespace, name):
+            body = self.kube.get(TRAINING_JOBS, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            seen = self._observe(body)
+            planned = training_plan.plan(seen, self.clock(), self.settings)
+            if planned.needs_logs:
+                seen = dataclasses.replace(seen, logs=self._logs(namespace, planned.needs_logs))
+                planned = training_plan.plan(seen, self.clock(), self.settings)
+            if not planned.needs_admission:
+                self._act(body, planned)
+                return
+            with self._admission:
+                seen = dataclasses.replace(seen, admission=self._admit(body, seen))
+                self._act(body, training_plan.plan(seen, self.clock(), self.settings))
+
+    # -- observe ------------------------------------------------------------------------------
+
+    def _observe(self, body: Mapping[str, Any]) -> training_plan.Observed:
+        job = workers.Job.from_body(body)
+        status = trainingjob.TrainingJobStatus.model_validate(body.get("status") or {})
+        pods = self.kube.list(client.PODS, job.namespace, f"{workers.JOB_LABEL}={job.name}")
+        owned = [pod for pod in pods if self._owned_by(pod, job.uid)]
+        found = [worker for worker in map(training_plan.Worker.from_pod, owned) if worker is not None]
+        if status.phase in training_plan.FINISHED:
+            return training_plan.Observed(body=body, workers=found)
+        children = frozenset(kind for kind, exists in self._children(job).items() if exists)
+        store = workers.model_store_pvc(job)
+        output = job.spec.output
+        model_version = (
+            self.kube.get(MODEL_VERSIONS, job.namespace, workers.model_version_name(output)) if output else None
+        )
+        return training_plan.Observed(
+            body=body,
+            workers=found,
+            children=children,
+            model_store_exists=store is None
+            or self.kube.get(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, store["metadata"]["name"]) is not None,
+            trainer_account_exists=self.kube.get(client.SERVICE_ACCOUNTS, job.namespace, workers.TRAINER_ACCOUNT)
+            is not None,
+            cpu_nodes_exist=admission.cpu_nodes_exist(self.kube.list(client.NODES, None)),
+            model_version=model_version,
+        )
+
+    @staticmethod
+    def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+        return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+    def _children(self, job: workers.Job) -> dict[str, bool]:
+        found = {"Service": self.kube.get(client.SERVICES, job.namespace, job.name) is not None}
+        claim = workers.checkpoint_claim(job)
+        if claim:
+            found["PersistentVolumeClaim"] = (
+                self.kube.get(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, claim) is not None
+            )
+        pod_groups = POD_GROUPS.get(job.spec.gang_scheduling.scheduler)
+        if pod_groups is not None:
+            found["PodGroup"] = self.kube.get(pod_groups, job.namespace, job.name) is not None
+        return found
+
+    def _logs(self, namespace: str, pod: str) -> str:
+        try:
+            return self.kube.logs(namespace, pod, workers.TRAINER_CONTAINER, training_plan.LOG_LINES)
+        except client.ApiError as error:
+            return f"(its logs could not be read: {error})"
+
+    def _admit(self, body: Mapping[str, Any], seen: training_plan.Observed) -> admission.Admission:
+        job = workers.Job.from_body(body)
+        scheduler = gang.SCHEDULERS[job.spec.gang_scheduling.scheduler]
+        priorities, default_priority = self._priorities() if scheduler.needs_cluster else ({}, 0)
+        candidate = _gang(body, seen.cpu_nodes_exist, priorities, default_priority)
+        return scheduler.admit(candidate, lambda: self._cluster(seen.cpu_nodes_exist, priorities, default_priority))
+
+    def _priorities(self) -> tuple[dict[str, int], int]:
+        classes = self.kube.list(client.PRIORITY_CLASSES, None)
+        values = {item["metadata"]["name"]: int(item.get("value", 0)) for item in classes}
+        default = next((int(item.get("value", 0)) for item in classes if item.get("globalDefault")), 0)
+        return values, default
+
+    def _cluster(self, cpu_nodes: bool, priorities: Mapping[str, int], default_priority: int) -> admission.Cluster:
+        pods = self.kube.list(client.PODS, None)
+        jobs = self.kube.list(TRAINING_JOBS, None)
+        bound: dict[tuple[str, str], int] = {}
+        for pod in pods:
+            labels = pod["metadata"].get("labels") or {}
+            phase = (pod.get("status") or {}).get("phase")
+            if (
+                labels.get(workers.JOB_LABEL)
+                and pod.get("spec", {}).get("nodeName")
+                and phase not in ("Succeeded", "Failed")
+            ):
+                key = (pod["metadata"].get("namespace", ""), labels[workers.JOB_LABEL])
+                bound[key] = bound.get(key, 0) + 1
+        admitted: list[tuple[admission.Gang, int]] = []
+        waiting: list[admission.Gang] = []
+        for body in jobs:
+            try:
+                spec = trainingjob.TrainingJobSpec.model_validate(body.get("spec") or {})
+            except ValueError:
+                continue  # a job that does not parse is reported by its own reconcile
+            if spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
+                continue
+            phase = (body.get("status") or {}).get("phase") or Phase.PENDING.value
+            one = _gang(body, cpu_nodes, priorities, default_priority)
+            if phase in training_plan.HOLDS_ADMISSION:
+                admitted.append((one, bound.get(one.key, 0)))
+            elif phase in (Phase.PENDING, Phase.QUEUED) and not spec.suspend:
+                waiting.append(one)
+        nodes = self.kube.list(client.NODES, None)
+        return admission.Cluster(nodes=nodes, pods=pods, admitted=admitted, waiting=waiting)
+
+    # -- act ----------------------------------------------------------------------------------
+
+    def _act(self, body: Mapping[str, Any], planned: training_plan.Plan) -> None:
+        namespace = body["metadata"].get("namespace") or "default"
+        self._create(planned.create)
+        if planned.register is not None:
+            self._create([planned.register], MODEL_VERSIONS)
+        for pod in planned.delete_pods:
+            self.kube.delete(client.PODS, namespace, pod)
+        if planned.delete_job:
+            self._expire(body)
+            return
+        wire = planned.status.to_wire()
+        if body.get("status") != wire:
+            body = self.kube.patch_status(TRAINING_JOBS, body, wire)
+        for event in planned.events:
+            try:
+                self.kube.post_event(body, event.type, event.reason, event.message)
+            except client.ApiError as error:
+                log.warning("could not post Event %s about %s: %s", event.reason, body["metadata"]["name"], error)
+
+    def _create(self, objects: Sequence[Mapping[str, Any]], resource: client.Resource | None = None) -> None:
+        for obj in objects:
+            with contextlib.suppress(client.ConflictError):  # there already: never a duplicate
+                self.kube.create(resource or client.resource_of(obj), obj)
+
+    def _expire(self, body: Mapping[str, Any]) -> None:
+        """ttlSecondsAfterFinished: delete the job and what it owns, except its ModelVersion."""
+        job = workers.Job.from_body(body)
+        for pod in self.kube.list(client.PODS, job.namespace, f"{workers.JOB_LABEL}={job.name}"):
+            self.kube.delete(client.PODS, job.namespace, pod["metadata"]["name"])
+        self.kube.delete(client.SERVICES, job.namespace, job.name)
+        checkpoint = workers.checkpoint_pvc(job)
+        if checkpoint is not None:
+            self.kube.delete(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, checkpoint["metadata"]["name"])
+        pod_groups = POD_GROUPS.get(job.spec.gang_scheduling.scheduler)
+        if pod_groups is not None:
+            self.kube.delete(pod_groups, job.namespace, job.name)
+        # Orphan: the ModelVersion the job registered is owned by it and must outlive it.
+        self.kube.delete(TRAINING_JOBS, job.namespace, job.name, propagation="Orphan")

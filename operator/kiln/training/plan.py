@@ -1,0 +1,461 @@
+"""The TrainingJob lifecycle as a pure plan: the job, its observed workers, the admission decision
+and the time in; the objects to create or delete, the status and the Events out.
+
+Pending → Queued → Admitted → Running → Succeeded | Failed, and Suspended. Every worker of one
+attempt carries the attempt number (the restart count) in a label. A failed worker fails the
+attempt: all its workers are deleted and, after an exponential back-off, the whole gang starts
+again (torch elastic semantics), until backoffLimit restarts are spent. Everything the next
+reconcile needs (phase, restarts, the back-off deadline, when queueing began) is in status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import pydantic
+
+from kiln.api import base, conditions, modelversion, trainingjob
+from kiln.training import admission, workers
+
+Object = dict[str, Any]
+Phase = trainingjob.TrainingJobPhase
+FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+HOLDS_ADMISSION = frozenset({Phase.ADMITTED, Phase.RUNNING})
+LOG_LINES = 20
+_MESSAGE_LIMIT = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    trainer_image: str = "ghcr.io/kiln-dev/kiln:0.1.0"
+    """The image whose `kiln-trainer` runs sklearn jobs."""
+    backoff_seconds: float = 10.0
+    """The first restart's delay; each further restart doubles it (as the Job controller does)."""
+    max_backoff_seconds: float = 360.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """One observed worker pod."""
+
+    name: str
+    rank: int
+    attempt: int
+    phase: str
+    """Pending, Running, Succeeded or Failed."""
+    deleting: bool = False
+    created: datetime.datetime | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    """Why it stopped (the container's terminated reason), or why it is not scheduled."""
+    message: str = ""
+    """The container's termination message: the result file, or its last log lines."""
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> Worker | None:
+        metadata = pod["metadata"]
+        labels = metadata.get("labels") or {}
+        try:
+            rank, attempt = int(labels[workers.RANK_LABEL]), int(labels[workers.ATTEMPT_LABEL])
+        except (KeyError, ValueError):
+            return None  # not a worker Kiln made
+        status = pod.get("status") or {}
+        terminated: Mapping[str, Any] = {}
+        for container in status.get("containerStatuses") or []:
+            if container.get("name") == workers.TRAINER_CONTAINER:
+                terminated = (container.get("state") or {}).get("terminated") or {}
+        scheduled = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {"status": "True"}
+        )
+        reason = terminated.get("reason") or status.get("reason") or ""
+        if scheduled.get("status") == "False":
+            reason = scheduled.get("message") or scheduled.get("reason") or "not scheduled"
+        created = metadata.get("creationTimestamp")
+        return cls(
+            name=metadata["name"],
+            rank=rank,
+            attempt=attempt,
+            phase=status.get("phase") or "Pending",
+            deleting=bool(metadata.get("deletionTimestamp")),
+            created=datetime.datetime.fromisoformat(created) if created else None,
+            exit_code=terminated.get("exitCode"),
+            reason=reason,
+            message=terminated.get("message") or "",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    body: Mapping[str, Any]
+    """The TrainingJob as read."""
+    workers: Sequence[Worker] = ()
+    children: frozenset[str] = frozenset()
+    """Kinds of the other children that exist: Service, PersistentVolumeClaim, PodGroup."""
+    model_store_exists: bool = True
+    trainer_account_exists: bool = True
+    cpu_nodes_exist: bool = False
+    admission: admission.Admission | None = None
+    """The gang scheduler's answer; None when it was not asked."""
+    model_version: Mapping[str, Any] | None = None
+    """The ModelVersion the output names, if it exists."""
+    logs: str | None = None
+    """The last log lines of the worker that failed the job, once fetched."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass
+class Plan:
+    status: trainingjob.TrainingJobStatus
+    create: list[Object] = dataclasses.field(default_factory=list)
+    """Objects to create; ones that exist already are left as they are."""
+    delete_pods: list[str] = dataclasses.field(default_factory=list)
+    events: list[Event] = dataclasses.field(default_factory=list)
+    register: Object | None = None
+    """A ModelVersion to create from the job's result."""
+    delete_job: bool = False
+    """The job's time to live is over: delete it, keeping its ModelVersion."""
+    needs_admission: bool = False
+    """Ask the gang scheduler, then plan again."""
+    needs_logs: str | None = None
+    """Read this worker's last log lines, then plan again."""
+
+
+def backoff(restarts: int, settings: Settings) -> float:
+    """The delay before restart number `restarts` (1, 2, ...): doubling, capped."""
+    return float(min(settings.backoff_seconds * 2 ** max(restarts - 1, 0), settings.max_backoff_seconds))
+
+
+class _Planner:
+    def __init__(self, seen: Observed, now: datetime.datetime, settings: Settings) -> None:
+        self.seen = seen
+        self.now = now
+        self.settings = settings
+        self.job = workers.Job.from_body(seen.body)
+        self.spec = self.job.spec
+        self.generation = seen.body["metadata"].get("generation")
+        old = (seen.body.get("status") or {}) or {}
+        self.previous = trainingjob.TrainingJobStatus.model_validate(old)
+        self.status = self.previous.model_copy(deep=True)
+        self.plan = Plan(self.status)
+        self.reason = ""
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def to(self, phase: Phase, reason: str, message: str) -> None:
+        self.status.phase = phase
+        self.status.message = message[:_MESSAGE_LIMIT]
+        self.reason = reason
+
+    def fail(self, reason: str, message: str) -> None:
+        self.to(Phase.FAILED, reason, message)
+        self.status.completion_time = self.now
+        self.status.next_restart_time = None
+        self.delete_active()
+
+    def delete_active(self) -> None:
+        self.plan.delete_pods += [
+            worker.name
+            for worker in self.seen.workers
+            if not worker.deleting
+            and worker.phase not in ("Succeeded", "Failed")
+            and worker.name not in self.plan.delete_pods
+        ]
+
+    # -- the plan -----------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        phase = self.status.phase
+        if phase in FINISHED:
+            self.finished()
+        elif self.spec.suspend:
+            self.suspend()
+        else:
+            if phase is Phase.SUSPENDED:
+                self.to(Phase.PENDING, "Resumed", "resumed; waiting for admission again")
+                self.status.start_time = None
+            self.active()
+        self.finish_status()
+        return self.plan
+
+    def finished(self) -> None:
+        self.delete_active()
+        ttl = self.spec.ttl_seconds_after_finished
+        if ttl is None or self.status.completion_time is None:
+            return
+        expiry = self.status.completion_time + datetime.timedelta(seconds=ttl)
+        self.plan.delete_job = self.now >= expiry
+
+    def suspend(self) -> None:
+        self.plan.delete_pods += [worker.name for worker in self.seen.workers if not worker.deleting]
+        if self.status.phase is not Phase.SUSPENDED:
+            self.to(Phase.SUSPENDED, "Suspended", "spec.suspend is true: the workers are deleted, the state is kept")
+        self.status.next_restart_time = None
+        self.status.queued_time = None
+
+    def active(self) -> None:
+        if self.status.phase in (Phase.PENDING, Phase.QUEUED) and not self.queue():
+            return
+        self.ensure_children()
+        deadline = self.spec.active_deadline_seconds
+        if deadline is not None and self.status.start_time is not None:
+            expiry = self.status.start_time + datetime.timedelta(seconds=deadline)
+            if self.now >= expiry:
+                self.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
+                return
+        self.run_attempt()
+
+    def queue(self) -> bool:
+        """Wait for admission; True once the gang is admitted."""
+        answer = self.seen.admission
+        if answer is None:
+            self.plan.needs_admission = True
+            return False
+        if answer.admitted:
+            self.to(
+                Phase.ADMITTED,
+                "Admitted",
+                f"admitted by the {self.spec.gang_scheduling.scheduler} gang scheduler: {answer.reason}",
+            )
+            self.status.queued_time = None
+            return True
+        queued = self.status.queued_time or self.now
+        self.status.queued_time = queued
+        timeout = self.spec.gang_scheduling.timeout_seconds
+        expiry = queued + datetime.timedelta(seconds=timeout)
+        if self.now >= expiry:
+            self.fail("GangTimeout", f"not admitted within gangScheduling.timeoutSeconds ({timeout}s): {answer.reason}")
+            return False
+        self.to(Phase.QUEUED, "Queued", answer.reason)
+        return False
+
+    def ensure_children(self) -> None:
+        job, seen = self.job, self.seen
+        wanted: list[tuple[str, Object | None]] = [
+            ("Service", workers.headless_service(job)),
+            ("PersistentVolumeClaim", workers.checkpoint_pvc(job)),
+            ("PodGroup", workers.pod_group(job)),
+        ]
+        self.plan.create += [obj for kind, obj in wanted if obj is not None and kind not in seen.children]
+        store = workers.model_store_pvc(job)
+        if store is not None and not seen.model_store_exists:
+            self.plan.create.append(store)
+        if self.spec.sklearn is not None and self.spec.service_account_name is None and not seen.trainer_account_exists:
+            self.plan.create += workers.trainer_account(job.namespace)
+
+    def run_attempt(self) -> None:
+        attempt = self.status.restarts
+        current = {w.rank: w for w in self.seen.workers if w.attempt == attempt and not w.deleting}
+        # Workers of an older attempt, or on their way out: new ones reuse their names, so they wait.
+        leaving = [w for w in self.seen.workers if w.attempt != attempt or w.deleting]
+        self.plan.delete_pods += [w.name for w in leaving if not w.deleting]
+        self.count(current)
+        failed = sorted((w for w in current.values() if w.phase == "Failed"), key=lambda w: w.rank)
+        if failed:
+            self.worker_failed(failed[0], current)
+            return
+        rank0 = current.get(0)
+        if rank0 is not None and rank0.phase == "Succeeded":
+            self.rank0_succeeded(rank0)
+            return
+        restart_at = self.status.next_restart_time
+        if restart_at is not None and self.now < restart_at:
+            return
+        self.status.next_restart_time = None
+        missing = [rank for rank in range(self.spec.workers) if rank not in current]
+        started = [w for w in current.values() if w.phase != "Pending"]
+        if missing and started:
+            names = ", ".join(workers.worker_name(self.job.name, rank) for rank in missing)
+            self.restart_or_fail(f"worker(s) {names} disappeared while the gang ran", None, current)
+            return
+        if missing and not leaving:
+            where = workers.placement(self.spec, self.seen.cpu_nodes_exist)
+            self.plan.create += [
+                workers.worker_pod(self.job, rank, attempt, where, self.settings.trainer_image) for rank in missing
+            ]
+        self.progress(current)
+
+    def progress(self, current: Mapping[int, Worker]) -> None:
+        size = self.spec.workers
+        running = [w for w in current.values() if w.phase in ("Running", "Succeeded")]
+        if len(running) == size:
+            if self.status.phase is not Phase.RUNNING:
+                self.to(Phase.RUNNING, "Running", f"all {size} workers are running (attempt {self.status.restarts})")
+            self.status.start_time = self.status.start_time or self.now
+            return
+        unscheduled = [w for w in current.values() if w.phase == "Pending" and w.reason]
+        timeout = self.spec.gang_scheduling.timeout_seconds
+        created = [w.created for w in current.values() if w.created is not None]
+        if len(current) == size and unscheduled and created:
+            expiry = min(created) + datetime.timedelta(seconds=timeout)
+            if self.now >= expiry:
+                self.fail(
+                    "GangTimeout",
+                    f"{len(unscheduled)} of {size} workers were not scheduled within gangScheduling.timeoutSeconds"
+                    f" ({timeout}s): {unscheduled[0].reason}",
+                )
+                return
+        if self.status.phase is not Phase.ADMITTED:
+            self.to(Phase.ADMITTED, "Starting", f"{len(running)} of {size} workers running")
+        else:
+            self.status.message = f"{len(running)} of {size} workers running" + (
+                f"; {unscheduled[0].name}: {unscheduled[0].reason}" if unscheduled else ""
+            )
+
+    def worker_failed(self, worker: Worker, current: Mapping[int, Worker]) -> None:
+        how = f"exit code {worker.exit_code}" if worker.exit_code is not None else "no exit code"
+        cause = f"{worker.name} failed ({how}{', ' + worker.reason if worker.reason else ''})"
+        self.restart_or_fail(cause, worker, current)
+
+    def restart_or_fail(self, cause: str, worker: Worker | None, current: Mapping[int, Worker]) -> None:
+        limit = self.spec.backoff_limit
+        if self.status.restarts >= limit:
+            if worker is not None and self.seen.logs is None and not worker.message:
+                self.plan.needs_logs = worker.name
+                return
+            logs = ((self.seen.logs or worker.message) if worker else "").strip()
+            tail = "\n".join(logs.splitlines()[-LOG_LINES:])
+            message = f"{cause}; backoffLimit ({limit}) restarts are spent"
+            self.fail(
+                "BackoffLimitExceeded",
+                f"{message}. Last log lines of {worker.name}:\n{tail}" if worker and tail else message,
+            )
+            return
+        self.status.restarts += 1
+        delay = backoff(self.status.restarts, self.settings)
+        self.status.next_restart_time = self.now + datetime.timedelta(seconds=delay)
+        self.plan.delete_pods += [w.name for w in current.values() if w.name not in self.plan.delete_pods]
+        self.to(
+            Phase.ADMITTED,
+            "Restarting",
+            f"{cause}; restarting the whole gang in {delay:g}s (restart {self.status.restarts} of {limit})",
+        )
+
+    def rank0_succeeded(self, rank0: Worker) -> None:
+        result = self.result_of(rank0)
+        if isinstance(result, str):
+            self.fail("InvalidResult", result)
+            return
+        if result is not None:
+            self.status.metrics = dict(result.metrics)
+        output = self.spec.output
+        if output is not None:
+            name = workers.model_version_name(output)
+            registered = self.seen.model_version
+            owners = [ref.get("uid") for ref in (registered or {}).get("metadata", {}).get("ownerReferences") or []]
+            if registered is not None and self.job.uid not in owners:
+                self.fail("VersionTaken", f"ModelVersion {name} exists already and was not registered by this job")
+                return
+            if registered is None:
+                if result is None or result.artifact is None:
+                    self.fail(
+                        "NoArtifact",
+                        f"{rank0.name} succeeded but reported no artifact in {workers.RESULT_FILE}, so ModelVersion"
+                        f" {name} cannot be registered",
+                    )
+                    return
+                self.plan.register = model_version(self.job, output, result)
+            self.status.model_version = name
+        self.to(
+            Phase.SUCCEEDED,
+            "Succeeded",
+            f"{rank0.name} succeeded"
+            + (f"; registered ModelVersion {self.status.model_version}" if self.status.model_version else ""),
+        )
+        self.status.completion_time = self.now
+        self.delete_active()
+        self.finished()
+
+    def result_of(self, rank0: Worker) -> trainingjob.TrainingResult | str | None:
+        """The result rank 0 reported, None without one, or why it does not parse."""
+        if not rank0.message.strip():
+            return None
+        try:
+            return trainingjob.TrainingResult.model_validate_json(rank0.message)
+        except pydantic.ValidationError as error:
+            return f"{rank0.name} wrote a result that is not a TrainingResult: {error.errors()[0]['msg']}"
+
+    def count(self, current: Mapping[int, Worker]) -> None:
+        counts = self.status.workers
+        counts.desired = 0 if self.spec.suspend else self.spec.workers
+        counts.active = sum(1 for w in current.values() if w.phase in ("Pending", "Running"))
+        counts.ready = sum(1 for w in current.values() if w.phase == "Running")
+        counts.succeeded = sum(1 for w in current.values() if w.phase == "Succeeded")
+        counts.failed = sum(1 for w in current.values() if w.phase == "Failed")
+
+    # -- status -------------------------------------------------------------------------------
+
+    def finish_status(self) -> None:
+        status, previous = self.status, self.previous
+        status.observed_generation = self.generation
+        if status.phase is not previous.phase or (status.phase is Phase.ADMITTED and self.reason == "Restarting"):
+            failed = status.phase is Phase.FAILED or self.reason == "Restarting"
+            self.plan.events.append(
+                Event("Warning" if failed else "Normal", self.reason or status.phase.value, status.message or "")
+            )
+        self.set_conditions()
+
+    def set_conditions(self) -> None:
+        status, phase = self.status, self.status.phase
+        ready = conditions.find(status.conditions, "Ready")
+        reason = self.reason or (ready.reason if ready else phase.value)
+        truth = {
+            "Admitted": phase in HOLDS_ADMISSION or phase is Phase.SUCCEEDED,
+            "Running": phase is Phase.RUNNING,
+            "Succeeded": phase is Phase.SUCCEEDED,
+            "Failed": phase is Phase.FAILED,
+            "Suspended": phase is Phase.SUSPENDED,
+            "Ready": phase is Phase.SUCCEEDED,
+        }
+        for condition_type, holds in truth.items():
+            status.conditions = conditions.set_condition(
+                status.conditions,
+                condition_type,
+                status=base.ConditionStatus.TRUE if holds else base.ConditionStatus.FALSE,
+                reason=reason,
+                message=status.message or "",
+                now=self.now,
+                observed_generation=self.generation,
+            )
+
+
+def model_version(job: workers.Job, output: trainingjob.Output, result: trainingjob.TrainingResult) -> Object:
+    """The ModelVersion a user's container reported in its result, owned by the job."""
+    assert result.artifact is not None
+    lineage = (result.lineage or modelversion.Lineage()).model_copy(update={"training_job": job.name})
+    spec = modelversion.ModelVersionSpec(
+        model_name=output.model_name,
+        version=output.version,
+        artifact=result.artifact,
+        framework=result.framework,
+        framework_version=result.framework_version,
+        metrics=dict(result.metrics),
+        signature=result.signature,
+        lineage=lineage,
+        gates=list(output.gates),
+        required_approvals=output.required_approvals,
+    )
+    return {
+        "apiVersion": base.API_VERSION,
+        "kind": "ModelVersion",
+        "metadata": {
+            "name": workers.model_version_name(output),
+            "namespace": job.namespace,
+            "labels": {**workers.child_labels(job), workers.MODEL_LABEL: output.model_name},
+            "ownerReferences": [workers.owner_reference(job)],
+        },
+        "spec": spec.to_wire(),
+    }
+
+
+def plan(seen: Observed, now: datetime.datetime, settings: Settings = Settings()) -> Plan:
+    """What to do about one TrainingJob now."""
+    return _Planner(seen, now, settings).run()

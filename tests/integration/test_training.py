@@ -1,0 +1,228 @@
+"""TrainingJob with `kiln run` on a dev cluster of one CPU node and two 4-GPU nodes: gang admission,
+GPU placement, gang restarts from a checkpoint, back-off limits, suspend and operator restarts.
+
+Workers are real processes (`python -c ...`): the dev cluster's kubelet runs them whatever GPUs they
+request, so the scheduler's GPU accounting and the processes' exits are both real.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kiln_cluster import Kiln, cluster_with_crds, running_operator
+from polling import eventually
+
+from kiln.devcluster import config
+
+GPU_PRODUCT = "NVIDIA-A100-SXM4-80GB"
+TIMEOUT = 60.0
+GROUP, VERSION, PLURAL = "kiln.dev", "v1alpha1", "trainingjobs"
+
+# Each epoch: read the checkpoint, sleep, write the next epoch. Prints where it started, so a test
+# can tell a resumed worker from a fresh one.
+EPOCHS_SCRIPT = """
+import os, pathlib, sys, time
+epochs, seconds = int(sys.argv[1]), float(sys.argv[2])
+rank = int(os.environ["RANK"])
+checkpoint = pathlib.Path(os.environ["KILN_CHECKPOINT_DIR"]) / "epoch"
+start = int(checkpoint.read_text()) if checkpoint.exists() else 0
+print(f"rank {rank} starting at epoch {start}", flush=True)
+for epoch in range(start, epochs):
+    time.sleep(seconds)
+    if rank == 0:
+        checkpoint.write_text(str(epoch + 1))
+    print(f"rank {rank} finished epoch {epoch + 1}", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiln]:
+    nodes = (
+        config.NodePool(name="cpu", count=1, cpu="8", memory="32Gi"),
+        config.NodePool(
+            name="gpu",
+            count=2,
+            cpu="32",
+            memory="128Gi",
+            gpus=4,
+            gpu_product=GPU_PRODUCT,
+            taints=(config.Taint(key="nvidia.com/gpu", effect="NoSchedule"),),
+        ),
+    )
+    settings = config.ClusterConfig(node_pools=nodes)
+    with cluster_with_crds(tmp_path_factory.mktemp("training"), settings) as setup:
+        setup.env["KILN_TRAINING_BACKOFF_SECONDS"] = "0.5"
+        with running_operator(setup):
+            yield setup
+        setup.assert_no_traceback()
+
+
+@pytest.fixture
+def namespace(kiln: Kiln, request: pytest.FixtureRequest) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    kiln.kubectl("create", "namespace", name)
+    return name
+
+
+def python_job(name: str, code: str, *args: str, **spec: Any) -> dict[str, Any]:
+    """A TrainingJob whose workers run `python -c code args...`."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {"container": {"image": "python:3.11", "command": ["python", "-c", code, *args]}, **spec},
+    }
+
+
+def job(kiln: Kiln, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = kiln.api().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return result
+
+
+def wait_for_phase(kiln: Kiln, namespace: str, name: str, phase: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = job(kiln, namespace, name).get("status") or {}
+        return status if status.get("phase") == phase else None
+
+    result: dict[str, Any] = eventually(reached, f"tj/{name} to be {phase} (see {kiln.operator_log})", timeout)
+    return result
+
+
+def pods_of(kiln: Kiln, namespace: str, name: str) -> list[Any]:
+    pods = kiln.core().list_namespaced_pod(namespace, label_selector=f"kiln.dev/trainingjob={name}").items
+    return sorted(pods, key=lambda pod: pod.metadata.name)
+
+
+def test_gpu_workers_get_devices_selector_and_toleration_and_cpu_jobs_stay_off_gpu_nodes(
+    kiln: Kiln, namespace: str
+) -> None:
+    gpu = python_job(
+        "gpu", "import time; time.sleep(30)", resources={"cpu": "1", "gpus": {"count": 2, "product": GPU_PRODUCT}}
+    )
+    cpu = python_job("cpu", "import time; time.sleep(30)", resources={"cpu": "1"})
+    kiln.apply(namespace, gpu)
+    kiln.apply(namespace, cpu)
+    wait_for_phase(kiln, namespace, "gpu", "Running")
+    wait_for_phase(kiln, namespace, "cpu", "Running")
+
+    [gpu_pod] = pods_of(kiln, namespace, "gpu")
+    container = gpu_pod.spec.containers[0]
+    assert container.resources.requests["nvidia.com/gpu"] == "2"
+    assert container.resources.limits["nvidia.com/gpu"] == "2"
+    assert gpu_pod.spec.node_selector == {"nvidia.com/gpu.product": GPU_PRODUCT}
+    assert any(t.key == "nvidia.com/gpu" and t.operator == "Exists" for t in gpu_pod.spec.tolerations)
+    assert gpu_pod.spec.node_name.startswith("gpu")
+    assert "CUDA_VISIBLE_DEVICES" not in {env.name for env in container.env}
+
+    [cpu_pod] = pods_of(kiln, namespace, "cpu")
+    assert cpu_pod.spec.node_name.startswith("cpu"), cpu_pod.spec.node_name
+    assert not cpu_pod.spec.tolerations or all(t.key != "nvidia.com/gpu" for t in cpu_pod.spec.tolerations)
+
+
+def test_second_gang_waits_queued_without_pods_and_is_admitted_when_the_first_finishes(
+    kiln: Kiln, namespace: str
+) -> None:
+    spec = {"workers": 2, "resources": {"cpu": "1", "gpus": {"count": 4, "product": GPU_PRODUCT}}}
+    kiln.apply(namespace, python_job("first", "import time; time.sleep(6)", **spec))
+    wait_for_phase(kiln, namespace, "first", "Running")
+    kiln.apply(namespace, python_job("second", "import time; time.sleep(1)", **spec))
+
+    queued = wait_for_phase(kiln, namespace, "second", "Queued")
+    assert "nvidia.com/gpu" in queued["message"], queued["message"]
+    assert pods_of(kiln, namespace, "second") == []
+    assert [pod.status.phase for pod in pods_of(kiln, namespace, "first")] == ["Running", "Running"]
+
+    wait_for_phase(kiln, namespace, "first", "Succeeded")
+    wait_for_phase(kiln, namespace, "second", "Succeeded")
+    reasons = [event[1] for event in kiln.events(namespace, "second")]
+    assert reasons.index("Queued") < reasons.index("Admitted") < reasons.index("Succeeded"), reasons
+
+
+def test_two_jobs_needing_six_of_eight_gpus_never_deadlock(kiln: Kiln, namespace: str) -> None:
+    spec = {"workers": 6, "resources": {"cpu": "500m", "gpus": {"count": 1}}}
+    for name in ("left", "right"):
+        kiln.apply(namespace, python_job(name, "import time; time.sleep(3)", **spec))
+    # Both finish: one ran while the other waited with no worker holding a GPU.
+    wait_for_phase(kiln, namespace, "left", "Succeeded")
+    wait_for_phase(kiln, namespace, "right", "Succeeded")
+    events = {name: [event[1] for event in kiln.events(namespace, name)] for name in ("left", "right")}
+    assert any("Queued" in reasons for reasons in events.values()), events
+
+
+def worker_pid(kiln: Kiln, namespace: str, pod_name: str) -> int:
+    pod = kiln.core().read_namespaced_pod(pod_name, namespace)
+    [status] = pod.status.container_statuses
+    container_id = (status.container_id or "") if status.state.running else ""
+    assert container_id.startswith("kiln-process://"), container_id
+    return int(container_id.removeprefix("kiln-process://"))
+
+
+def test_a_killed_worker_restarts_the_gang_which_resumes_from_the_checkpoint(kiln: Kiln, namespace: str) -> None:
+    spec = {"workers": 2, "checkpoint": {"size": "1Gi"}, "backoffLimit": 2}
+    kiln.apply(namespace, python_job("resume", EPOCHS_SCRIPT, "6", "1", **spec))
+    wait_for_phase(kiln, namespace, "resume", "Running")
+
+    def reached_epoch_two() -> bool:
+        logs = kiln.core().read_namespaced_pod_log("resume-worker-0", namespace)
+        return "finished epoch 2" in logs
+
+    eventually(reached_epoch_two, "worker 0 to finish epoch 2", TIMEOUT)
+    os.kill(worker_pid(kiln, namespace, "resume-worker-1"), signal.SIGKILL)
+
+    def restarted() -> bool:
+        pods = pods_of(kiln, namespace, "resume")
+        return len(pods) == 2 and all(pod.metadata.labels["kiln.dev/attempt"] == "1" for pod in pods)
+
+    eventually(restarted, "the gang to restart as attempt 1", TIMEOUT)
+    status = wait_for_phase(kiln, namespace, "resume", "Succeeded")
+    assert status["restarts"] == 1
+    logs = kiln.core().read_namespaced_pod_log("resume-worker-0", namespace)
+    started = int(re.search(r"starting at epoch (\d+)", logs).group(1))  # type: ignore[union-attr]
+    assert started >= 2, logs
+    assert "finished epoch 6" in logs
+    reasons = [event[1] for event in kiln.events(namespace, "resume")]
+    assert "Restarting" in reasons
+
+
+def test_exceeding_the_backoff_limit_fails_with_the_reason_and_last_log_lines(kiln: Kiln, namespace: str) -> None:
+    code = "import sys; print('loading shard 3'); print('CUDA error: out of memory', file=sys.stderr); sys.exit(3)"
+    kiln.apply(namespace, python_job("doomed", code, workers=2, backoffLimit=1))
+    status = wait_for_phase(kiln, namespace, "doomed", "Failed")
+    assert status["restarts"] == 1
+    message = status["message"]
+    assert "exit code 3" in message, message
+    assert "backoffLimit (1)" in message, message
+    assert "CUDA error: out of memory" in message, message
+    failed = [c for c in status["conditions"] if c["type"] == "Failed"][0]
+    assert failed["status"] == "True"
+    assert failed["reason"] == "BackoffLimitExceeded"
+
+
+def test_suspend_deletes_workers_and_resume_starts_them_again(kiln: Kiln, namespace: str) -> None:
+    kiln.apply(namespace, python_job("pausable", "import time; time.sleep(60)"))
+    wait_for_phase(kiln, namespace, "pausable", "Running")
+    kiln.kubectl("patch", "tj", "pausable", "-n", namespace, "--type", "merge", "-p", '{"spec":{"suspend":true}}')
+    wait_for_phase(kiln, namespace, "pausable", "Suspended")
+    eventually(lambda: pods_of(kiln, namespace, "pausable") == [], "the workers to be deleted", TIMEOUT)
+    kiln.kubectl("patch", "tj", "pausable", "-n", namespace, "--type", "merge", "-p", '{"spec":{"suspend":false}}')
+    status = wait_for_phase(kiln, namespace, "pausable", "Running")
+    assert status["restarts"] == 0
+    assert len(pods_of(kiln, namespace, "pausable")) == 1
+
+
+def test_operator_restart_mid_job_continues_without_duplicate_pods(kiln: Kiln, namespace: str) -> None:
+    kiln.apply(namespace, python_job("steady", "import time; time.sleep(8)", workers=3))
+    wait_for_phase(kiln, namespace, "steady", "Running")
+    before = {pod.metadata.name: pod.metadata.uid for pod in pods_of(kiln, namespace, "steady")}
+    with running_operator(kiln):  # a second operator process starts beside the first... see below
+        pass
+    after = {pod.metadata.name: pod.metadata.uid for pod in pods_of(kiln, namespace, "steady")}
+    assert after == before
+    wait_for_phase(kiln, namespace, "steady", "Succeeded")
+    assert {pod.metadata.name: pod.metadata.uid for pod in pods_of(kiln, namespace, "steady")} == before
