@@ -199,7 +199,7 @@ def test_exceeding_the_backoff_limit_fails_with_the_reason_and_last_log_lines(ki
     assert "exit code 3" in message, message
     assert "backoffLimit (1)" in message, message
     assert "CUDA error: out of memory" in message, message
-    failed = [c for c in status["conditions"] if c["type"] == "Failed"][0]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True"
     assert failed["reason"] == "BackoffLimitExceeded"
 
@@ -216,13 +216,48 @@ def test_suspend_deletes_workers_and_resume_starts_them_again(kiln: Kiln, namesp
     assert len(pods_of(kiln, namespace, "pausable")) == 1
 
 
-def test_operator_restart_mid_job_continues_without_duplicate_pods(kiln: Kiln, namespace: str) -> None:
-    kiln.apply(namespace, python_job("steady", "import time; time.sleep(8)", workers=3))
-    wait_for_phase(kiln, namespace, "steady", "Running")
-    before = {pod.metadata.name: pod.metadata.uid for pod in pods_of(kiln, namespace, "steady")}
-    with running_operator(kiln):  # a second operator process starts beside the first... see below
-        pass
-    after = {pod.metadata.name: pod.metadata.uid for pod in pods_of(kiln, namespace, "steady")}
-    assert after == before
-    wait_for_phase(kiln, namespace, "steady", "Succeeded")
-    assert {pod.metadata.name: pod.metadata.uid for pod in pods_of(kiln, namespace, "steady")} == before
+@pytest.mark.parametrize(
+    ("scheduler", "group_api", "plural"),
+    [
+        ("coscheduling", "scheduling.x-k8s.io/v1alpha1", "podgroups"),
+        ("volcano", "scheduling.volcano.sh/v1beta1", "podgroups"),
+    ],
+)
+def test_external_gang_schedulers_get_a_pod_group_with_min_member(
+    kiln: Kiln, namespace: str, scheduler: str, group_api: str, plural: str
+) -> None:
+    spec = {"workers": 3, "elastic": {"minWorkers": 2, "maxWorkers": 3}, "gangScheduling": {"scheduler": scheduler}}
+    kiln.apply(namespace, python_job("grouped", "import time; time.sleep(2)", **spec))
+    wait_for_phase(kiln, namespace, "grouped", "Succeeded")
+    group, version = group_api.split("/")
+    pod_group = kiln.api().get_namespaced_custom_object(group, version, namespace, plural, "grouped")
+    assert pod_group["spec"]["minMember"] == 2
+    assert pod_group["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+    env = {e.name: e.value for e in pods_of(kiln, namespace, "grouped")[0].spec.containers[0].env}
+    assert env["PET_NNODES"] == "2:3"
+
+
+def test_ttl_after_finished_deletes_the_job_and_its_workers(kiln: Kiln, namespace: str) -> None:
+    kiln.apply(namespace, python_job("brief", "print('done')", ttlSecondsAfterFinished=1))
+
+    def gone() -> bool:
+        names = [
+            item["metadata"]["name"]
+            for item in kiln.api().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        ]
+        return "brief" not in names and pods_of(kiln, namespace, "brief") == []
+
+    eventually(gone, "the finished job and its pods to be deleted", TIMEOUT)
+    reasons = [event[1] for event in kiln.events(namespace, "brief")]
+    assert "Succeeded" in reasons
+
+
+def test_active_deadline_fails_a_job_that_runs_too_long(kiln: Kiln, namespace: str) -> None:
+    kiln.apply(namespace, python_job("slow", "import time; time.sleep(60)", activeDeadlineSeconds=2))
+    status = wait_for_phase(kiln, namespace, "slow", "Failed")
+    assert "activeDeadlineSeconds (2s)" in status["message"]
+    eventually(
+        lambda: all(p.status.phase != "Running" for p in pods_of(kiln, namespace, "slow")) or None,
+        "workers stopped",
+        TIMEOUT,
+    )
