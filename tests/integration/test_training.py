@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import kubernetes
 import pytest
 from kiln_cluster import Kiln, cluster_with_crds, running_operator
 from polling import eventually
@@ -155,6 +156,16 @@ def test_two_jobs_needing_six_of_eight_gpus_never_deadlock(kiln: Kiln, namespace
     assert any("Queued" in reasons for reasons in events.values()), events
 
 
+def logs_of(kiln: Kiln, namespace: str, pod: str) -> str:
+    """The pod's log so far; empty while the pod does not exist yet."""
+    try:
+        return str(kiln.core().read_namespaced_pod_log(pod, namespace))
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return ""
+        raise
+
+
 def worker_pid(kiln: Kiln, namespace: str, pod_name: str) -> int:
     pod = kiln.core().read_namespaced_pod(pod_name, namespace)
     [status] = pod.status.container_statuses
@@ -169,8 +180,7 @@ def test_a_killed_worker_restarts_the_gang_which_resumes_from_the_checkpoint(kil
     wait_for_phase(kiln, namespace, "resume", "Running")
 
     def reached_epoch_two() -> bool:
-        logs = kiln.core().read_namespaced_pod_log("resume-worker-0", namespace)
-        return "finished epoch 2" in logs
+        return "finished epoch 2" in logs_of(kiln, namespace, "resume-worker-0")
 
     eventually(reached_epoch_two, "worker 0 to finish epoch 2", TIMEOUT)
     os.kill(worker_pid(kiln, namespace, "resume-worker-1"), signal.SIGKILL)
