@@ -7,6 +7,7 @@ request, so the scheduler's GPU accounting and the processes' exits are both rea
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -271,3 +272,38 @@ def test_active_deadline_fails_a_job_that_runs_too_long(kiln: Kiln, namespace: s
         "workers stopped",
         TIMEOUT,
     )
+
+
+RESULT_SCRIPT = """
+import hashlib, json, os, pathlib
+data = b"weights of a model trained elsewhere"
+(pathlib.Path(os.environ["KILN_CHECKPOINT_DIR"]) / "model.onnx").write_bytes(data)
+artifact = {"uri": "pvc://own-checkpoint/model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "format": "onnx"}
+result = {"metrics": {"accuracy": 0.93}, "artifact": artifact, "framework": "onnx"}
+pathlib.Path(os.environ["KILN_RESULT_FILE"]).write_text(json.dumps(result))
+"""
+
+
+def test_a_containers_result_file_registers_its_model_version(kiln: Kiln, namespace: str) -> None:
+    output = {"modelName": "own", "version": "1.0.0", "gates": [{"metric": "accuracy", "min": 0.9}]}
+    kiln.apply(namespace, python_job("own", RESULT_SCRIPT, checkpoint={"size": "1Gi"}, output=output))
+    status = wait_for_phase(kiln, namespace, "own", "Succeeded")
+    assert status["modelVersion"] == "own-1.0.0"
+    assert status["metrics"] == {"accuracy": 0.93}
+
+    kiln.wait_for_phase(namespace, "own-1.0.0", "Validated")
+    registered = kiln.model_version(namespace, "own-1.0.0")
+    data = b"weights of a model trained elsewhere"
+    assert registered["spec"]["artifact"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert registered["spec"]["lineage"]["trainingJob"] == "own"
+    assert registered["spec"]["gates"] == [{"metric": "accuracy", "min": 0.9, "higherIsBetter": True}]
+    [owner] = registered["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"]) == ("TrainingJob", "own")
+
+
+def test_a_job_whose_output_has_no_artifact_fails_naming_the_result_file(kiln: Kiln, namespace: str) -> None:
+    output = {"modelName": "empty", "version": "1.0.0"}
+    kiln.apply(namespace, python_job("empty", "print('trained, but wrote nothing')", output=output))
+    status = wait_for_phase(kiln, namespace, "empty", "Failed")
+    assert "reported no artifact" in status["message"]
+    assert "/var/run/kiln/output/result.json" in status["message"]
