@@ -31,6 +31,7 @@ POD_GROUPS = {
     trainingjob.GangScheduler.VOLCANO: client.VOLCANO_POD_GROUPS,
 }
 Phase = trainingjob.TrainingJobPhase
+Object = dict[str, Any]
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime.datetime]
@@ -40,10 +41,15 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _cpu_nodes_for(job: workers.Job, nodes: Sequence[Mapping[str, Any]]) -> bool:
+    return admission.cpu_nodes_exist(nodes, [toleration.to_wire() for toleration in job.spec.tolerations])
+
+
 def _gang(
-    body: Mapping[str, Any], cpu_nodes: bool, priorities: Mapping[str, int], default_priority: int
+    body: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], priorities: Mapping[str, int], default_priority: int
 ) -> admission.Gang:
     job = workers.Job.from_body(body)
+    cpu_nodes = _cpu_nodes_for(job, nodes)
     priority_class = job.spec.priority_class_name
     return admission.Gang(
         namespace=job.namespace,
@@ -82,7 +88,8 @@ class Controller:
             body = self.kube.get(TRAINING_JOBS, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
-            seen = self._observe(body)
+            nodes = self.kube.list(client.NODES, None)
+            seen = self._observe(body, nodes)
             planned = training_plan.plan(seen, self.clock(), self.settings)
             if planned.needs_logs:
                 seen = dataclasses.replace(seen, logs=self._logs(namespace, planned.needs_logs))
@@ -91,12 +98,12 @@ class Controller:
                 self._act(body, planned)
                 return
             with self._admission:
-                seen = dataclasses.replace(seen, admission=self._admit(body, seen))
+                seen = dataclasses.replace(seen, admission=self._admit(body, nodes))
                 self._act(body, training_plan.plan(seen, self.clock(), self.settings))
 
     # -- observe ------------------------------------------------------------------------------
 
-    def _observe(self, body: Mapping[str, Any]) -> training_plan.Observed:
+    def _observe(self, body: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> training_plan.Observed:
         job = workers.Job.from_body(body)
         status = trainingjob.TrainingJobStatus.model_validate(body.get("status") or {})
         pods = self.kube.list(client.PODS, job.namespace, f"{workers.JOB_LABEL}={job.name}")
@@ -118,7 +125,7 @@ class Controller:
             or self.kube.get(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, store["metadata"]["name"]) is not None,
             trainer_account_exists=self.kube.get(client.SERVICE_ACCOUNTS, job.namespace, workers.TRAINER_ACCOUNT)
             is not None,
-            cpu_nodes_exist=admission.cpu_nodes_exist(self.kube.list(client.NODES, None)),
+            cpu_nodes_exist=_cpu_nodes_for(job, nodes),
             model_version=model_version,
         )
 
@@ -144,12 +151,12 @@ class Controller:
         except client.ApiError as error:
             return f"(its logs could not be read: {error})"
 
-    def _admit(self, body: Mapping[str, Any], seen: training_plan.Observed) -> admission.Admission:
+    def _admit(self, body: Mapping[str, Any], nodes: Sequence[Object]) -> admission.Admission:
         job = workers.Job.from_body(body)
         scheduler = gang.SCHEDULERS[job.spec.gang_scheduling.scheduler]
         priorities, default_priority = self._priorities() if scheduler.needs_cluster else ({}, 0)
-        candidate = _gang(body, seen.cpu_nodes_exist, priorities, default_priority)
-        return scheduler.admit(candidate, lambda: self._cluster(seen.cpu_nodes_exist, priorities, default_priority))
+        candidate = _gang(body, nodes, priorities, default_priority)
+        return scheduler.admit(candidate, lambda: self._cluster(nodes, priorities, default_priority))
 
     def _priorities(self) -> tuple[dict[str, int], int]:
         classes = self.kube.list(client.PRIORITY_CLASSES, None)
@@ -157,7 +164,9 @@ class Controller:
         default = next((int(item.get("value", 0)) for item in classes if item.get("globalDefault")), 0)
         return values, default
 
-    def _cluster(self, cpu_nodes: bool, priorities: Mapping[str, int], default_priority: int) -> admission.Cluster:
+    def _cluster(
+        self, nodes: Sequence[Object], priorities: Mapping[str, int], default_priority: int
+    ) -> admission.Cluster:
         pods = self.kube.list(client.PODS, None)
         jobs = self.kube.list(TRAINING_JOBS, None)
         bound: dict[tuple[str, str], int] = {}
@@ -181,12 +190,11 @@ class Controller:
             if spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
                 continue
             phase = (body.get("status") or {}).get("phase") or Phase.PENDING.value
-            one = _gang(body, cpu_nodes, priorities, default_priority)
+            one = _gang(body, nodes, priorities, default_priority)
             if phase in training_plan.HOLDS_ADMISSION:
                 admitted.append((one, bound.get(one.key, 0)))
             elif phase in (Phase.PENDING, Phase.QUEUED) and not spec.suspend:
                 waiting.append(one)
-        nodes = self.kube.list(client.NODES, None)
         return admission.Cluster(nodes=nodes, pods=pods, admitted=admitted, waiting=waiting)
 
     # -- act ----------------------------------------------------------------------------------
@@ -198,17 +206,16 @@ class Controller:
             self._create([planned.register], MODEL_VERSIONS)
         for pod in planned.delete_pods:
             self.kube.delete(client.PODS, namespace, pod)
-        if planned.delete_job:
-            self._expire(body)
-            return
         wire = planned.status.to_wire()
-        if body.get("status") != wire:
+        if body.get("status") != wire and not planned.delete_job:
             body = self.kube.patch_status(TRAINING_JOBS, body, wire)
         for event in planned.events:
             try:
                 self.kube.post_event(body, event.type, event.reason, event.message)
             except client.ApiError as error:
                 log.warning("could not post Event %s about %s: %s", event.reason, body["metadata"]["name"], error)
+        if planned.delete_job:
+            self._expire(body)
 
     def _create(self, objects: Sequence[Mapping[str, Any]], resource: client.Resource | None = None) -> None:
         for obj in objects:

@@ -124,9 +124,19 @@ def has_gpus(node: Mapping[str, Any]) -> bool:
     ) > Fraction(0)
 
 
-def cpu_nodes_exist(nodes: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether any schedulable node has no GPUs, so CPU-only workers can be kept off GPU nodes."""
-    return any(not has_gpus(node) and not (node.get("spec") or {}).get("unschedulable") for node in nodes)
+def cpu_nodes_exist(nodes: Iterable[Mapping[str, Any]], tolerations: Iterable[Mapping[str, Any]] = ()) -> bool:
+    """Whether a node without GPUs could take a worker with these tolerations, so CPU-only workers
+    can be kept off GPU nodes. A tainted control-plane node is no such home."""
+    tolerations = list(tolerations)
+    return any(
+        not has_gpus(node)
+        and not (node.get("spec") or {}).get("unschedulable")
+        and all(
+            taint.get("effect") not in _BLOCKING_EFFECTS or _tolerates(tolerations, taint)
+            for taint in (node.get("spec") or {}).get("taints") or []
+        )
+        for node in nodes
+    )
 
 
 class _Capacity:

@@ -200,6 +200,7 @@ class _Planner:
             self.to(Phase.SUSPENDED, "Suspended", "spec.suspend is true: the workers are deleted, the state is kept")
         self.status.next_restart_time = None
         self.status.queued_time = None
+        self.count({})
 
     def active(self) -> None:
         if self.status.phase in (Phase.PENDING, Phase.QUEUED) and not self.queue():
@@ -305,7 +306,7 @@ class _Planner:
                 return
         if self.status.phase is not Phase.ADMITTED:
             self.to(Phase.ADMITTED, "Starting", f"{len(running)} of {size} workers running")
-        else:
+        elif not self.reason:  # a transition this reconcile keeps its own message
             self.status.message = f"{len(running)} of {size} workers running" + (
                 f"; {unscheduled[0].name}: {unscheduled[0].reason}" if unscheduled else ""
             )

@@ -385,10 +385,10 @@ def pod_group(job: Job) -> Object | None:
     elif scheduler is trainingjob.GangScheduler.VOLCANO:
         api_version = "scheduling.volcano.sh/v1beta1"
         group_spec = {"minMember": min_member}
+        if spec.priority_class_name:
+            group_spec["priorityClassName"] = spec.priority_class_name
     else:
         return None
-    if spec.priority_class_name:
-        group_spec["priorityClassName"] = spec.priority_class_name
     metadata = _owned_metadata(job, job.name)
     return {"apiVersion": api_version, "kind": "PodGroup", "metadata": metadata, "spec": group_spec}
 
