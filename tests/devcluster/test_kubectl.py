@@ -221,7 +221,7 @@ def test_crds_are_established_and_serve_short_names_and_the_kiln_category(kubect
 def test_every_example_applies_and_prints_its_columns(crds: Kubectl) -> None:
     kubectl = crds
     applied = kubectl("apply", "-f", str(EXAMPLES), "-R")
-    created = {line for line in applied.stdout.splitlines() if line.endswith(" created")}
+    created = {line for line in applied.stdout.splitlines() if line.endswith(" created") and f".{GROUP}/" in line}
     assert created == {f"{kind.lower()}.{GROUP}/{name} created" for kind, name in EXAMPLE_NAMES}
 
     listed = kubectl("get", "tj,mv,md").stdout
@@ -235,6 +235,9 @@ def test_every_example_applies_and_prints_its_columns(crds: Kubectl) -> None:
     assert {row["NAME"]: row["WORKERS"] for row in jobs} == {
         "trainingjob.kiln.dev/iris-rf": "1",
         "trainingjob.kiln.dev/resnet50-imagenet": "4",
+        "trainingjob.kiln.dev/train-iris": "1",
+        "trainingjob.kiln.dev/train-gpu": "1",
+        "trainingjob.kiln.dev/train-distributed": "4",
     }
     assert [(row["NAME"], row["MODEL"], row["VERSION"]) for row in versions] == [
         ("modelversion.kiln.dev/iris-1.2.0", "iris", "1.2.0")

@@ -30,6 +30,9 @@ from kiln.api import crd, modelversion, resources
 SCENARIOS = (
     "iris-training",
     "distributed-gpu-training",
+    "train-iris",
+    "train-gpu",
+    "train-distributed",
     "model-registry",
     "canary-rollout",
     "blue-green",

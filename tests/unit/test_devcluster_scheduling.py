@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from kiln.devcluster import config, nodes, quantity, scheduling
+from kiln import quantity
+from kiln.devcluster import config, nodes, scheduling
 
 Object = dict[str, Any]
 GI = 2**30
