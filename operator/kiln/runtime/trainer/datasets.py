@@ -147,9 +147,8 @@ def load_builtin(name: str) -> Data:
     bunch = BUILTINS[name]()
     features = np.asarray(bunch.data, dtype=np.float64)
     target = np.asarray(bunch.target)
-    names = [str(n) for n in getattr(bunch, "feature_names", None) or []] or [
-        f"feature-{i}" for i in range(features.shape[1])
-    ]
+    shipped = getattr(bunch, "feature_names", None)
+    names = [str(n) for n in shipped] if shipped is not None else [f"feature-{i}" for i in range(features.shape[1])]
     return Data(f"{BUILTIN_SCHEME}{name}", builtin_digest(name, features, target, names), features, target, names)
 
 
