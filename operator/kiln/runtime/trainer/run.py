@@ -34,7 +34,6 @@ MAX_FEATURE_NAMES = 4096
 class Fitted:
     model: Any
     artifact: bytes
-    resumed: bool
 
 
 def train(
@@ -89,6 +88,11 @@ def train(
         lineage=history,
         model_version=registered[0] if registered else None,
     )
+    return report(config, outcome, say)
+
+
+def report(config: settings.Settings, outcome: trainingjob.TrainingResult, say: Say) -> trainingjob.TrainingResult:
+    """Write the result file, made to fit the termination message; the result as written."""
     outcome, shed = result.fitted(outcome)
     if shed:
         say(f"the result leaves out {', '.join(shed)} to fit {trainingjob.RESULT_MESSAGE_LIMIT} bytes")
@@ -111,7 +115,7 @@ def fit_or_resume(
         found, why = checkpoint.load(config.checkpoint_dir, fit_key)
         if found is not None:
             say(f"resumed from the checkpoint in {config.checkpoint_dir}: not fitting again")
-            return Fitted(found.estimator, found.data, resumed=True)
+            return Fitted(found.estimator, found.data)
         say(f"fitting from the start: {why}")
     estimators.fit(estimator, parts.train_features, parts.train_target)
     data = artifact.dumps(estimator.instance)
@@ -119,7 +123,7 @@ def fit_or_resume(
     if config.checkpoint_dir is not None:
         checkpoint.save(config.checkpoint_dir, fit_key, data)
         say(f"checkpointed the fitted estimator in {config.checkpoint_dir}")
-    return Fitted(estimator.instance, data, resumed=False)
+    return Fitted(estimator.instance, data)
 
 
 def _datatype(values: np.ndarray[Any, Any]) -> str:
