@@ -521,16 +521,26 @@ def succeeded(message: str, *rest: plan.Worker) -> tuple[plan.Worker, ...]:
     return (worker(0, "Succeeded", exit_code=0, reason="Completed", message=message), *rest)
 
 
-def test_rank_0_succeeding_finishes_the_job_with_its_metrics() -> None:
+def test_rank_0_finishing_first_waits_for_its_peers() -> None:
     manifest = body(Phase.RUNNING, state={"startTime": T0.isoformat()})
 
     result = run(manifest, at(600), pods=succeeded(result_json(), worker(1, "Running")))
+
+    assert result.status.phase == Phase.RUNNING
+    assert result.delete_pods == []
+    assert result.status.completion_time is None
+
+
+def test_every_worker_succeeding_finishes_the_job_with_rank_0s_metrics() -> None:
+    manifest = body(Phase.RUNNING, state={"startTime": T0.isoformat()})
+
+    result = run(manifest, at(600), pods=succeeded(result_json(), worker(1, "Succeeded")))
 
     assert result.status.phase == Phase.SUCCEEDED
     assert result.status.metrics == {"accuracy": 0.91, "loss": 0.3}
     assert result.status.completion_time == at(600)
     assert result.register is None
-    assert result.delete_pods == ["resnet-worker-1"]
+    assert result.delete_pods == []
     assert events(result) == [("Normal", "Succeeded")]
     assert truths(result) == {
         "Admitted": "True",

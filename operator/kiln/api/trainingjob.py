@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -140,6 +141,9 @@ class Checkpoint(base.KilnModel):
     )
 
 
+_MAX_NAME = 253
+
+
 class ModelStore(base.KilnModel):
     """Where a job writes the artifact it registers."""
 
@@ -166,6 +170,12 @@ class Output(base.KilnModel):
     """Distinct approvals the version needs before it may enter stage Production."""
     store: ModelStore = Field(default_factory=ModelStore)
     """Where the artifact is written: `pvc://<claimName>/<modelName>/<version>/model.skops`."""
+
+    def model_version_name(self) -> str:
+        """`<modelName>-<version>` (`iris-1.0.0`), made a valid object name: lower case, and any
+        character a name may not hold (`+` of build metadata) as `-`."""
+        name = re.sub(r"[^a-z0-9.-]", "-", f"{self.model_name}-{self.version}".lower())
+        return name[:_MAX_NAME].rstrip("-.")
 
 
 class TrainingJobSpec(base.KilnModel):

@@ -114,9 +114,7 @@ class Controller:
         children = frozenset(kind for kind, exists in self._children(job).items() if exists)
         store = workers.model_store_pvc(job)
         output = job.spec.output
-        model_version = (
-            self.kube.get(MODEL_VERSIONS, job.namespace, workers.model_version_name(output)) if output else None
-        )
+        model_version = self.kube.get(MODEL_VERSIONS, job.namespace, output.model_version_name()) if output else None
         return training_plan.Observed(
             body=body,
             workers=found,

@@ -55,6 +55,10 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 FOLLOW_POLL_SECONDS = 0.2
 SIDECAR_START_POLL_SECONDS = 0.05
 NAME_POLL_SECONDS = 0.2
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_BYTES = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
 _PR_SET_PDEATHSIG = 1
 
 
@@ -89,6 +93,7 @@ class Container:
         self.crashes = 0
         self.kill_reason = ""
         self.killed = asyncio.Event()
+        self.message_file: pathlib.Path | None = None
 
     # status
 
@@ -207,6 +212,7 @@ class Container:
             return 1
         log_path = worker.log_path(self.name, self.restart_count)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.message_file = worker.fresh_termination_file(self.spec)
         self._enter_running()
         started = self.state["running"]["startedAt"]
         try:
@@ -239,7 +245,21 @@ class Container:
                 await probing
         exit_code = 128 - code if code < 0 else code
         reason = "Completed" if exit_code == 0 else "Error"
-        return self._exit(exit_code, reason, started, self.kill_reason)
+        return self._exit(exit_code, reason, started, self._termination_message(exit_code, log_path))
+
+    def _termination_message(self, exit_code: int, log_path: pathlib.Path) -> str:
+        """The file's first 4096 bytes; or, when it is empty, the container failed and its policy is
+        FallbackToLogsOnError, the end of its log; else why the kubelet killed it, if it did."""
+        message = b""
+        if self.message_file is not None:
+            with contextlib.suppress(OSError), self.message_file.open("rb") as stream:
+                message = stream.read(TERMINATION_MESSAGE_BYTES)
+        fallback = self.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and exit_code != 0
+        if not message and fallback:
+            with contextlib.suppress(OSError):
+                lines = log_path.read_bytes().splitlines(keepends=True)[-FALLBACK_LOG_LINES:]
+                message = b"".join(lines)[-FALLBACK_LOG_BYTES:]
+        return message.decode(errors="replace") or self.kill_reason
 
     async def stop(self, grace: float) -> None:
         """SIGTERM the process group, SIGKILL it after the grace period."""
@@ -449,6 +469,31 @@ class PodWorker:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "kubeconfig").write_text(yaml.safe_dump(document))
 
+    def container_mounts(self, spec: Object) -> dict[str, str]:
+        """The container's mountPath -> directory map, and its terminationMessagePath's file when
+        no volume holds that path."""
+        mounts = volumes.mounts(spec, self.directories)
+        path = spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+        if podenv.translate_path(path, mounts) == path:
+            mounts[path] = str(self.dir / "termination" / spec["name"])
+        return mounts
+
+    def fresh_termination_file(self, spec: Object) -> pathlib.Path | None:
+        """The container's termination message file on this machine, emptied for a new run when it
+        is the pod's own (its own file, or in an emptyDir); a file on a claim or host path is left
+        as it is, since here it is the volume's data, not a file mounted over it."""
+        path = spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+        file = pathlib.Path(podenv.translate_path(path, self.container_mounts(spec)))
+        if not file.resolve().is_relative_to(self.dir.resolve()):
+            return file
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(b"")
+        except OSError as error:
+            log.info("kubelet: no termination message file for %s in %s/%s: %s", spec["name"], *self.key, error)
+            return None
+        return file
+
     async def launch_when_named(self, spec: Object) -> tuple[list[str], dict[str, str], str]:
         """The launch, held briefly while a cluster name in its env has no address yet (a peer pod
         of the same gang that is a moment behind), as a pod would retry DNS."""
@@ -488,7 +533,7 @@ class PodWorker:
         if pod_spec.get("enableServiceLinks", True):
             base.update(podenv.service_links(self.client.list(SERVICE, self.key[0])))
         env = podenv.container_env(self.pod_with_ip(), spec, self.lookup, base)
-        mounts = volumes.mounts(spec, self.directories)
+        mounts = self.container_mounts(spec)
         addresses = self.kubelet.cluster_addresses(env.values(), self.key[0])
         unresolved = [value for value, address in addresses.items() if address is None]
         env = {name: podenv.translate_path(addresses.get(value) or value, mounts) for name, value in env.items()}

@@ -263,9 +263,9 @@ class _Planner:
         if failed:
             self.worker_failed(failed[0], current)
             return
-        rank0 = current.get(0)
-        if rank0 is not None and rank0.phase == "Succeeded":
-            self.rank0_succeeded(rank0)
+        # As torch elastic: the job succeeds when every worker exited 0; rank 0 reports the result.
+        if len(current) == self.spec.workers and all(w.phase == "Succeeded" for w in current.values()):
+            self.succeeded(current[0])
             return
         restart_at = self.status.next_restart_time
         if restart_at is not None and self.now < restart_at:
@@ -340,7 +340,7 @@ class _Planner:
             f"{cause}; restarting the whole gang in {delay:g}s (restart {self.status.restarts} of {limit})",
         )
 
-    def rank0_succeeded(self, rank0: Worker) -> None:
+    def succeeded(self, rank0: Worker) -> None:
         result = self.result_of(rank0)
         if isinstance(result, str):
             self.fail("InvalidResult", result)
@@ -349,7 +349,7 @@ class _Planner:
             self.status.metrics = dict(result.metrics)
         output = self.spec.output
         if output is not None:
-            name = workers.model_version_name(output)
+            name = output.model_version_name()
             registered = self.seen.model_version
             owners = [ref.get("uid") for ref in (registered or {}).get("metadata", {}).get("ownerReferences") or []]
             if registered is not None and self.job.uid not in owners:
@@ -448,7 +448,7 @@ def model_version(job: workers.Job, output: trainingjob.Output, result: training
         "apiVersion": base.API_VERSION,
         "kind": "ModelVersion",
         "metadata": {
-            "name": workers.model_version_name(output),
+            "name": output.model_version_name(),
             "namespace": job.namespace,
             "labels": {**workers.child_labels(job), workers.MODEL_LABEL: output.model_name},
             "ownerReferences": [workers.owner_reference(job)],

@@ -113,10 +113,6 @@ def checkpoint_claim(job: Job) -> str | None:
     return checkpoint.claim_name or f"{job.name}-checkpoint"
 
 
-def model_version_name(output: trainingjob.Output) -> str:
-    return f"{output.model_name}-{output.version}"
-
-
 def artifact_location(output: trainingjob.Output) -> tuple[str, str]:
     """The artifact's URI in the registry and its path inside the trainer's container."""
     relative = f"{output.model_name}/{output.version}/{ARTIFACT_FILE}"

@@ -1,0 +1,49 @@
+"""`kiln-trainer`: fits a scikit-learn estimator, measures it, and registers a ModelVersion.
+
+It runs inside a TrainingJob's pod and reads its whole contract from the environment
+(`settings.Settings`). The steps, one module each: `datasets` (load and digest the data),
+`estimators` (the allowlisted estimator), `evaluation` (held-out split and metrics), `baseline`
+(feature histograms for drift), `artifact` (canonical skops bytes, written atomically),
+`checkpoint` (resume without refitting), `registration` (the ModelVersion, through the API) and
+`result` (the result file the operator reads). `run` strings them together.
+
+It logs one line per step to stdout; on failure it logs the reason as the last line, to stderr, and
+exits 1. Imports only kiln.api of Kiln, and the `kubernetes` client.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+from kiln.runtime.trainer import errors, registration, run, settings
+
+PREFIX = "kiln-trainer:"
+USAGE = "usage: kiln-trainer (takes no arguments; the KILN_* environment variables configure it)"
+
+
+def say(message: str) -> None:
+    print(f"{PREFIX} {message}", flush=True)
+
+
+def fail(reason: str) -> int:
+    sys.stdout.flush()
+    print(f"{PREFIX} failed: {reason}", file=sys.stderr, flush=True)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments:
+        print(USAGE, file=sys.stderr if arguments not in (["-h"], ["--help"]) else sys.stdout)
+        return 0 if arguments in (["-h"], ["--help"]) else 2
+    try:
+        run.train(settings.Settings.from_environment(), registration.KubeModelVersions, say)
+    except errors.TrainerError as error:
+        return fail(str(error))
+    except Exception as error:
+        traceback.print_exc()
+        return fail(f"unexpected {type(error).__name__}: {error}")
+    say("done")
+    return 0
