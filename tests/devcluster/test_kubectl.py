@@ -492,10 +492,11 @@ def test_labels_annotations_and_label_selectors(examples: Kubectl) -> None:
     assert selected("!tier") == {fraud}
     assert selected("app.kubernetes.io/part-of=iris,tier=gold") == {iris}
     assert selected("tier=bronze") == set()
-    # the category honours selectors too: the TrainingJob labelled part-of=iris comes along
+    # the category honours selectors too: the TrainingJobs labelled part-of=iris come along
     assert set(kubectl("get", "kiln", "-l", "app.kubernetes.io/part-of=iris", "-o", "name").stdout.split()) == {
         iris,
         "trainingjob.kiln.dev/iris-rf",
+        "trainingjob.kiln.dev/train-iris",
     }
 
     clash = kubectl("label", "md", "iris", "tier=platinum", check=False)
@@ -580,7 +581,8 @@ def test_kubectl_wait_for_delete_waits_for_finalizers(devcluster: cluster.DevClu
     assert waiting.returncode == 0, err
     assert out.strip() == "trainingjob.kiln.dev/resnet50-imagenet condition met"
     assert "not found" in kubectl("get", "tj", "resnet50-imagenet", check=False).stderr
-    assert kubectl("get", "tj", "-o", "name").stdout.split() == ["trainingjob.kiln.dev/iris-rf"]
+    assert "trainingjob.kiln.dev/resnet50-imagenet" not in kubectl("get", "tj", "-o", "name").stdout.split()
+    assert "trainingjob.kiln.dev/iris-rf" in kubectl("get", "tj", "-o", "name").stdout.split()
 
 
 # 4. Built-in kinds beside Kiln's

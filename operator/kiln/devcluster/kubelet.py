@@ -188,7 +188,7 @@ class Container:
         self.worker.publish()
         annotations = self.worker.pod["metadata"].get("annotations") or {}
         duration = None if self.sidecar else annotations.get(SIMULATED_DURATION)
-        if duration is None and not self.sidecar and (self.init or self.worker.owned_by_job):
+        if duration is None and not self.sidecar and (self.init or self.worker.runs_to_completion):
             duration = str(self.worker.kubelet.config.simulated_job_duration)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.halt.wait(), float(duration.rstrip("s")) if duration is not None else None)
@@ -348,7 +348,9 @@ class PodWorker:
         self.dir = kubelet.pods_dir / f"{metadata['namespace']}_{metadata['name']}_{self.uid}"
         self.ip = pod.get("status", {}).get("podIP") or kubelet.allocate_ip()
         self.stopping = asyncio.Event()
-        self.owned_by_job = any(ref.get("kind") == "Job" for ref in metadata.get("ownerReferences") or [])
+        # A pod that is not restarted when it exits is a batch pod (a Job's, a TrainingJob worker):
+        # a simulated one finishes after simulatedJobDuration rather than running forever.
+        self.runs_to_completion = pod["spec"].get("restartPolicy", "Always") != "Always"
         previous = {c["name"]: c for c in pod.get("status", {}).get("containerStatuses") or []}
         previous_init = {c["name"]: c for c in pod.get("status", {}).get("initContainerStatuses") or []}
         self.init_containers = [
