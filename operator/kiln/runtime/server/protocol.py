@@ -41,6 +41,7 @@ NUMERIC_DATATYPES: Final[Mapping[str, np.dtype[Any]]] = {
 _ACCEPTED_KINDS: Final = {"b": frozenset("b"), "u": frozenset("iu"), "i": frozenset("iu"), "f": frozenset("iuf")}
 
 _DATATYPE_OF_KIND: Final = {"b": "BOOL", "U": "BYTES", "S": "BYTES", "O": "BYTES"}
+_WHAT_KIND_HOLDS: Final = {"b": "booleans", "f": "fractional numbers", "U": "strings", "S": "strings"}
 
 
 class RequestError(Exception):
@@ -200,7 +201,7 @@ def _values(name: str, data: object, shape: list[int], datatype: str, dtype: np.
     if parsed.size == 0:
         return parsed.astype(dtype)
     if parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
-        found = _DATATYPE_OF_KIND.get(parsed.dtype.kind, "fractional numbers")
+        found = _WHAT_KIND_HOLDS.get(parsed.dtype.kind, "values that are not numbers")
         raise bad_request(f"input {name!r} is {datatype} but its data holds {found}")
     if dtype.kind in "iu":
         limits = np.iinfo(dtype)
