@@ -9,6 +9,7 @@ import re
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -123,56 +124,67 @@ def good(**changes: Any) -> dict[str, Any]:
     return {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": ROW, **changes}
 
 
-MALFORMED: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
-    # id, method, path, body, headers, status, a part of the error message
-    ("not-json", "POST", "/v2/models/iris/infer", b"{inputs: [", {}, 400, "not valid JSON"),
-    ("json-array", "POST", "/v2/models/iris/infer", b"[1, 2]", {}, 400, "JSON object"),
-    ("no-inputs", "POST", "/v2/models/iris/infer", b"{}", {}, 400, "'inputs'"),
-    ("empty-inputs", "POST", "/v2/models/iris/infer", json.dumps({"inputs": []}).encode(), {}, 400, "'inputs'"),
-    ("shape-count", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(shape=[2, 4])]}).encode(), {}, 400, "holds 8"),
-    ("too-few-features", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(shape=[2, 2])]}).encode(), {}, 400, "the model takes 4"),
-    ("three-dimensions", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(shape=[1, 2, 2])]}).encode(), {}, 400, "shape"),
-    ("negative-shape", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(shape=[-1, 4])]}).encode(), {}, 400, "non-negative"),
-    ("unknown-datatype", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(datatype="FLOAT")]}).encode(), {}, 400, "not one of"),
-    ("bytes-datatype", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(datatype="BYTES")]}).encode(), {}, 400, "BYTES"),
-    ("strings-in-fp64", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(data=["a", "b", "c", "d"])]}).encode(), {}, 400, "strings"),
-    ("fractions-in-int32", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(datatype="INT32")]}).encode(), {}, 400, "INT32"),
-    ("uint8-overflow", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(datatype="UINT8", data=[1, 2, 300, 4])]}).encode(), {}, 400, "range of UINT8"),
-    ("fp16-overflow", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(datatype="FP16", data=[1, 2, 1e6, 4])]}).encode(), {}, 400, "not finite"),
-    ("ragged", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(data=[[1, 2], [3]])]}).encode(), {}, 400, "ragged"),
-    ("null-in-data", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(data=[1, None, 3, 4])]}).encode(), {}, 400, "data holds"),
-    ("wrong-input-name", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(name="x")]}).encode(), {}, 400, "[features]"),
-    ("unknown-output", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good()], "outputs": [{"name": "logits"}]}).encode(), {}, 400, "logits"),
-    ("id-not-string", "POST", "/v2/models/iris/infer", json.dumps({"id": 7, "inputs": [good()]}).encode(), {}, 400, "'id'"),
-    ("no-rows", "POST", "/v2/models/iris/infer", json.dumps({"inputs": [good(shape=[0, 4], data=[])]}).encode(), {}, 400, "no rows"),
-    ("unknown-model", "POST", "/v2/models/roses/infer", json.dumps({"inputs": [good()]}).encode(), {}, 404, "'roses'"),
-    ("unknown-version", "POST", "/v2/models/iris/versions/9.9.9/infer", json.dumps({"inputs": [good()]}).encode(), {}, 404, "9.9.9"),
-    ("unknown-path", "GET", "/v3/anything", None, {}, 404, "no endpoint"),
-    ("get-on-infer", "GET", "/v2/models/iris/infer", None, {}, 405, "takes POST"),
-    ("form-body", "POST", "/v2/models/iris/infer", b"a=1", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "application/json"),
-    ("oversize", "POST", "/v2/models/iris/infer", b"[" + b"1.0," * 300_000 + b"1.0]", {}, 413, "at most"),
-]  # fmt: skip
+INFER = "/v2/models/iris/infer"
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body", "headers", "status", "message"),
-    [case[1:] for case in MALFORMED],
-    ids=[case[0] for case in MALFORMED],
-)
+@dataclass(frozen=True)
+class Malformed:
+    id: str
+    status: int
+    message: str
+    """A part of the error message."""
+    body: bytes | None = None
+    method: str = "POST"
+    path: str = INFER
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def inputs(*tensors: dict[str, Any], **document: Any) -> bytes:
+    return json.dumps({"inputs": list(tensors), **document}).encode()
+
+
+MALFORMED = [
+    Malformed("not-json", 400, "not valid JSON", b"{inputs: ["),
+    Malformed("json-array", 400, "JSON object", b"[1, 2]"),
+    Malformed("no-inputs", 400, "'inputs'", b"{}"),
+    Malformed("empty-inputs", 400, "'inputs'", inputs()),
+    Malformed("shape-count", 400, "holds 8", inputs(good(shape=[2, 4]))),
+    Malformed("too-few-features", 400, "the model takes 4", inputs(good(shape=[2, 2]))),
+    Malformed("three-dimensions", 400, "shape", inputs(good(shape=[1, 2, 2]))),
+    Malformed("negative-shape", 400, "non-negative", inputs(good(shape=[-1, 4]))),
+    Malformed("unknown-datatype", 400, "not one of", inputs(good(datatype="FLOAT"))),
+    Malformed("bytes-datatype", 400, "BYTES", inputs(good(datatype="BYTES"))),
+    Malformed("strings-in-fp64", 400, "strings", inputs(good(data=["a", "b", "c", "d"]))),
+    Malformed("fractions-in-int32", 400, "INT32", inputs(good(datatype="INT32"))),
+    Malformed("uint8-overflow", 400, "range of UINT8", inputs(good(datatype="UINT8", data=[1, 2, 300, 4]))),
+    Malformed("fp16-overflow", 400, "not finite", inputs(good(datatype="FP16", data=[1, 2, 1e6, 4]))),
+    Malformed("ragged", 400, "ragged", inputs(good(data=[[1, 2], [3]]))),
+    Malformed("null-in-data", 400, "data holds", inputs(good(data=[1, None, 3, 4]))),
+    Malformed("wrong-input-name", 400, "[features]", inputs(good(name="x"))),
+    Malformed("unknown-output", 400, "logits", inputs(good(), outputs=[{"name": "logits"}])),
+    Malformed("id-not-string", 400, "'id'", inputs(good(), id=7)),
+    Malformed("no-rows", 400, "no rows", inputs(good(shape=[0, 4], data=[]))),
+    Malformed("unknown-model", 404, "'roses'", inputs(good()), path="/v2/models/roses/infer"),
+    Malformed("unknown-version", 404, "9.9.9", inputs(good()), path="/v2/models/iris/versions/9.9.9/infer"),
+    Malformed("unknown-path", 404, "no endpoint", method="GET", path="/v3/anything"),
+    Malformed("get-on-infer", 405, "takes POST", method="GET"),
+    Malformed(
+        "form-body", 415, "application/json", b"a=1", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    ),
+    Malformed("oversize", 413, "at most", b"[" + b"1.0," * 300_000 + b"1.0]"),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=lambda case: case.id)
 def test_a_malformed_request_gets_a_4xx_with_a_message_and_the_server_answers_on(
-    iris_server: RunningServer,
-    method: str,
-    path: str,
-    body: bytes | None,
-    headers: dict[str, str],
-    status: int,
-    message: str,
+    iris_server: RunningServer, case: Malformed
 ) -> None:
-    response = httpx.request(method, iris_server.url + path, content=body, headers=headers, timeout=10)
+    url = iris_server.url + case.path
+    response = httpx.request(case.method, url, content=case.body, headers=case.headers, timeout=10)
 
-    assert response.status_code == status, response.text
+    assert response.status_code == case.status, response.text
     assert response.headers["Content-Type"].startswith("application/json")
-    assert message in response.json()["error"]
+    assert case.message in response.json()["error"]
     assert iris_server.infer({"inputs": [good()]}).status_code == 200
 
 
