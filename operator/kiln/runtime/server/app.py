@@ -249,7 +249,7 @@ def _wanted_outputs(requested: tuple[str, ...] | None, served: loading.ServedMod
 def _predict(
     served: loading.ServedModel, features: np.ndarray[Any, Any], wanted: tuple[str, ...]
 ) -> tuple[list[protocol.Output], np.ndarray[Any, Any] | None]:
-    predictions = served.estimator.predict(features) if served.predict_name in wanted else None
+    predictions = served.predict(features) if served.predict_name in wanted else None
     outputs = []
     for name in wanted:
         if name == served.predict_name:

@@ -11,6 +11,7 @@ answers for the input width it declares, so "ready" means "can serve".
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import pickle
@@ -22,7 +23,7 @@ import numpy as np
 
 from kiln import artifacts
 from kiln.api import modelversion
-from kiln.runtime.server import protocol
+from kiln.runtime.server import fastpath, protocol
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ServedModel:
     """An estimator and how the protocol addresses it."""
 
     estimator: Any
+    predict: fastpath.Predict
+    """The estimator's predict, or the same computation without input checks the protocol made."""
     layout: protocol.InputLayout
     predict_name: str
     proba_name: str | None
@@ -84,9 +87,7 @@ def load(version: modelversion.ModelVersion, policy: LoadPolicy) -> ServedModel:
     estimator = _deserialize(_verified_bytes(version, policy), spec.artifact.format, policy)
     if not callable(getattr(estimator, "predict", None)):
         raise LoadError(f"the artifact holds a {type(estimator).__name__}, which has no predict method")
-    served = _served(estimator, spec)
-    _trial_prediction(served)
-    return served
+    return _trial_prediction(_served(estimator, spec))
 
 
 def _verified_bytes(version: modelversion.ModelVersion, policy: LoadPolicy) -> bytes:
@@ -147,6 +148,7 @@ def _served(estimator: Any, spec: modelversion.ModelVersionSpec) -> ServedModel:
     classes = getattr(estimator, "classes_", None)
     return ServedModel(
         estimator=estimator,
+        predict=fastpath.predictor(estimator),
         layout=layout,
         predict_name=outputs[0].name if outputs else PREDICT_OUTPUT,
         proba_name=(outputs[1].name if len(outputs) > 1 else PROBA_OUTPUT) if has_proba else None,
@@ -165,10 +167,12 @@ def _layout(signature: modelversion.Signature | None, n_features: int | None) ->
     return protocol.InputLayout(names=tuple(tensor.name for tensor in signature.inputs), widths=widths)
 
 
-def _trial_prediction(served: ServedModel) -> None:
+def _trial_prediction(served: ServedModel) -> ServedModel:
+    """The served model once it has answered for its input width; with its estimator's own predict
+    if the short path disagrees with it on any probe row."""
     width = served.layout.n_features
     if width is None:
-        return
+        return served
     row = np.zeros((1, width))
     try:
         served.estimator.predict(row)
@@ -176,6 +180,13 @@ def _trial_prediction(served: ServedModel) -> None:
             served.estimator.predict_proba(row)
     except Exception as error:
         raise LoadError(f"the estimator failed a trial prediction on {width} feature(s): {error}") from None
+    if served.predict == served.estimator.predict:
+        return served
+    probe = np.vstack([row, np.random.default_rng(0).normal(scale=10.0, size=(255, width))])
+    if not np.array_equal(served.predict(probe), served.estimator.predict(probe)):
+        log.warning("the short predict path disagrees with %s; using its own", type(served.estimator).__name__)
+        return dataclasses.replace(served, predict=served.estimator.predict)
+    return served
 
 
 def input_metadata(spec: modelversion.ModelVersionSpec, served: ServedModel | None) -> list[dict[str, Any]]:
