@@ -68,6 +68,7 @@ KSERVE_MODEL = textwrap.dedent(
     import joblib
     import kserve
     from kserve import InferOutput, InferRequest, InferResponse
+    from kserve.utils.utils import generate_uuid
 
 
     class Iris(kserve.Model):
@@ -81,22 +82,24 @@ KSERVE_MODEL = textwrap.dedent(
             predictions = self.estimator.predict(features)
             output = InferOutput(name="predict", shape=list(predictions.shape), datatype="INT64")
             output.set_data_from_numpy(predictions)
-            return InferResponse(model_name=self.name, infer_outputs=[output], response_id=payload.id)
+            return InferResponse(model_name=self.name, infer_outputs=[output], response_id=payload.id or generate_uuid())
 
 
     if __name__ == "__main__":
         model_path, port = sys.argv[1], int(sys.argv[2])
         from kserve.protocol.rest import server as rest_server
 
-        # KServe binds 0.0.0.0; the benchmark keeps every server on loopback.
+        # KServe binds 0.0.0.0; the benchmark keeps every server on loopback. No access log, as in
+        # the other servers.
         original = rest_server.uvicorn.Config.__init__
 
         def loopback(self, *args, **kwargs):
-            kwargs["host"] = "127.0.0.1"
+            kwargs.update(host="127.0.0.1", access_log=False)
             original(self, *args, **kwargs)
 
         rest_server.uvicorn.Config.__init__ = loopback
-        kserve.ModelServer(http_port=port, enable_grpc=False, workers=1).start([Iris("iris", model_path)])
+        server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+        server.start([Iris("iris", model_path)])
     '''
 )
 
@@ -256,6 +259,8 @@ def mlserver_command(venv: pathlib.Path, workdir: pathlib.Path, port: int) -> li
         "grpc_port": free_port(),
         "metrics_port": free_port(),
         "parallel_workers": 0,
+        # debug (the default) writes an access log line per request; kiln-server writes none.
+        "debug": False,
     }
     (repository / "settings.json").write_text(json.dumps(settings))
     model_settings = {
@@ -398,6 +403,8 @@ def main() -> int:
     cases = {"1 row": features[:1], "32 rows": features[::5][:32]}
     bodies = {case: request_body(rows) for case, rows in cases.items()}
     log(f"scikit-learn {sklearn.__version__}, {type(estimator).__name__} on iris; {CONCURRENCY} connections")
+    # Anything else running on the machine shows in every server's numbers; say how busy it was.
+    log(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the start")
     floors = {case: in_process_floor(estimator, rows) for case, rows in cases.items()}
 
     launchers = {
@@ -426,6 +433,7 @@ def main() -> int:
             log(f"  {name} could not be measured: {error}")
             missing.append(name)
     report(results, floors, missing)
+    log(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
 
