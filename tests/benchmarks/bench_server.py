@@ -46,12 +46,16 @@ import skops.io
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from kiln.runtime.server import fastpath
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CACHE = REPO / ".bench"
 CONCURRENCY = 8
 WARMUP_SECONDS = 2.0
 START_TIMEOUT = 120.0
 MODEL = "iris"
+PLAIN = "kiln-plain"
+"""kiln-server with --no-fast-predict: scikit-learn's own predict, as the peers call it."""
 
 PEER_PACKAGES = {
     # MLServer 1.7.1 with uvloop 0.22+ kills its inference workers unless parallel_workers is 0; we
@@ -82,7 +86,8 @@ KSERVE_MODEL = textwrap.dedent(
             predictions = self.estimator.predict(features)
             output = InferOutput(name="predict", shape=list(predictions.shape), datatype="INT64")
             output.set_data_from_numpy(predictions)
-            return InferResponse(model_name=self.name, infer_outputs=[output], response_id=payload.id or generate_uuid())
+            response_id = payload.id or generate_uuid()
+            return InferResponse(model_name=self.name, infer_outputs=[output], response_id=response_id)
 
 
     if __name__ == "__main__":
@@ -141,13 +146,13 @@ def request_body(rows: np.ndarray[Any, Any]) -> bytes:
     return json.dumps({"inputs": [tensor], "outputs": [{"name": "predict"}]}).encode()
 
 
-def in_process_floor(estimator: LogisticRegression, rows: np.ndarray[Any, Any], seconds: float = 2.0) -> float:
+def in_process_floor(predict: Any, rows: np.ndarray[Any, Any], seconds: float = 2.0) -> float:
     """The median time of one `predict` call in this process, in seconds."""
     timings = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        estimator.predict(rows)
+        predict(rows)
         timings.append(time.perf_counter() - started)
     return float(np.median(timings))
 
@@ -228,7 +233,7 @@ def wait_ready(server: Server, log_path: pathlib.Path) -> None:
     raise RuntimeError(f"{server.name} was not ready within {START_TIMEOUT}s:\n{log_path.read_text()[-3000:]}")
 
 
-def kiln_command(workdir: pathlib.Path, port: int) -> list[str]:
+def kiln_command(workdir: pathlib.Path, port: int, *flags: str) -> list[str]:
     artifact = workdir / "model.skops"
     manifest = {
         "apiVersion": "kiln.dev/v1alpha1",
@@ -246,7 +251,7 @@ def kiln_command(workdir: pathlib.Path, port: int) -> list[str]:
     }
     (workdir / "modelversion.json").write_text(json.dumps(manifest))
     server = pathlib.Path(sys.executable).with_name("kiln-server")
-    return [str(server), "--model-version", "modelversion.json", "--host", "127.0.0.1", "--port", str(port)]
+    return [str(server), "--model-version", "modelversion.json", "--host", "127.0.0.1", "--port", str(port), *flags]
 
 
 def mlserver_command(venv: pathlib.Path, workdir: pathlib.Path, port: int) -> list[str]:
@@ -363,7 +368,7 @@ def check_answer(server: Server, body: bytes, expected: list[int]) -> None:
 # --- the report ------------------------------------------------------------------------------
 
 
-def report(results: list[Result], floors: dict[str, float], missing: list[str]) -> None:
+def report(results: list[Result], floors: dict[str, float], short_floors: dict[str, float], missing: list[str]) -> None:
     log("")
     log(f"{'server':<12} {'case':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for result in results:
@@ -371,20 +376,20 @@ def report(results: list[Result], floors: dict[str, float], missing: list[str]) 
             f"{result.server:<12} {result.case:<8} {result.requests_per_second:>9,.0f} {result.p50_ms:>8.2f}"
             f" {result.p99_ms:>8.2f} {result.errors:>7}"
         )
-    for case, floor in floors.items():
-        log(f"{'in-process':<12} {case:<8} {1 / floor:>9,.0f} {floor * 1e3:>8.3f} {'':>8} {'':>7}  (predict alone)")
+    for what, by_case in (("estimator.predict", floors), ("kiln's short path", short_floors)):
+        for case, floor in by_case.items():
+            log(f"{'in-process':<12} {case:<8} {1 / floor:>9,.0f} {floor * 1e3:>8.3f} {'':>17}  ({what} alone)")
     log("")
-    for case, floor in floors.items():
-        kiln = next((r for r in results if r.server == "kiln-server" and r.case == case), None)
-        peers = [r for r in results if r.server != "kiln-server" and r.case == case]
-        if kiln is None or not peers:
+    for case in floors:
+        peers = [r for r in results if r.server not in ("kiln-server", PLAIN) and r.case == case]
+        if not peers:
             continue
         best = max(peers, key=lambda r: r.requests_per_second)
-        log(
-            f"{case}: kiln-server {kiln.requests_per_second / best.requests_per_second:.2f}x the throughput of "
-            f"{best.server} (the better peer), p99 {kiln.p99_ms / best.p99_ms:.2f}x its p99; "
-            f"predict alone is {floor * 1e3 / kiln.p50_ms:.0%} of kiln-server's p50"
-        )
+        for kiln in (r for r in results if r.server in ("kiln-server", PLAIN) and r.case == case):
+            log(
+                f"{case}: {kiln.server} {kiln.requests_per_second / best.requests_per_second:.2f}x the throughput of "
+                f"{best.server} (the better peer), p99 {kiln.p99_ms / best.p99_ms:.2f}x its p99"
+            )
     for name in missing:
         log(f"{name}: not measured (see above)")
 
@@ -392,7 +397,7 @@ def report(results: list[Result], floors: dict[str, float], missing: list[str]) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per server and case")
-    parser.add_argument("--servers", default="kiln-server,mlserver,kserve", help="comma-separated servers to run")
+    parser.add_argument("--servers", default=f"kiln-server,{PLAIN},mlserver,kserve", help="comma-separated servers")
     options = parser.parse_args()
     chosen = options.servers.split(",")
     CACHE.mkdir(exist_ok=True)
@@ -405,10 +410,13 @@ def main() -> int:
     log(f"scikit-learn {sklearn.__version__}, {type(estimator).__name__} on iris; {CONCURRENCY} connections")
     # Anything else running on the machine shows in every server's numbers; say how busy it was.
     log(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the start")
-    floors = {case: in_process_floor(estimator, rows) for case, rows in cases.items()}
+    floors = {case: in_process_floor(estimator.predict, rows) for case, rows in cases.items()}
+    short = fastpath.predictor(estimator)
+    short_floors = {case: in_process_floor(short, rows) for case, rows in cases.items()}
 
     launchers = {
         "kiln-server": lambda port: kiln_command(workdir, port),
+        PLAIN: lambda port: kiln_command(workdir, port, "--no-fast-predict"),
         "mlserver": lambda port: mlserver_command(venv, workdir, port),
         "kserve": lambda port: kserve_command(venv, workdir, port),
     }
@@ -416,7 +424,7 @@ def main() -> int:
     missing: list[str] = []
     for name in chosen:
         venv = CACHE / "none"
-        if name != "kiln-server":
+        if name in PEER_PACKAGES:
             found = peer_venv(name)
             if found is None:
                 missing.append(name)
@@ -432,7 +440,7 @@ def main() -> int:
         except (RuntimeError, OSError) as error:
             log(f"  {name} could not be measured: {error}")
             missing.append(name)
-    report(results, floors, missing)
+    report(results, floors, short_floors, missing)
     log(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 

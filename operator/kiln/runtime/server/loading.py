@@ -61,6 +61,8 @@ class LoadPolicy:
     artifact_settings: artifacts.Settings
     allow_unsafe_formats: bool = False
     trusted_types: frozenset[str] = frozenset(DEFAULT_TRUSTED_TYPES)
+    fast_predict: bool = True
+    """Whether linear classifiers may take the short predict path (`kiln.runtime.server.fastpath`)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def load(version: modelversion.ModelVersion, policy: LoadPolicy) -> ServedModel:
     estimator = _deserialize(_verified_bytes(version, policy), spec.artifact.format, policy)
     if not callable(getattr(estimator, "predict", None)):
         raise LoadError(f"the artifact holds a {type(estimator).__name__}, which has no predict method")
-    return _trial_prediction(_served(estimator, spec))
+    return _trial_prediction(_served(estimator, spec, policy.fast_predict))
 
 
 def _verified_bytes(version: modelversion.ModelVersion, policy: LoadPolicy) -> bytes:
@@ -140,7 +142,7 @@ def _load_skops(data: bytes, trusted_types: Collection[str]) -> Any:
         raise LoadError(f"the skops artifact could not be loaded: {error}") from None
 
 
-def _served(estimator: Any, spec: modelversion.ModelVersionSpec) -> ServedModel:
+def _served(estimator: Any, spec: modelversion.ModelVersionSpec, fast_predict: bool) -> ServedModel:
     n_features = getattr(estimator, "n_features_in_", None)
     layout = _layout(spec.signature, n_features if isinstance(n_features, int) else None)
     outputs = spec.signature.outputs if spec.signature else []
@@ -148,7 +150,7 @@ def _served(estimator: Any, spec: modelversion.ModelVersionSpec) -> ServedModel:
     classes = getattr(estimator, "classes_", None)
     return ServedModel(
         estimator=estimator,
-        predict=fastpath.predictor(estimator),
+        predict=fastpath.predictor(estimator) if fast_predict else estimator.predict,
         layout=layout,
         predict_name=outputs[0].name if outputs else PREDICT_OUTPUT,
         proba_name=(outputs[1].name if len(outputs) > 1 else PROBA_OUTPUT) if has_proba else None,

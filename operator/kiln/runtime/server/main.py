@@ -66,6 +66,7 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
         artifact_settings=artifacts.Settings.from_environment(),
         allow_unsafe_formats=config.allow_unsafe_formats,
         trusted_types=frozenset(loading.DEFAULT_TRUSTED_TYPES) | frozenset(config.extra_trusted_types),
+        fast_predict=config.fast_predict,
     )
     with concurrent.futures.ThreadPoolExecutor(
         max_workers=2, thread_name_prefix="kiln-predict", initializer=_configure_sklearn
@@ -138,6 +139,13 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
     show_default=True,
     help="Seconds to wait for in-flight requests once no longer accepting.",
 )
+@click.option(
+    "--fast-predict/--no-fast-predict",
+    default=True,
+    envvar="KILN_FAST_PREDICT",
+    show_default=True,
+    help="Let linear classifiers skip scikit-learn's input checks, which the server has already made.",
+)
 @click.option("--log-level", default="INFO", envvar="KILN_LOG_LEVEL", show_default=True)
 def main(
     model_version_files: tuple[pathlib.Path, ...],
@@ -148,6 +156,7 @@ def main(
     trusted_types: str,
     drain_delay: float,
     shutdown_timeout: float,
+    fast_predict: bool,
     log_level: str,
 ) -> None:
     """Serve ModelVersions over the Open Inference Protocol v2, with Prometheus metrics at /metrics.
@@ -167,6 +176,7 @@ def main(
             faults=settings.FaultInjection.parse(os.environ.get("KILN_FAULT_INJECTION")),
             drain_delay=drain_delay,
             shutdown_timeout=shutdown_timeout,
+            fast_predict=fast_predict,
         )
     except settings.SettingsError as error:
         raise click.UsageError(str(error)) from None

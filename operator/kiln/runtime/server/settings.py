@@ -73,6 +73,7 @@ class ServerSettings:
     allow_unsafe_formats: bool = False
     max_body_bytes: int = 8 << 20
     extra_trusted_types: tuple[str, ...] = ()
+    fast_predict: bool = True
     faults: FaultInjection = field(default_factory=FaultInjection)
     drain_delay: float = 2.0
     """Seconds between SIGTERM and closing the listener, while readiness already says 503, so
