@@ -93,6 +93,9 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
     return 0
 
 
+DEFAULTS = settings.ServerSettings()
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": None})
 @click.option(
     "--model-version",
@@ -101,8 +104,10 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
     type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
     help="A ModelVersion manifest (YAML or JSON) to serve; repeatable. KILN_MODEL_VERSIONS adds a JSON list.",
 )
-@click.option("--host", default="0.0.0.0", envvar="KILN_SERVER_HOST", show_default=True, help="Address to bind.")
-@click.option("--port", default=8080, type=int, envvar="KILN_SERVER_PORT", show_default=True, help="Port to bind.")
+@click.option("--host", default=DEFAULTS.host, envvar="KILN_SERVER_HOST", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", default=DEFAULTS.port, type=int, envvar="KILN_SERVER_PORT", show_default=True, help="Port to bind."
+)
 @click.option(
     "--allow-unsafe-formats",
     is_flag=True,
@@ -111,7 +116,7 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
 )
 @click.option(
     "--max-body-bytes",
-    default=8 << 20,
+    default=DEFAULTS.max_body_bytes,
     type=click.IntRange(min=1),
     envvar="KILN_MAX_BODY_BYTES",
     show_default=True,
@@ -125,7 +130,7 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
 )
 @click.option(
     "--drain-delay",
-    default=2.0,
+    default=DEFAULTS.drain_delay,
     type=click.FloatRange(min=0),
     envvar="KILN_DRAIN_DELAY",
     show_default=True,
@@ -133,7 +138,7 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
 )
 @click.option(
     "--shutdown-timeout",
-    default=25.0,
+    default=DEFAULTS.shutdown_timeout,
     type=click.FloatRange(min=0),
     envvar="KILN_SHUTDOWN_TIMEOUT",
     show_default=True,
