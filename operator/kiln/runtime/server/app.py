@@ -75,7 +75,7 @@ class InferenceServer:
         self.config = config
         self.executor = executor
         self.draining = False
-        self.routes = {id(slot): VersionRoute(slot, metrics) for slot in models.slots}
+        self.routes = {slot.key: VersionRoute(slot, metrics) for slot in models.slots}
         self._faults = config.faults if config.faults.active else None
         self._get: dict[tuple[str, ...], Callable[[], web.Response]] = {
             ("v2",): self._server_metadata,
@@ -85,7 +85,7 @@ class InferenceServer:
         }
 
     def mark_loaded(self, slot: repository.Slot) -> None:
-        route = self.routes[id(slot)]
+        route = self.routes[slot.key]
         if slot.served is not None and slot.served.classes is not None:
             route.observed.track_classes(slot.served.classes)
         self.metrics.model_ready.labels(slot.name, slot.number).set(1 if slot.state is repository.State.READY else 0)
@@ -127,7 +127,7 @@ class InferenceServer:
     async def _infer(self, request: web.BaseRequest, name: str, version: str | None) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            route = self.routes[id(self.models.find(name, version))]
+            route = self.routes[self.models.find(name, version).key]
         except protocol.RequestError as error:
             self.metrics.unknown.record(error.status, time.perf_counter() - started)
             raise

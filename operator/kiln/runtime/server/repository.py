@@ -38,6 +38,10 @@ class Slot:
     def number(self) -> str:
         return self.version.spec.version
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.number)
+
     def status(self) -> dict[str, object]:
         status: dict[str, object] = {"name": self.name, "version": self.number, "state": self.state.value}
         if self.state is not State.READY:
@@ -71,7 +75,7 @@ class Repository:
             self._by_name.setdefault(slot.name, []).append(slot)
         for versions_of_name in self._by_name.values():
             versions_of_name.sort(key=lambda slot: semver_key(slot.number), reverse=True)
-        self._by_key = {(slot.name, slot.number): slot for slot in self.slots}
+        self._by_key = {slot.key: slot for slot in self.slots}
 
     @property
     def ready(self) -> bool:
