@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import signal
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,13 +62,6 @@ def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiln]:
         with running_operator(setup):
             yield setup
         setup.assert_no_traceback()
-
-
-@pytest.fixture
-def namespace(kiln: Kiln, request: pytest.FixtureRequest) -> str:
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
-    kiln.kubectl("create", "namespace", name)
-    return name
 
 
 def python_job(name: str, code: str, *args: str, **spec: Any) -> dict[str, Any]:
