@@ -52,7 +52,10 @@ def available_kubectl_versions() -> list[str]:
 
 def make_kubectl(devcluster: cluster.DevCluster, binary: str) -> Kubectl:
     def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path)}
+        # A discovery cache of the cluster's own: ports are reused across clusters, and a cache left
+        # by another cluster (or kubectl version) at the same address can miss the scale subresource.
+        cache = str(devcluster.state_dir / "kubectl-cache")
+        env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path), "KUBECACHEDIR": cache}
         result = subprocess.run(
             [binary, *args], input=input, env=env, capture_output=True, text=True, timeout=60, check=False
         )

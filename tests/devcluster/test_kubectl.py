@@ -151,7 +151,11 @@ def audit_entries(devcluster: cluster.DevCluster) -> list[Object]:
 def background_kubectl(devcluster: cluster.DevCluster, *args: str) -> Iterator[subprocess.Popen[str]]:
     """A kubectl that blocks (`kubectl wait`), to be collected with communicate(timeout=...);
     killed on leaving the block if it is still running."""
-    env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path)}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(devcluster.kubeconfig_path),
+        "KUBECACHEDIR": str(devcluster.state_dir / "kubectl-cache"),
+    }
     process = subprocess.Popen(
         [kubectl_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -133,7 +133,12 @@ def cluster_with_crds(root: pathlib.Path, settings: config.ClusterConfig | None 
     """A dev cluster under `root` with Kiln's CRDs established; the operator not started."""
     with cluster.ThreadedDevCluster(root / "devcluster", settings=settings) as devcluster:
         pvc_root = devcluster.state_dir / "volumes"
-        env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path), "KILN_PVC_ROOT": str(pvc_root)}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(devcluster.kubeconfig_path),
+            "KUBECACHEDIR": str(devcluster.state_dir / "kubectl-cache"),
+            "KILN_PVC_ROOT": str(pvc_root),
+        }
         setup = Kiln(devcluster, env, pvc_root, root / "operator.log")
         setup.kubectl("apply", "-f", str(CRDS))
         setup.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
