@@ -96,7 +96,12 @@ def reconcile_training_job(name: str, namespace: str | None, memo: Any, **_: Any
         memo.training_jobs.reconcile(namespace or "default", name)
 
 
-@kopf.timer(*_TRAINING_JOBS, interval=TRAINING_TICK_SECONDS, id="training-job-tick")
+def _time_can_move(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
+    """A finished job waits only for its ttlSecondsAfterFinished; the others tick."""
+    return status.get("phase") not in training_plan.FINISHED or spec.get("ttlSecondsAfterFinished") is not None
+
+
+@kopf.timer(*_TRAINING_JOBS, interval=TRAINING_TICK_SECONDS, id="training-job-tick", when=_time_can_move)
 def tick_training_job(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     """Time moves jobs too: back-off, deadlines, queue timeouts, ttlSecondsAfterFinished, and
     capacity freed by other jobs."""

@@ -46,9 +46,8 @@ def _cpu_nodes_for(job: workers.Job, nodes: Sequence[Mapping[str, Any]]) -> bool
 
 
 def _gang(
-    body: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], priorities: Mapping[str, int], default_priority: int
+    job: workers.Job, nodes: Sequence[Mapping[str, Any]], priorities: Mapping[str, int], default_priority: int
 ) -> admission.Gang:
-    job = workers.Job.from_body(body)
     cpu_nodes = _cpu_nodes_for(job, nodes)
     priority_class = job.spec.priority_class_name
     return admission.Gang(
@@ -57,7 +56,7 @@ def _gang(
         size=job.spec.workers,
         where=workers.placement(job.spec, cpu_nodes),
         priority=priorities.get(priority_class, default_priority) if priority_class else default_priority,
-        queued_at=body["metadata"].get("creationTimestamp", ""),
+        queued_at=job.created,
     )
 
 
@@ -88,7 +87,8 @@ class Controller:
             body = self.kube.get(TRAINING_JOBS, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
-            nodes = self.kube.list(client.NODES, None)
+            finished = (body.get("status") or {}).get("phase") in training_plan.FINISHED
+            nodes = [] if finished else self.kube.list(client.NODES, None)  # only placement reads them
             seen = self._observe(body, nodes)
             planned = training_plan.plan(seen, self.clock(), self.settings)
             if planned.needs_logs:
@@ -153,7 +153,7 @@ class Controller:
         job = workers.Job.from_body(body)
         scheduler = gang.SCHEDULERS[job.spec.gang_scheduling.scheduler]
         priorities, default_priority = self._priorities() if scheduler.needs_cluster else ({}, 0)
-        candidate = _gang(body, nodes, priorities, default_priority)
+        candidate = _gang(job, nodes, priorities, default_priority)
         return scheduler.admit(candidate, lambda: self._cluster(nodes, priorities, default_priority))
 
     def _priorities(self) -> tuple[dict[str, int], int]:
@@ -182,16 +182,16 @@ class Controller:
         waiting: list[admission.Gang] = []
         for body in jobs:
             try:
-                spec = trainingjob.TrainingJobSpec.model_validate(body.get("spec") or {})
+                job = workers.Job.from_body(body)
             except ValueError:
                 continue  # a job that does not parse is reported by its own reconcile
-            if spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
+            if job.spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
                 continue
             phase = (body.get("status") or {}).get("phase") or Phase.PENDING.value
-            one = _gang(body, nodes, priorities, default_priority)
+            one = _gang(job, nodes, priorities, default_priority)
             if phase in training_plan.HOLDS_ADMISSION:
                 admitted.append((one, bound.get(one.key, 0)))
-            elif phase in (Phase.PENDING, Phase.QUEUED) and not spec.suspend:
+            elif phase in (Phase.PENDING, Phase.QUEUED) and not job.spec.suspend:
                 waiting.append(one)
         return admission.Cluster(nodes=nodes, pods=pods, admitted=admitted, waiting=waiting)
 

@@ -142,8 +142,7 @@ class _Planner:
         self.job = workers.Job.from_body(seen.body)
         self.spec = self.job.spec
         self.generation = seen.body["metadata"].get("generation")
-        old = (seen.body.get("status") or {}) or {}
-        self.previous = trainingjob.TrainingJobStatus.model_validate(old)
+        self.previous = trainingjob.TrainingJobStatus.model_validate(seen.body.get("status") or {})
         self.status = self.previous.model_copy(deep=True)
         self.plan = Plan(self.status)
         self.reason = ""

@@ -54,6 +54,8 @@ class Job:
     uid: str
     spec: trainingjob.TrainingJobSpec
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    created: str = ""
+    """The creationTimestamp (RFC 3339, so it sorts as text)."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Job:
@@ -64,6 +66,7 @@ class Job:
             uid=metadata.get("uid", ""),
             spec=trainingjob.TrainingJobSpec.model_validate(body.get("spec") or {}),
             annotations=metadata.get("annotations") or {},
+            created=metadata.get("creationTimestamp", ""),
         )
 
 
