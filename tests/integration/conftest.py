@@ -12,16 +12,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from kiln_cluster import Kiln, cluster_with_crds, running_operator
+from kiln_cluster import Kiln, operated_cluster
 
 
 @pytest.fixture(scope="module")
 def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiln]:
     """A dev cluster with the CRDs applied and `kiln run` watching every namespace."""
-    with cluster_with_crds(tmp_path_factory.mktemp("kiln")) as setup:
-        with running_operator(setup):
-            yield setup
-        setup.assert_no_traceback()
+    with operated_cluster(tmp_path_factory.mktemp("kiln")) as setup:
+        yield setup
 
 
 @pytest.fixture

@@ -177,6 +177,19 @@ def running_operator(setup: Kiln) -> Iterator[None]:
             operator.wait()
 
 
+@contextlib.contextmanager
+def operated_cluster(
+    root: pathlib.Path, settings: config.ClusterConfig | None = None, **operator_env: str
+) -> Iterator[Kiln]:
+    """A dev cluster with the CRDs and `kiln run` (with `operator_env` added to its environment);
+    a traceback in the operator's log fails the block."""
+    with cluster_with_crds(root, settings) as setup:
+        setup.env.update(operator_env)
+        with running_operator(setup):
+            yield setup
+        setup.assert_no_traceback()
+
+
 def model_version(
     name: str,
     version: str,

@@ -16,7 +16,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from kiln_cluster import Kiln, cluster_with_crds, running_operator
+from kiln_cluster import Kiln, operated_cluster
 from polling import eventually
 
 from kiln.devcluster import config
@@ -57,11 +57,8 @@ def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiln]:
         ),
     )
     settings = config.ClusterConfig(node_pools=nodes)
-    with cluster_with_crds(tmp_path_factory.mktemp("training"), settings) as setup:
-        setup.env["KILN_TRAINING_BACKOFF_SECONDS"] = "0.5"
-        with running_operator(setup):
-            yield setup
-        setup.assert_no_traceback()
+    with operated_cluster(tmp_path_factory.mktemp("training"), settings, KILN_TRAINING_BACKOFF_SECONDS="0.5") as setup:
+        yield setup
 
 
 def python_job(name: str, code: str, *args: str, **spec: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kiln_cluster import Kiln, cluster_with_crds, running_operator
+from kiln_cluster import Kiln, operated_cluster
 from polling import eventually
 from test_training import job, logs_of, pods_of, wait_for_phase, worker_pid
 
@@ -23,11 +23,8 @@ TIMEOUT = 120.0
 
 @pytest.fixture(scope="module")
 def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiln]:
-    with cluster_with_crds(tmp_path_factory.mktemp("distributed")) as setup:
-        setup.env["KILN_TRAINING_BACKOFF_SECONDS"] = "0.5"
-        with running_operator(setup):
-            yield setup
-        setup.assert_no_traceback()
+    with operated_cluster(tmp_path_factory.mktemp("distributed"), KILN_TRAINING_BACKOFF_SECONDS="0.5") as setup:
+        yield setup
 
 
 def example(name: str, port: int, args: list[str], **spec: Any) -> str:

@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
-from collections.abc import Iterator
 
 import pytest
 import skops.io
 import yaml
-from kiln_cluster import Kiln, cluster_with_crds, running_operator
+from kiln_cluster import Kiln
 from sklearn import datasets, ensemble, metrics, model_selection
 from test_training import pods_of, wait_for_phase
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "train-iris" / "trainingjob.yaml"
-
-
-@pytest.fixture(scope="module")
-def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiln]:
-    with cluster_with_crds(tmp_path_factory.mktemp("iris")) as setup:
-        with running_operator(setup):
-            yield setup
-        setup.assert_no_traceback()
 
 
 def test_train_iris_registers_a_model_version_with_the_right_digest_and_metrics(kiln: Kiln) -> None:
