@@ -23,7 +23,8 @@ import rich.tree
 from kiln.api import conditions, modeldeployment, modelversion, resources
 from kiln.api.modelversion import ModelVersion, ModelVersionPhase, Stage
 from kiln.kube import client
-from kiln.registry import reasons, semver, timeline
+from kiln import semver
+from kiln.registry import reasons, timeline
 
 MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
 MODEL_DEPLOYMENTS = client.kiln_resource(resources.MODEL_DEPLOYMENT)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from kiln.registry import semver
+from kiln import semver
 
 # The precedence example of semver.org §11, extended with numeric and release-core cases.
 ASCENDING = [

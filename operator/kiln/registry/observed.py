@@ -15,7 +15,7 @@ import pydantic
 
 from kiln.api import modelversion
 from kiln.api.modelversion import ModelVersionPhase, Stage
-from kiln.registry import semver
+from kiln import semver
 
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
