@@ -62,7 +62,7 @@ def check_artifact(
 
 @dataclasses.dataclass(frozen=True)
 class Controller:
-    kube: client.Client
+    kube: client.Api
     artifact_settings: artifacts.Settings
     artifact_timeout: float = DEFAULT_ARTIFACT_TIMEOUT
     clock: Clock = _utcnow

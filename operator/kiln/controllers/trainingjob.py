@@ -62,7 +62,7 @@ def _gang(
 
 @dataclasses.dataclass
 class Controller:
-    kube: client.Client
+    kube: client.Api
     settings: training_plan.Settings = dataclasses.field(default_factory=training_plan.Settings)
     clock: Clock = _utcnow
     _admission: threading.Lock = dataclasses.field(default_factory=threading.Lock)

@@ -1,10 +1,13 @@
 """A small, generic client for the Kubernetes REST API, over the `kubernetes` package's transport.
 
 It speaks paths, not generated models: any group, version and plural is one `Resource`, so the
-TrainingJob and ModelDeployment controllers use the same get, list, create-or-patch, status and
-Event calls as the registry. Payloads are the API server's JSON as plain dicts. Writes are merge
-patches, never blind replaces. Every failure is an `ApiError` (with `NotFoundError` and `ConflictError` for
-the two a caller acts on), unreachable servers included, and no call waits longer than `timeout`.
+TrainingJob and ModelVersion controllers use the same get, list, create-or-patch, status and Event
+calls. Payloads are the API server's JSON as plain dicts. Writes are merge patches, never blind
+replaces. Every failure is an `ApiError` (with `NotFoundError` and `ConflictError` for the two a
+caller acts on), unreachable servers included, and no call waits longer than `timeout`.
+
+`Api` is the protocol the controllers are written against; `Client` satisfies it, and so does the
+in-memory `kiln.kube.fake.FakeApi` that unit tests drive controllers with.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import kubernetes
 import urllib3
@@ -122,8 +125,96 @@ def _api_error(error: kubernetes.client.ApiException) -> ApiError:
     return kind(status, error.reason or "", message)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def timestamp(moment: datetime.datetime) -> str:
+    """A time as the API server writes one (RFC 3339, seconds, UTC)."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_patch(obj: Mapping[str, Any], status: Mapping[str, Any]) -> Object:
+    """The status-subresource patch turning `obj`'s status into `status`, refused if `obj` is stale."""
+    return {
+        "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+        "status": patches.merge_patch(obj.get("status") or {}, status),
+    }
+
+
+def event_about(
+    involved: Mapping[str, Any],
+    event_type: Literal["Normal", "Warning"],
+    reason: str,
+    message: str,
+    *,
+    name_suffix: str,
+    component: str,
+    instance: str,
+    now: datetime.datetime,
+) -> Object:
+    """A core/v1 Event about `involved`, as `kubectl describe` shows them."""
+    metadata = involved["metadata"]
+    namespace = metadata.get("namespace") or "default"
+    when = timestamp(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{metadata['name']}.{name_suffix}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": metadata["name"],
+            "namespace": namespace,
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message[:_EVENT_MESSAGE_LIMIT],
+        "type": event_type,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": instance,
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
+    }
+
+
+class Api(Protocol):
+    """What the controllers use of the API server: `Client`, or `kiln.kube.fake.FakeApi` in tests."""
+
+    namespace: str
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> Object | None: ...
+
+    def list(self, resource: Resource, namespace: str | None, label_selector: str | None = None) -> list[Object]: ...
+
+    def create(self, resource: Resource, body: Mapping[str, Any]) -> Object: ...
+
+    def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: Mapping[str, Any],
+        subresource: str | None = None,
+    ) -> Object: ...
+
+    def delete(self, resource: Resource, namespace: str | None, name: str, propagation: str | None = None) -> None: ...
+
+    def logs(self, namespace: str, pod: str, container: str | None = None, tail_lines: int = 20) -> str: ...
+
+    def create_or_patch(self, resource: Resource, body: Mapping[str, Any]) -> Object: ...
+
+    def patch_status(self, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]) -> Object: ...
+
+    def post_event(
+        self,
+        involved: Mapping[str, Any],
+        event_type: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+        component: str = "kiln",
+    ) -> Object: ...
+
+    def whoami(self) -> str: ...
 
 
 class Client:
@@ -240,11 +331,9 @@ class Client:
         """Turn the object's status into `status` through the status subresource: fields that are gone
         are removed, and a write over a newer object than `obj` fails with ConflictError."""
         metadata = obj["metadata"]
-        patch = {
-            "metadata": {"resourceVersion": metadata["resourceVersion"]},
-            "status": patches.merge_patch(obj.get("status") or {}, status),
-        }
-        return self.patch(resource, metadata.get("namespace"), metadata["name"], patch, subresource="status")
+        return self.patch(
+            resource, metadata.get("namespace"), metadata["name"], status_patch(obj, status), subresource="status"
+        )
 
     def post_event(
         self,
@@ -255,31 +344,16 @@ class Client:
         component: str = "kiln",
     ) -> Object:
         """Record a core/v1 Event about `involved`, as `kubectl describe` shows them."""
-        metadata = involved["metadata"]
-        namespace = metadata.get("namespace") or "default"
-        now = _now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{metadata['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": involved.get("apiVersion"),
-                "kind": involved.get("kind"),
-                "name": metadata["name"],
-                "namespace": namespace,
-                "uid": metadata.get("uid"),
-                "resourceVersion": metadata.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message[:_EVENT_MESSAGE_LIMIT],
-            "type": event_type,
-            "source": {"component": component},
-            "reportingComponent": component,
-            "reportingInstance": socket.gethostname(),
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        event = event_about(
+            involved,
+            event_type,
+            reason,
+            message,
+            name_suffix=uuid.uuid4().hex[:16],
+            component=component,
+            instance=socket.gethostname(),
+            now=datetime.datetime.now(datetime.UTC),
+        )
         return self.create(EVENTS, event)
 
     def whoami(self) -> str:
