@@ -1,0 +1,168 @@
+"""`kiln-router`: the command, start-up and graceful shutdown.
+
+On SIGTERM (or SIGINT) readiness turns 503 first; the router keeps proxying for `--drain-delay`
+seconds so Endpoints and load balancers stop sending it traffic, then stops accepting, lets the
+requests in flight finish (none can outlast the upstream timeout), and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pathlib
+import signal
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+import click
+from aiohttp import web
+
+from kiln.runtime.router import app, mirroring, sources
+from kiln.runtime.router import metrics as router_metrics
+
+log = logging.getLogger("kiln.runtime.router")
+
+MAX_UPSTREAM_CONNECTIONS: Final = 1024
+"""Upstream connections the pool may open at once; more requests wait for one to come free."""
+KEEPALIVE_SECONDS: Final = 15.0
+"""How long an idle upstream connection is kept; well below aiohttp servers' 75 s, so kiln-server
+never closes one the router is about to reuse."""
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    config_file: pathlib.Path | None = None
+    configmap: tuple[str, str] | None = None
+    """(namespace, name) of the ConfigMap whose `router.json` key holds the configuration."""
+    upstream_timeout: float = 30.0
+    drain_delay: float = 2.0
+
+
+def _session(upstream_timeout: float) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=upstream_timeout),
+        # Bodies pass through as the upstream sent them, and the upstream sees only the client's headers.
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding", "User-Agent"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+async def serve(settings: RouterSettings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with _session(settings.upstream_timeout) as session:
+        copies = mirroring.Mirroring(session)
+        router = app.Router(session, router_metrics.RouterMetrics(), copies)
+        low_level = web.Server(router.handle, request_factory=app.request_factory(), access_log=None)
+        # No request can outlast the upstream timeout, so that (and a second) bounds the wait for them.
+        runner = web.ServerRunner(low_level, handle_signals=False, shutdown_timeout=settings.upstream_timeout + 1)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+        log.info("kiln-router listening on %s:%d", settings.host, settings.port)
+        poller, watch = None, None
+        if settings.config_file is not None:
+            poller = asyncio.create_task(sources.poll_file(settings.config_file, router.offer, router.reject))
+        if settings.configmap is not None:
+            watch = sources.ConfigMapWatch(*settings.configmap, loop, router.offer, router.reject)
+            watch.start()
+        await stop.wait()
+        router.draining = True
+        log.info("shutting down: readiness is off; draining for %.1fs", settings.drain_delay)
+        await asyncio.sleep(settings.drain_delay)
+        await runner.cleanup()
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        if watch is not None:
+            watch.stop()
+        await copies.close()
+        log.info("stopped")
+    return 0
+
+
+def _configmap(_: click.Context, __: click.Parameter, value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    namespace, slash, name = value.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise click.BadParameter(f"must be NAMESPACE/NAME, not {value!r}")
+    return namespace, name
+
+
+DEFAULTS = RouterSettings()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default=DEFAULTS.host, envvar="KILN_ROUTER_HOST", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", default=DEFAULTS.port, type=int, envvar="KILN_ROUTER_PORT", show_default=True, help="Port to bind."
+)
+@click.option(
+    "--config-file",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    envvar="KILN_ROUTER_CONFIG_FILE",
+    help="A JSON configuration file, re-read when it changes (tests, benchmarks, a mounted ConfigMap).",
+)
+@click.option(
+    "--configmap",
+    callback=_configmap,
+    envvar="KILN_ROUTER_CONFIGMAP",
+    metavar="NAMESPACE/NAME",
+    help="A ConfigMap whose router.json key holds the configuration, watched through the Kubernetes API.",
+)
+@click.option(
+    "--upstream-timeout",
+    default=DEFAULTS.upstream_timeout,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="KILN_ROUTER_UPSTREAM_TIMEOUT",
+    show_default=True,
+    help="Seconds an upstream has to answer before the client gets 504.",
+)
+@click.option(
+    "--drain-delay",
+    default=DEFAULTS.drain_delay,
+    type=click.FloatRange(min=0),
+    envvar="KILN_ROUTER_DRAIN_DELAY",
+    show_default=True,
+    help="Seconds to keep proxying after SIGTERM with readiness off.",
+)
+@click.option("--log-level", default="INFO", envvar="KILN_LOG_LEVEL", show_default=True)
+def main(
+    *,
+    host: str,
+    port: int,
+    config_file: pathlib.Path | None,
+    configmap: tuple[str, str] | None,
+    upstream_timeout: float,
+    drain_delay: float,
+    log_level: str,
+) -> None:
+    """Proxy requests to a ModelDeployment's variants by weight or by the x-kiln-variant header.
+
+    Its own endpoints: /healthz, /readyz, /metrics and /router/config (the configuration in force).
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (config_file is None) == (configmap is None):
+        raise click.UsageError("give exactly one of --config-file and --configmap")
+    settings = RouterSettings(host, port, config_file, configmap, upstream_timeout, drain_delay)
+    sys.exit(_run(serve(settings)))
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS only
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)

@@ -1,0 +1,123 @@
+"""kiln-router's Prometheus metrics, which rollout analysis reads per variant.
+
+- `kiln_router_requests_total{variant,version,code}`: proxied requests by the status the client got
+  (the upstream's, or 502/504 when it could not answer).
+- `kiln_router_request_duration_seconds{variant,version}`: time from the request's arrival to its
+  answer, upstream included; buckets from 50µs to 10s.
+- `kiln_router_upstream_errors_total{variant,version,kind}`: upstreams that gave no answer, by
+  kind: `connect` (refused, unreachable), `timeout`, `protocol` (disconnected, malformed answer).
+- `kiln_router_mirrored_requests_total{variant,version,outcome}`: copies sent to the mirror
+  variant: `answered`, `failed`, or `dropped` when too many copies were already in flight.
+- `kiln_router_config_reloads_total{outcome}`: configurations `applied` or `rejected`.
+- `kiln_router_weight{variant}`: the current weight of each variant.
+
+Each variant's children are made when a configuration names it, so a query reads 0 rather than
+nothing before the first request, and requests touch only pre-bound children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS: Final = (
+    0.00005, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075,
+    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""kiln-server's buckets (not imported: that module pulls numpy into a process that needs none)."""
+
+ERROR_KINDS: Final = ("connect", "timeout", "protocol")
+MIRROR_OUTCOMES: Final = ("answered", "failed", "dropped")
+RELOAD_OUTCOMES: Final = ("applied", "rejected")
+
+
+class VariantRecorder:
+    """The pre-bound metric children of one variant at one version."""
+
+    __slots__ = ("_codes", "_duration", "_labels", "_requests", "errors", "mirrored")
+
+    def __init__(self, metrics: RouterMetrics, variant: str, version: str) -> None:
+        self._requests = metrics.requests
+        self._labels = (variant, version)
+        self._duration = metrics.duration.labels(variant, version)
+        # The codes an error-rate query divides, there from the start.
+        self._codes = {code: metrics.requests.labels(variant, version, str(code)) for code in (200, 500, 502, 504)}
+        self.errors = {kind: metrics.upstream_errors.labels(variant, version, kind) for kind in ERROR_KINDS}
+        self.mirrored = {outcome: metrics.mirrored.labels(variant, version, outcome) for outcome in MIRROR_OUTCOMES}
+
+    def record(self, status: int, seconds: float) -> None:
+        child = self._codes.get(status)
+        if child is None:
+            child = self._codes[status] = self._requests.labels(*self._labels, str(status))
+        child.inc()
+        self._duration.observe(seconds)
+
+
+class RouterMetrics:
+    """The router's registry and its metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kiln_router_requests",
+            "Proxied requests by variant, version and the HTTP status code the client got.",
+            ["variant", "version", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "kiln_router_request_duration_seconds",
+            "Proxied request latency, from the request's arrival at the router to its answer.",
+            ["variant", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "kiln_router_upstream_errors",
+            "Requests the variant's upstream gave no answer to, by kind (connect, timeout, protocol).",
+            ["variant", "version", "kind"],
+            registry=self.registry,
+        )
+        self.mirrored = Counter(
+            "kiln_router_mirrored_requests",
+            "Copies of requests sent to the mirror variant, by outcome (answered, failed, dropped).",
+            ["variant", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "kiln_router_config_reloads",
+            "Configurations offered to the router, by outcome (applied, rejected).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.weight = Gauge(
+            "kiln_router_weight",
+            "The share of traffic, in percent, each variant gets.",
+            ["variant"],
+            registry=self.registry,
+        )
+        for outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(outcome)
+        self._recorders: dict[tuple[str, str], VariantRecorder] = {}
+        self._weighted: set[str] = set()
+
+    def recorder(self, variant: str, version: str) -> VariantRecorder:
+        """The variant's children, made once and kept across reloads (counters never go back)."""
+        key = (variant, version)
+        found = self._recorders.get(key)
+        if found is None:
+            found = self._recorders[key] = VariantRecorder(self, variant, version)
+        return found
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Show the new weights; a variant no longer configured loses its series, not a stale value."""
+        for gone in self._weighted - weights.keys():
+            self.weight.remove(gone)
+        for variant, weight in weights.items():
+            self.weight.labels(variant).set(weight)
+        self._weighted = set(weights)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
