@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kiln.api import modeldeployment
 from kiln.providers import metrics
 from kiln.providers.metrics import fake, jsonpath, prometheus, web
 
@@ -254,6 +255,10 @@ def test_the_registry_knows_prometheus_and_web_and_refuses_anything_else() -> No
     assert isinstance(metrics.provider_for("web"), web.Web)
     with pytest.raises(ValueError, match="unknown metric provider 'datadog': known providers are prometheus, web"):
         metrics.provider_for("datadog")
+
+
+def test_every_provider_the_api_accepts_is_registered() -> None:
+    assert set(metrics.PROVIDERS) == {name.value for name in modeldeployment.MetricProviderName}
 
 
 def test_the_registry_can_be_handed_fakes() -> None:
