@@ -134,7 +134,7 @@ def _origin(url: str, where: str) -> str:
         raise ConfigError(f"{where} must be an http:// or https:// URL with a host, not {url!r}")
     if parsed.path not in ("", "/") or parsed.query_string or parsed.fragment:
         raise ConfigError(f"{where} must have no path, query or fragment (the request's path follows it): {url!r}")
-    return str(parsed.origin())
+    return url.rstrip("/")
 
 
 def _weights(value: object, variants: Mapping[str, Variant]) -> dict[str, int]:
