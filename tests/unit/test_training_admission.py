@@ -15,7 +15,7 @@ import training_fixtures as fx
 
 from kiln.api import trainingjob
 from kiln.providers import gang as gang_providers
-from kiln.training import admission
+from kiln.training import admission, workers
 
 Object = dict[str, Any]
 GPU = fx.GPU
@@ -484,3 +484,132 @@ def test_builtin_scheduler_reads_the_cluster_and_admits_by_capacity(nodes: list[
     assert provider.needs_cluster is True
     assert provider.admit(gang("j", size=2, gpus=4), read).admitted is admitted
     assert reads == [True]
+
+
+# -- what the cluster holds, from the objects as listed ----------------------------------------------
+
+
+def worker_pod(job: str, node_name: str | None, phase: str = "Running", namespace: str = fx.NAMESPACE) -> Object:
+    one = pod(f"{job}-{node_name}-{phase}", node_name, phase=phase, namespace=namespace)
+    one["metadata"]["labels"] = {workers.JOB_LABEL: job}
+    return one
+
+
+@pytest.mark.parametrize(
+    ("pods", "bound"),
+    [
+        pytest.param([worker_pod("a", "n1"), worker_pod("a", "n2")], {(fx.NAMESPACE, "a"): 2}, id="bound-running"),
+        pytest.param([worker_pod("a", "n1", "Pending")], {(fx.NAMESPACE, "a"): 1}, id="bound-pending"),
+        pytest.param([worker_pod("a", None, "Pending")], {}, id="unbound"),
+        pytest.param([worker_pod("a", "n1", "Succeeded"), worker_pod("a", "n1", "Failed")], {}, id="finished"),
+        pytest.param([pod("web", "n1", namespace=fx.NAMESPACE)], {}, id="not-a-worker"),
+        pytest.param(
+            [worker_pod("a", "n1"), worker_pod("a", "n1", namespace="other")],
+            {(fx.NAMESPACE, "a"): 1, ("other", "a"): 1},
+            id="per-namespace",
+        ),
+    ],
+)
+def test_bound_workers_counts_unfinished_workers_on_a_node(
+    pods: list[Object], bound: dict[tuple[str, str], int]
+) -> None:
+    assert admission.bound_workers(pods) == bound
+
+
+@pytest.mark.parametrize(
+    ("status", "spec", "held"),
+    [
+        pytest.param(None, {}, "waiting", id="new"),
+        pytest.param({"phase": "Pending"}, {}, "waiting", id="pending"),
+        pytest.param({"phase": "Queued"}, {}, "waiting", id="queued"),
+        pytest.param({"phase": "Queued"}, {"suspend": True}, None, id="suspended-while-queued"),
+        pytest.param({"phase": "Suspended"}, {"suspend": True}, None, id="suspended"),
+        pytest.param({"phase": "Admitted"}, {}, "admitted", id="admitted"),
+        pytest.param({"phase": "Running"}, {}, "admitted", id="running"),
+        pytest.param({"phase": "Succeeded"}, {}, None, id="succeeded"),
+        pytest.param({"phase": "Failed"}, {}, None, id="failed"),
+        pytest.param({"phase": "Running"}, {"gangScheduling": {"scheduler": "volcano"}}, None, id="volcano-running"),
+        pytest.param({"phase": "Queued"}, {"gangScheduling": {"scheduler": "coscheduling"}}, None, id="pod-group"),
+        pytest.param({"phase": "Queued"}, {"workers": 0}, None, id="does-not-parse"),
+    ],
+)
+def test_cluster_snapshot_holds_capacity_for_admitted_phases_and_queues_waiting_ones(
+    status: Object | None, spec: Object, held: str | None
+) -> None:
+    body = fx.job_body("a", status=status, **{"workers": 2, **spec})
+    snapshot = admission.cluster_snapshot(TWO_4_GPU_NODES, [], [body], {}, 0)
+    holding = {
+        "admitted": [one.name for one, _ in snapshot.admitted],
+        "waiting": [one.name for one in snapshot.waiting],
+    }
+    assert holding == {"admitted": ["a"] if held == "admitted" else [], "waiting": ["a"] if held == "waiting" else []}
+
+
+def test_cluster_snapshot_pairs_each_admitted_gang_with_its_bound_workers() -> None:
+    running = fx.job_body("a", status={"phase": "Running"}, workers=2)
+    snapshot = admission.cluster_snapshot(TWO_4_GPU_NODES, [worker_pod("a", "gpu-a")], [running], {}, 0)
+    assert [(one.name, one.size, bound) for one, bound in snapshot.admitted] == [("a", 2, 1)]
+    assert snapshot.nodes == TWO_4_GPU_NODES
+    assert len(snapshot.pods) == 1
+
+
+@pytest.mark.parametrize(
+    ("priority_class", "priority"),
+    [
+        pytest.param(None, 5, id="none-takes-the-default"),
+        pytest.param("high", 1000, id="known"),
+        pytest.param("missing", 5, id="unknown-takes-the-default"),
+    ],
+)
+def test_gang_of_takes_its_priority_from_the_job_s_class(priority_class: str | None, priority: int) -> None:
+    spec = {"priorityClassName": priority_class} if priority_class else {}
+    one = admission.gang_of(fx.job(name="a", workers=3, **spec), TWO_4_GPU_NODES, {"high": 1000}, 5)
+    assert (one.key, one.size, one.priority, one.queued_at) == ((fx.NAMESPACE, "a"), 3, priority, fx.stamp(fx.T0))
+
+
+@pytest.mark.parametrize(
+    ("nodes", "avoids_gpu_nodes"),
+    [
+        pytest.param([*TWO_4_GPU_NODES, node("cpu-a")], True, id="cpu-nodes-exist"),
+        pytest.param(TWO_4_GPU_NODES, False, id="only-gpu-nodes"),
+    ],
+)
+def test_gang_of_keeps_cpu_workers_off_gpu_nodes_only_when_cpu_nodes_exist(
+    nodes: list[Object], avoids_gpu_nodes: bool
+) -> None:
+    one = admission.gang_of(fx.job(name="a", resources={"cpu": "1"}), nodes, {}, 0)
+    assert one.where.avoid_gpu_nodes is avoids_gpu_nodes
+
+
+@pytest.mark.parametrize(
+    ("tolerations", "expected"),
+    [
+        pytest.param([], False, id="tainted-control-plane-is-no-home"),
+        pytest.param([{"key": fx.CONTROL_PLANE_TAINT["key"], "operator": "Exists"}], True, id="tolerated"),
+    ],
+)
+def test_cpu_nodes_for_reads_the_job_s_tolerations(tolerations: list[Object], expected: bool) -> None:
+    nodes = [*TWO_4_GPU_NODES, node("control-plane", taints=[fx.CONTROL_PLANE_TAINT])]
+    assert admission.cpu_nodes_for(fx.job(name="a", tolerations=tolerations), nodes) is expected
+
+
+def priority_class(name: str, value: int, *, default: bool = False) -> Object:
+    return {"metadata": {"name": name}, "value": value, **({"globalDefault": True} if default else {})}
+
+
+@pytest.mark.parametrize(
+    ("classes", "expected"),
+    [
+        pytest.param([], ({}, 0), id="none"),
+        pytest.param([priority_class("high", 1000)], ({"high": 1000}, 0), id="no-global-default"),
+        pytest.param(
+            [priority_class("high", 1000), priority_class("normal", 10, default=True)],
+            ({"high": 1000, "normal": 10}, 10),
+            id="global-default",
+        ),
+    ],
+)
+def test_priority_classes_by_name_and_the_global_default(
+    classes: list[Object], expected: tuple[dict[str, int], int]
+) -> None:
+    assert admission.priority_classes(classes) == expected

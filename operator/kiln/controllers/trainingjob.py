@@ -30,7 +30,6 @@ POD_GROUPS = {
     trainingjob.GangScheduler.COSCHEDULING: client.COSCHEDULING_POD_GROUPS,
     trainingjob.GangScheduler.VOLCANO: client.VOLCANO_POD_GROUPS,
 }
-Phase = trainingjob.TrainingJobPhase
 Object = dict[str, Any]
 
 log = logging.getLogger(__name__)
@@ -39,25 +38,6 @@ Clock = Callable[[], datetime.datetime]
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def _cpu_nodes_for(job: workers.Job, nodes: Sequence[Mapping[str, Any]]) -> bool:
-    return admission.cpu_nodes_exist(nodes, [toleration.to_wire() for toleration in job.spec.tolerations])
-
-
-def _gang(
-    job: workers.Job, nodes: Sequence[Mapping[str, Any]], priorities: Mapping[str, int], default_priority: int
-) -> admission.Gang:
-    cpu_nodes = _cpu_nodes_for(job, nodes)
-    priority_class = job.spec.priority_class_name
-    return admission.Gang(
-        namespace=job.namespace,
-        name=job.name,
-        size=job.spec.workers,
-        where=workers.placement(job.spec, cpu_nodes),
-        priority=priorities.get(priority_class, default_priority) if priority_class else default_priority,
-        queued_at=job.created,
-    )
 
 
 @dataclasses.dataclass
@@ -123,7 +103,7 @@ class Controller:
             or self.kube.get(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, store["metadata"]["name"]) is not None,
             trainer_account_exists=self.kube.get(client.SERVICE_ACCOUNTS, job.namespace, workers.TRAINER_ACCOUNT)
             is not None,
-            cpu_nodes_exist=_cpu_nodes_for(job, nodes),
+            cpu_nodes_exist=admission.cpu_nodes_for(job, nodes),
             model_version=model_version,
         )
 
@@ -152,48 +132,20 @@ class Controller:
     def _admit(self, body: Mapping[str, Any], nodes: Sequence[Object]) -> admission.Admission:
         job = workers.Job.from_body(body)
         scheduler = gang.SCHEDULERS[job.spec.gang_scheduling.scheduler]
-        priorities, default_priority = self._priorities() if scheduler.needs_cluster else ({}, 0)
-        candidate = _gang(job, nodes, priorities, default_priority)
+        priorities, default_priority = (
+            admission.priority_classes(self.kube.list(client.PRIORITY_CLASSES, None))
+            if scheduler.needs_cluster
+            else ({}, 0)
+        )
+        candidate = admission.gang_of(job, nodes, priorities, default_priority)
         return scheduler.admit(candidate, lambda: self._cluster(nodes, priorities, default_priority))
-
-    def _priorities(self) -> tuple[dict[str, int], int]:
-        classes = self.kube.list(client.PRIORITY_CLASSES, None)
-        values = {item["metadata"]["name"]: int(item.get("value", 0)) for item in classes}
-        default = next((int(item.get("value", 0)) for item in classes if item.get("globalDefault")), 0)
-        return values, default
 
     def _cluster(
         self, nodes: Sequence[Object], priorities: Mapping[str, int], default_priority: int
     ) -> admission.Cluster:
         pods = self.kube.list(client.PODS, None)
         jobs = self.kube.list(TRAINING_JOBS, None)
-        bound: dict[tuple[str, str], int] = {}
-        for pod in pods:
-            labels = pod["metadata"].get("labels") or {}
-            phase = (pod.get("status") or {}).get("phase")
-            if (
-                labels.get(workers.JOB_LABEL)
-                and pod.get("spec", {}).get("nodeName")
-                and phase not in ("Succeeded", "Failed")
-            ):
-                key = (pod["metadata"].get("namespace", ""), labels[workers.JOB_LABEL])
-                bound[key] = bound.get(key, 0) + 1
-        admitted: list[tuple[admission.Gang, int]] = []
-        waiting: list[admission.Gang] = []
-        for body in jobs:
-            try:
-                job = workers.Job.from_body(body)
-            except ValueError:
-                continue  # a job that does not parse is reported by its own reconcile
-            if job.spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
-                continue
-            phase = (body.get("status") or {}).get("phase") or Phase.PENDING.value
-            one = _gang(job, nodes, priorities, default_priority)
-            if phase in training_plan.HOLDS_ADMISSION:
-                admitted.append((one, bound.get(one.key, 0)))
-            elif phase in (Phase.PENDING, Phase.QUEUED) and not job.spec.suspend:
-                waiting.append(one)
-        return admission.Cluster(nodes=nodes, pods=pods, admitted=admitted, waiting=waiting)
+        return admission.cluster_snapshot(nodes, pods, jobs, priorities, default_priority)
 
     # -- act ----------------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ admitted whose workers are not bound yet (just admitted, or restarting after a f
 whole gang reserved, and jobs ahead in the queue (higher priority, then older) that fit are
 reserved before the candidate, so a later job never takes capacity an earlier one could use. A job
 that does not fit waits and holds nothing: two half-placed gangs can never block each other.
+
+What the cluster holds is decided here too, from the objects as listed: which jobs' phases hold
+their admission, which wait in the queue, and how many of each gang's workers are bound.
 """
 
 from __future__ import annotations
@@ -16,12 +19,19 @@ from fractions import Fraction
 from typing import Any
 
 from kiln import quantity
+from kiln.api import trainingjob
 from kiln.training import workers
 
 Object = dict[str, Any]
 Resources = dict[str, Fraction]
+Phase = trainingjob.TrainingJobPhase
 PODS = "pods"
+HOLDS_ADMISSION = frozenset({Phase.ADMITTED, Phase.RUNNING})
+"""Phases whose gang keeps its capacity reserved, bound or not."""
+QUEUED = frozenset({Phase.PENDING, Phase.QUEUED})
+"""Phases whose gang waits in the queue (unless the job is suspended)."""
 _BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+_FINISHED_POD_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +149,75 @@ def cpu_nodes_exist(nodes: Iterable[Mapping[str, Any]], tolerations: Iterable[Ma
     )
 
 
+def cpu_nodes_for(job: workers.Job, nodes: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether the job's CPU-only workers have a node without GPUs to go to, given its tolerations."""
+    return cpu_nodes_exist(nodes, [toleration.to_wire() for toleration in job.spec.tolerations])
+
+
+def priority_classes(classes: Iterable[Mapping[str, Any]]) -> tuple[dict[str, int], int]:
+    """PriorityClass values by name, and the globalDefault one's value (0 without one)."""
+    classes = list(classes)
+    values = {item["metadata"]["name"]: int(item.get("value", 0)) for item in classes}
+    default = next((int(item.get("value", 0)) for item in classes if item.get("globalDefault")), 0)
+    return values, default
+
+
+def gang_of(
+    job: workers.Job, nodes: Sequence[Mapping[str, Any]], priorities: Mapping[str, int], default_priority: int
+) -> Gang:
+    """The job's demand: its workers, where they may run, and its place in the queue."""
+    priority_class = job.spec.priority_class_name
+    return Gang(
+        namespace=job.namespace,
+        name=job.name,
+        size=job.spec.workers,
+        where=workers.placement(job.spec, cpu_nodes_for(job, nodes)),
+        priority=priorities.get(priority_class, default_priority) if priority_class else default_priority,
+        queued_at=job.created,
+    )
+
+
+def bound_workers(pods: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+    """How many unfinished workers of each job (namespace, name) are bound to a node."""
+    bound: dict[tuple[str, str], int] = {}
+    for pod in pods:
+        job_name = (pod["metadata"].get("labels") or {}).get(workers.JOB_LABEL)
+        phase = (pod.get("status") or {}).get("phase")
+        if job_name and (pod.get("spec") or {}).get("nodeName") and phase not in _FINISHED_POD_PHASES:
+            key = (pod["metadata"].get("namespace", ""), job_name)
+            bound[key] = bound.get(key, 0) + 1
+    return bound
+
+
+def cluster_snapshot(
+    nodes: Sequence[Object],
+    pods: Sequence[Object],
+    jobs: Iterable[Mapping[str, Any]],
+    priorities: Mapping[str, int],
+    default_priority: int,
+) -> Cluster:
+    """The cluster as builtin admission reads it, from every node, pod and TrainingJob listed. Jobs
+    other schedulers place are theirs to count; a job that does not parse is left out (its own
+    reconcile reports it)."""
+    bound = bound_workers(pods)
+    admitted: list[tuple[Gang, int]] = []
+    waiting: list[Gang] = []
+    for body in jobs:
+        try:
+            job = workers.Job.from_body(body)
+        except ValueError:
+            continue
+        if job.spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
+            continue
+        phase = (body.get("status") or {}).get("phase") or Phase.PENDING.value
+        one = gang_of(job, nodes, priorities, default_priority)
+        if phase in HOLDS_ADMISSION:
+            admitted.append((one, bound.get(one.key, 0)))
+        elif phase in QUEUED and not job.spec.suspend:
+            waiting.append(one)
+    return Cluster(nodes=nodes, pods=pods, admitted=admitted, waiting=waiting)
+
+
 class _Capacity:
     """Free resources per node, consumed as workers are placed on a trial basis."""
 
@@ -152,7 +231,7 @@ class _Capacity:
         for pod in pods:
             node_name = (pod.get("spec") or {}).get("nodeName")
             phase = (pod.get("status") or {}).get("phase")
-            if node_name in self.free and phase not in ("Succeeded", "Failed"):
+            if node_name in self.free and phase not in _FINISHED_POD_PHASES:
                 self._take(node_name, pod_requests(pod))
 
     def _take(self, node: str, requests: Resources) -> None:

@@ -23,7 +23,6 @@ from kiln.training import admission, workers
 Object = dict[str, Any]
 Phase = trainingjob.TrainingJobPhase
 FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED})
-HOLDS_ADMISSION = frozenset({Phase.ADMITTED, Phase.RUNNING})
 LOG_LINES = 20
 _MESSAGE_LIMIT = 4096
 
@@ -408,7 +407,7 @@ class _Planner:
         ready = conditions.find(status.conditions, "Ready")
         reason = self.reason or (ready.reason if ready else phase.value)
         truth = {
-            "Admitted": phase in HOLDS_ADMISSION or phase is Phase.SUCCEEDED,
+            "Admitted": phase in admission.HOLDS_ADMISSION or phase is Phase.SUCCEEDED,
             "Running": phase is Phase.RUNNING,
             "Succeeded": phase is Phase.SUCCEEDED,
             "Failed": phase is Phase.FAILED,
