@@ -1,0 +1,195 @@
+"""The TrainingJob controller's observe → act, driven against the in-memory API server with an
+injected clock: admission and children created once, a failed worker restarting the gang after
+its back-off, and a finished job's TTL deleting it but not the ModelVersion it registered."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+import training_fixtures as fx
+
+from kiln.controllers import trainingjob
+from kiln.kube import client, fake
+from kiln.training import plan, workers
+
+TRAINING_JOBS = trainingjob.TRAINING_JOBS
+MODEL_VERSIONS = trainingjob.MODEL_VERSIONS
+BACKOFF_SECONDS = 10.0
+NAME = "resnet"
+Object = dict[str, Any]
+
+
+def submitted(**spec: Any) -> Object:
+    """A job as a user applies it: the API server gives it uid, generation and creation time."""
+    body = fx.job_body(NAME, **{"workers": 2, "resources": {"gpus": {"count": 4}}, **spec})
+    for server_owned in ("uid", "generation", "creationTimestamp"):
+        del body["metadata"][server_owned]
+    return body
+
+
+@pytest.fixture
+def clock() -> fake.ManualClock:
+    return fake.ManualClock(fx.T0)
+
+
+@pytest.fixture
+def api(clock: fake.ManualClock) -> fake.FakeApi:
+    api = fake.FakeApi(namespace=fx.NAMESPACE, clock=clock)
+    api.add(client.NODES, fx.node("gpu-a", gpus=4, product=fx.A100), fx.node("gpu-b", gpus=4, product=fx.A100))
+    return api
+
+
+@pytest.fixture
+def controller(api: fake.FakeApi, clock: fake.ManualClock) -> trainingjob.Controller:
+    return trainingjob.Controller(kube=api, settings=plan.Settings(backoff_seconds=BACKOFF_SECONDS), clock=clock)
+
+
+def reconcile(controller: trainingjob.Controller) -> None:
+    controller.reconcile(fx.NAMESPACE, NAME)
+
+
+def job_status(api: fake.FakeApi) -> Object:
+    body = api.get(TRAINING_JOBS, fx.NAMESPACE, NAME)
+    assert body is not None
+    return dict(body.get("status") or {})
+
+
+def created(api: fake.FakeApi, kind: str) -> list[str]:
+    return [action.name for action in api.actions if (action.verb, action.kind) == ("create", kind)]
+
+
+def worker_pods(api: fake.FakeApi) -> list[Object]:
+    return api.list(client.PODS, fx.NAMESPACE, f"{workers.JOB_LABEL}={NAME}")
+
+
+def kubelet_reports(api: fake.FakeApi, pod: Object, phase: str, exit_code: int | None = None) -> None:
+    """What the scheduler and the kubelet would write: the pod bound, then its phase."""
+    name = pod["metadata"]["name"]
+    api.patch(client.PODS, fx.NAMESPACE, name, {"spec": {"nodeName": "gpu-a"}})
+    status: Object = {"phase": phase}
+    if exit_code is not None:
+        terminated = {"exitCode": exit_code, "reason": "Error"}
+        status["containerStatuses"] = [{"name": workers.TRAINER_CONTAINER, "state": {"terminated": terminated}}]
+    api.patch(client.PODS, fx.NAMESPACE, name, {"status": status}, subresource="status")
+
+
+def running_gang(api: fake.FakeApi, controller: trainingjob.Controller) -> None:
+    api.add(TRAINING_JOBS, submitted())
+    reconcile(controller)
+    for pod in worker_pods(api):
+        kubelet_reports(api, pod, "Running")
+    reconcile(controller)
+
+
+def test_a_job_that_fits_is_admitted_and_gets_its_service_and_every_worker(
+    api: fake.FakeApi, controller: trainingjob.Controller
+) -> None:
+    api.add(TRAINING_JOBS, submitted())
+
+    reconcile(controller)
+
+    assert job_status(api)["phase"] == "Admitted"
+    assert created(api, "Service") == [NAME]
+    assert created(api, "Pod") == [workers.worker_name(NAME, 0), workers.worker_name(NAME, 1)]
+    assert [event["reason"] for event in api.events(about=NAME)] == ["Admitted"]
+
+
+def test_a_restarted_reconcile_never_creates_a_worker_twice(
+    api: fake.FakeApi, controller: trainingjob.Controller, clock: fake.ManualClock
+) -> None:
+    api.add(TRAINING_JOBS, submitted())
+    reconcile(controller)
+    clock.advance(1)
+
+    reconcile(controller)
+    trainingjob.Controller(kube=api, settings=controller.settings, clock=clock).reconcile(fx.NAMESPACE, NAME)
+
+    assert created(api, "Pod") == [workers.worker_name(NAME, 0), workers.worker_name(NAME, 1)]
+    assert created(api, "Service") == [NAME]
+
+
+def test_events_are_posted_after_status(api: fake.FakeApi, controller: trainingjob.Controller) -> None:
+    api.add(TRAINING_JOBS, submitted())
+
+    reconcile(controller)
+
+    order = [(action.kind, action.subresource) for action in api.actions if action.kind in ("TrainingJob", "Event")]
+    assert order == [("TrainingJob", "status"), ("Event", None)]
+
+
+def test_a_gang_that_does_not_fit_is_queued_without_pods(api: fake.FakeApi, controller: trainingjob.Controller) -> None:
+    api.add(TRAINING_JOBS, submitted(workers=3))
+
+    reconcile(controller)
+
+    assert job_status(api)["phase"] == "Queued"
+    assert created(api, "Pod") == []
+
+
+def test_a_failed_worker_restarts_the_whole_gang_after_the_back_off(
+    api: fake.FakeApi, controller: trainingjob.Controller, clock: fake.ManualClock
+) -> None:
+    running_gang(api, controller)
+    assert job_status(api)["phase"] == "Running"
+    kubelet_reports(api, worker_pods(api)[1], "Failed", exit_code=1)
+
+    reconcile(controller)
+    assert worker_pods(api) == []
+    assert job_status(api)["restarts"] == 1
+    assert "Restarting" in [event["reason"] for event in api.events(about=NAME)]
+
+    clock.advance(BACKOFF_SECONDS / 2)
+    reconcile(controller)
+    assert worker_pods(api) == []
+
+    clock.advance(BACKOFF_SECONDS)
+    reconcile(controller)
+    attempts = {pod["metadata"]["labels"][workers.ATTEMPT_LABEL] for pod in worker_pods(api)}
+    assert (len(worker_pods(api)), attempts) == (2, {"1"})
+
+
+def finished_job_owning_its_children(api: fake.FakeApi, ttl: int) -> Object:
+    """A job that succeeded at T0, with its pods, Service and the ModelVersion it registered."""
+    status = {"phase": "Succeeded", "completionTime": fx.stamp(fx.T0), "restarts": 0}
+    job = api.add(TRAINING_JOBS, {**submitted(ttlSecondsAfterFinished=ttl), "status": status})[0]
+    owner = {"apiVersion": job["apiVersion"], "kind": job["kind"], "name": NAME, "uid": job["metadata"]["uid"]}
+
+    def owned(name: str, **extra: Any) -> Object:
+        return {"metadata": {"name": name, "namespace": fx.NAMESPACE, "ownerReferences": [owner], **extra}}
+
+    labels = {workers.JOB_LABEL: NAME}
+    api.add(client.PODS, *(owned(workers.worker_name(NAME, rank), labels=labels) for rank in range(2)))
+    api.add(client.SERVICES, owned(NAME))
+    api.add(MODEL_VERSIONS, {"apiVersion": MODEL_VERSIONS.api_version, "kind": "ModelVersion", **owned("resnet-v1")})
+    return job
+
+
+def test_a_finished_job_lives_until_its_ttl(
+    api: fake.FakeApi, controller: trainingjob.Controller, clock: fake.ManualClock
+) -> None:
+    finished_job_owning_its_children(api, ttl=60)
+    clock.now = fx.T0 + datetime.timedelta(seconds=59)
+
+    reconcile(controller)
+
+    assert api.get(TRAINING_JOBS, fx.NAMESPACE, NAME) is not None
+    assert [action for action in api.actions if action.verb == "delete"] == []
+
+
+def test_a_finished_job_past_its_ttl_is_deleted_but_its_model_version_is_orphaned_not_deleted(
+    api: fake.FakeApi, controller: trainingjob.Controller, clock: fake.ManualClock
+) -> None:
+    finished_job_owning_its_children(api, ttl=60)
+    clock.now = fx.T0 + datetime.timedelta(seconds=60)
+
+    reconcile(controller)
+
+    assert api.get(TRAINING_JOBS, fx.NAMESPACE, NAME) is None
+    assert worker_pods(api) == []
+    assert api.get(client.SERVICES, fx.NAMESPACE, NAME) is None
+    model_version = api.get(MODEL_VERSIONS, fx.NAMESPACE, "resnet-v1")
+    assert model_version is not None
+    assert "ownerReferences" not in model_version["metadata"]
+    assert fake.Action("delete", "TrainingJob", fx.NAMESPACE, NAME) in api.actions
