@@ -20,10 +20,10 @@ import rich.console
 import rich.table
 import rich.tree
 
+from kiln import semver
 from kiln.api import conditions, modeldeployment, modelversion, resources
 from kiln.api.modelversion import ModelVersion, ModelVersionPhase, Stage
 from kiln.kube import client
-from kiln import semver
 from kiln.registry import reasons, timeline
 
 MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)

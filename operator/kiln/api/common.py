@@ -8,6 +8,8 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from kiln.api import base
 
+GPU_RESOURCE = "nvidia.com/gpu"
+
 
 class GPUs(base.KilnModel):
     """GPUs for each pod, requested as the `nvidia.com/gpu` extended resource."""
@@ -30,6 +32,22 @@ class ComputeResources(base.KilnModel):
     """A CPU limit; none by default, so pods may burst."""
     gpus: GPUs | None = None
     """GPUs for each pod; none when unset."""
+
+    def requests_and_limits(self) -> tuple[dict[str, str | int], dict[str, str | int]]:
+        """A container's resource requests and limits: memory is limited at what is asked, CPU
+        only when cpuLimit says so (pods may burst), GPUs are requested and limited alike."""
+        requests: dict[str, str | int] = {}
+        limits: dict[str, str | int] = {}
+        if self.cpu is not None:
+            requests["cpu"] = self.cpu
+        if self.cpu_limit is not None:
+            limits["cpu"] = self.cpu_limit
+        if self.memory is not None:
+            requests["memory"] = limits["memory"] = self.memory
+        if self.gpus is not None:
+            # The device plugin assigns the devices and sets CUDA_VISIBLE_DEVICES; Kiln only asks.
+            requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = self.gpus.count
+        return requests, limits
 
 
 class EnvVar(base.KilnModel):

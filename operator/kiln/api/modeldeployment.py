@@ -118,6 +118,9 @@ class Canary(base.KilnModel):
     """The steps, in order; after the last one the candidate is promoted to stable."""
     analysis: BackgroundAnalysis | None = None
     """Analysis that runs in the background while the steps proceed."""
+    scale_down_delay_seconds: StrictInt = Field(default=30, ge=0, le=86400)
+    """How long the old stable version keeps running after a promotion, so `kiln rollback` can
+    switch back to it at once."""
 
 
 class BlueGreen(base.KilnModel):
@@ -559,6 +562,8 @@ class AnalysisResult(base.KilnModel):
     """The canary step that ran it; unset for background analysis."""
     phase: AnalysisPhase = AnalysisPhase.RUNNING
     """Running, Successful, Failed or Inconclusive."""
+    started: datetime.datetime | None = None
+    """When the analysis began; its first measurement comes initialDelay later."""
     successful: StrictInt = 0
     """Successful measurements."""
     failed: StrictInt = 0
@@ -599,6 +604,73 @@ class RetrainingStatus(base.KilnModel):
     """When it was started."""
 
 
+class RolloutOutcome(StrEnum):
+    DEPLOYED = "Deployed"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+    SUPERSEDED = "Superseded"
+    REFUSED = "Refused"
+
+
+HISTORY_LIMIT = 20
+"""Rollouts kept in status.history, newest last."""
+
+
+class RolloutRecord(base.KilnModel):
+    """One rollout: which version replaced which, when, and how it ended."""
+
+    version: str
+    """The version rolled out."""
+    previous_version: str | None = None
+    """The stable version it was to replace; unset for the first deployment."""
+    start_time: datetime.datetime
+    """When the rollout began."""
+    end_time: datetime.datetime | None = None
+    """When it ended; unset while it runs."""
+    outcome: RolloutOutcome | None = None
+    """Deployed, Promoted, RolledBack, Aborted, Superseded or Refused; unset while it runs."""
+    reason: str | None = None
+    """Why it ended as it did."""
+
+
+class RetiringVersion(base.KilnModel):
+    """A former stable version kept running for a while after a promotion."""
+
+    version: str
+    """The version."""
+    since: datetime.datetime
+    """When it stopped serving; it is scaled down spec.strategy.canary.scaleDownDelaySeconds later."""
+
+
+ROLLOUT_ACTION_ANNOTATION = f"{base.GROUP}/rollout-action"
+"""The annotation `kiln promote`, `kiln abort`, `kiln resume` and `kiln rollback` write: a JSON
+RolloutAction, handled once (status.handledAction records its id)."""
+
+
+class RolloutActionName(StrEnum):
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote-full"
+    ABORT = "abort"
+    RESUME = "resume"
+    ROLLBACK = "rollback"
+    RETRY = "retry"
+
+
+class RolloutAction(base.KilnModel):
+    """A person's request to move a rollout, carried in the rollout-action annotation."""
+
+    action: RolloutActionName
+    """promote (skip the current step), promote-full (skip every remaining step), abort, resume,
+    rollback (back to the previous stable version) or retry (roll a rolled-back version out again)."""
+    id: str = Field(min_length=1, max_length=64)
+    """Unique per request, so a request is handled once."""
+    user: str = Field(default="", max_length=256)
+    """Who asked, as the API server authenticated them."""
+    time: datetime.datetime
+    """When it was asked."""
+
+
 class ModelDeploymentStatus(base.KilnModel):
     """What the operator observed of the rollout."""
 
@@ -624,6 +696,19 @@ class ModelDeploymentStatus(base.KilnModel):
     """Analysis of the current rollout."""
     rolled_back_versions: list[str] = Field(default_factory=list)
     """Versions rolled back, which the version policy skips until spec changes."""
+    rolled_back_for: str | None = None
+    """The version selection (model, policy and version) rolledBackVersions applies to; a spec
+    that selects differently clears the list."""
+    step_start_time: datetime.datetime | None = None
+    """When the current step (or the wait for the candidate's pods) began."""
+    retiring: list[RetiringVersion] = Field(default_factory=list)
+    """Former stable versions still running for a fast rollback."""
+    history: list[RolloutRecord] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    """The last rollouts, newest last: which version served when."""
+    handled_action: str | None = None
+    """The id of the last rollout-action annotation handled."""
+    url: str | None = None
+    """The address clients send inference requests to."""
     ready_replicas: StrictInt = 0
     """Serving pods ready across versions."""
     drift: DriftStatus | None = None

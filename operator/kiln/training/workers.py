@@ -14,11 +14,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kiln.api import base, trainingjob
+from kiln.api import base, common, trainingjob
 
 Object = dict[str, Any]
 
-GPU_RESOURCE = "nvidia.com/gpu"
+GPU_RESOURCE = common.GPU_RESOURCE
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 GPU_TOLERATION: Object = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -83,21 +83,11 @@ class Placement:
 
 
 def placement(spec: trainingjob.TrainingJobSpec, cpu_nodes_exist: bool) -> Placement:
-    resources = spec.resources
-    requests: dict[str, str | int] = {}
-    limits: dict[str, str | int] = {}
-    if resources.cpu is not None:
-        requests["cpu"] = resources.cpu
-    if resources.cpu_limit is not None:
-        limits["cpu"] = resources.cpu_limit
-    if resources.memory is not None:
-        requests["memory"] = limits["memory"] = resources.memory
+    requests, limits = spec.resources.requests_and_limits()
     node_selector = dict(spec.node_selector)
     tolerations = tuple(toleration.to_wire() for toleration in spec.tolerations)
-    gpus = resources.gpus
+    gpus = spec.resources.gpus
     if gpus is not None:
-        # The device plugin assigns the devices and sets CUDA_VISIBLE_DEVICES; Kiln only asks.
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = gpus.count
         if gpus.product:
             node_selector[GPU_PRODUCT_LABEL] = gpus.product
         if GPU_TOLERATION not in tolerations:

@@ -1,0 +1,345 @@
+"""A ModelDeployment's plan: from what was observed and the time, the status and the serving objects.
+
+In order: handle a person's request (the rollout-action annotation, once per id), choose the
+version the policy wants, start, move or end a rollout (`kiln.delivery.canary`), retire former
+stable versions whose delay has run out, conclude the phase and conditions, and derive the
+objects from the resulting status (`kiln.delivery.serving`). A plan that wants measurements
+(`Plan.measure`) is not acted on: the controller takes them and plans again with the answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from kiln.api import base, modeldeployment
+from kiln.delivery import analysis, canary, reasons, rollout, serving, versions
+
+Phase = modeldeployment.ModelDeploymentPhase
+Outcome = modeldeployment.RolloutOutcome
+Action = modeldeployment.RolloutActionName
+Object = serving.Object
+TRUE, FALSE = base.ConditionStatus.TRUE, base.ConditionStatus.FALSE
+_ROUTER_PROVIDER = modeldeployment.TrafficProviderName.ROUTER
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    status: modeldeployment.ModelDeploymentStatus
+    apply: tuple[Object, ...] = ()
+    """Objects to create or merge into the existing ones; the router's ConfigMap first."""
+    delete_deployments: tuple[str, ...] = ()
+    """Serving Deployments of versions no longer live."""
+    events: tuple[rollout.Event, ...] = ()
+    measure: tuple[analysis.MeasurementRequest, ...] = ()
+    """Take these measurements and plan again with the answers before acting."""
+
+
+def _unsupported_traffic(spec: modeldeployment.ModelDeploymentSpec) -> str | None:
+    if spec.traffic.provider is not _ROUTER_PROVIDER:
+        return f"traffic provider {spec.traffic.provider.value} is not available yet; use provider router"
+    return None
+
+
+def _unsupported_strategy(spec: modeldeployment.ModelDeploymentSpec) -> str | None:
+    strategy = "blueGreen" if spec.strategy.blue_green else "shadow" if spec.strategy.shadow else None
+    if strategy:
+        return f"the {strategy} strategy is not available yet; use canary (or no strategy for a direct switch)"
+    return None
+
+
+def _previous_stable(status: modeldeployment.ModelDeploymentStatus) -> str | None:
+    promoted = [
+        entry
+        for entry in status.history
+        if entry.outcome is Outcome.PROMOTED and entry.version == status.stable_version
+    ]
+    return promoted[-1].previous_version if promoted else None
+
+
+def _roll_back_to_previous(draft: rollout.Draft, who: str) -> None:
+    status = draft.status
+    previous, current = _previous_stable(status), status.stable_version
+    if previous is None or current is None:
+        draft.event(reasons.ACTION_IGNORED, f"`kiln rollback` by {who}: there is no previous stable version")
+        return
+    message = f"`kiln rollback` by {who}: version {current} rolled back to {previous}"
+    status.rolled_back_versions = [*[v for v in status.rolled_back_versions if v != current], current]
+    status.rolled_back_for = versions.selection(draft.spec)
+    draft.record(
+        modeldeployment.RolloutRecord(
+            version=current,
+            previous_version=previous,
+            start_time=draft.now,
+            end_time=draft.now,
+            outcome=Outcome.ROLLED_BACK,
+            reason=message,
+        )
+    )
+    draft.event(reasons.ROLLED_BACK, message, warning=True)
+    running = draft.observed.ready(previous) >= serving.replicas_for_weight(draft.spec.replicas, 100)
+    if running:  # still up within its scale-down delay: switch at once
+        status.stable_version = previous
+        status.retiring = [r for r in status.retiring if r.version != previous]
+        draft.set_weights(100, 0)
+        draft.set_phase(Phase.ROLLED_BACK, message)
+        draft.condition(reasons.PROGRESSING, FALSE, reasons.ROLLED_BACK, message)
+        return
+    draft.begin(previous, message, step_index=len(canary.steps_of(draft.spec)))
+
+
+def _reset_held_analysis(draft: rollout.Draft) -> None:
+    """Resume after an inconclusive analysis: that analysis starts again from scratch."""
+    draft.status.analysis = [
+        result for result in draft.status.analysis if result.phase is not modeldeployment.AnalysisPhase.INCONCLUSIVE
+    ]
+
+
+def _handle_action(draft: rollout.Draft) -> None:
+    action = draft.observed.action
+    if action is None or action.id == draft.status.handled_action:
+        return
+    draft.status.handled_action = action.id
+    who = action.user or "someone"
+    status = draft.status
+    steps = canary.steps_of(draft.spec)
+    if action.action is Action.RETRY:
+        status.rolled_back_versions = []
+        draft.event(reasons.RETRY_REQUESTED, f"`kiln retry` by {who}: rolled-back versions may be chosen again")
+        return
+    if action.action is Action.ROLLBACK and status.candidate_version is None:
+        _roll_back_to_previous(draft, who)
+        return
+    if status.candidate_version is None:
+        draft.event(reasons.ACTION_IGNORED, f"`kiln {action.action.value}` by {who}: no rollout is in progress")
+        return
+    if action.action in (Action.ABORT, Action.ROLLBACK):
+        draft.roll_back(Outcome.ABORTED, reasons.ABORTED, f"`kiln {action.action.value}` by {who}")
+    elif action.action is Action.PROMOTE_FULL:
+        status.current_step_index = len(steps)
+        status.step_start_time = draft.now
+        draft.event(reasons.PROMOTE_REQUESTED, f"`kiln promote --full` by {who}: the remaining steps are skipped")
+    elif action.action is Action.PROMOTE:
+        _reset_held_analysis(draft)
+        draft.next_step()
+        draft.event(
+            reasons.PROMOTE_REQUESTED, f"`kiln promote` by {who}: step {(status.current_step_index or 1) - 1} skipped"
+        )
+    elif action.action is Action.RESUME:
+        index = status.current_step_index or 0
+        step = steps[index] if index < len(steps) else None
+        if step is not None and step.pause is not None and step.pause.duration is None:
+            draft.next_step()
+        _reset_held_analysis(draft)
+        draft.event(reasons.RESUMED, f"`kiln resume` by {who}")
+
+
+def _supersede(draft: rollout.Draft, reason: str) -> None:
+    candidate = draft.status.candidate_version or ""
+    draft.set_weights(100, 0)
+    draft.finish_record(candidate, Outcome.SUPERSEDED, reason)
+    draft.end_rollout()
+    draft.event(reasons.SUPERSEDED, f"the rollout of version {candidate} stopped: {reason}")
+
+
+def _start(draft: rollout.Draft, choice: versions.Choice) -> None:
+    """Begin rolling the chosen version out over stable, unless it cannot take stable's requests."""
+    chosen = choice.chosen
+    if chosen is None:
+        return
+    unsupported = _unsupported_strategy(draft.spec)
+    if unsupported:
+        draft.set_phase(Phase.DEGRADED, f"version {chosen.version} waits: {unsupported}")
+        draft.condition(reasons.PROGRESSING, FALSE, reasons.UNSUPPORTED, draft.status.message or "")
+        return
+    refusal = versions.incompatibility(draft.observed.find(draft.status.stable_version), chosen)
+    if refusal is None:
+        draft.begin(chosen.version, choice.reason)
+        return
+    status = draft.status
+    status.rolled_back_versions = [*status.rolled_back_versions, chosen.version]
+    status.rolled_back_for = versions.selection(draft.spec)
+    draft.record(
+        modeldeployment.RolloutRecord(
+            version=chosen.version,
+            previous_version=status.stable_version,
+            start_time=draft.now,
+            end_time=draft.now,
+            outcome=Outcome.REFUSED,
+            reason=refusal,
+        )
+    )
+    message = f"version {chosen.version} refused before any traffic moved: {refusal}"
+    draft.set_phase(Phase.DEGRADED, message)
+    draft.condition(reasons.PROGRESSING, FALSE, reasons.INCOMPATIBLE_SIGNATURE, message)
+    draft.event(reasons.INCOMPATIBLE_SIGNATURE, message, warning=True)
+
+
+def _first_deployment(draft: rollout.Draft, choice: versions.Choice) -> None:
+    if choice.chosen is None:
+        draft.set_phase(Phase.PENDING, choice.reason)
+        draft.condition(reasons.PROGRESSING, FALSE, reasons.NO_SERVABLE_VERSION, choice.reason)
+        return
+    version = choice.chosen.version
+    draft.status.stable_version = version
+    draft.set_weights(100, 0)
+    draft.record(modeldeployment.RolloutRecord(version=version, start_time=draft.now))
+    draft.event(reasons.DEPLOYED, f"serving version {version}: {choice.reason}")
+
+
+def _steer(draft: rollout.Draft) -> None:
+    """Start, continue, replace or end the rollout the chosen version calls for."""
+    status = draft.status
+    if status.rolled_back_for is not None and status.rolled_back_for != versions.selection(draft.spec):
+        status.rolled_back_versions, status.rolled_back_for = [], None
+    _handle_action(draft)
+    choice = versions.choose(draft.spec, draft.observed.model_versions, status.rolled_back_versions)
+    if status.stable_version is None:
+        _first_deployment(draft, choice)
+        return
+    chosen = choice.chosen.version if choice.chosen else None
+    candidate = status.candidate_version
+    if candidate is not None and chosen != candidate:
+        if (
+            chosen is None
+            and draft.observed.find(candidate) is not None
+            and candidate not in status.rolled_back_versions
+        ):
+            pass  # the policy lost sight of it (a stage moved, say) but it is still servable: carry on
+        else:
+            _supersede(draft, choice.reason if chosen is None else f"{choice.reason}, not {candidate}")
+            candidate = None
+    if candidate is None and chosen is not None and chosen != status.stable_version:
+        _start(draft, choice)
+    if status.candidate_version is not None:
+        canary.progress(draft)
+
+
+def _retire(draft: rollout.Draft) -> None:
+    delay = canary.scale_down_delay(draft.spec)
+    keep = []
+    for retiring in draft.status.retiring:
+        if draft.now - retiring.since >= delay or retiring.version == draft.status.stable_version:
+            draft.event(reasons.RETIRED, f"version {retiring.version} scaled down after the scale-down delay")
+        else:
+            keep.append(retiring)
+    draft.status.retiring = keep
+
+
+def _conclude(draft: rollout.Draft) -> None:
+    """Phase and conditions once the rollout has moved."""
+    status, spec, observed = draft.status, draft.spec, draft.observed
+    needed = serving.replicas_for_weight(spec.replicas, 100)
+    available = status.stable_version is not None and observed.ready(status.stable_version) >= needed
+    available = available and observed.router_ready > 0
+    status.ready_replicas = sum(pods.ready for pods in observed.deployments.values())
+    status.url = serving.url(serving.Owner(observed.name, observed.namespace, observed.uid))
+    if available:
+        draft.condition(reasons.AVAILABLE, TRUE, reasons.SERVING, f"version {status.stable_version} answers")
+    else:
+        draft.condition(reasons.AVAILABLE, FALSE, reasons.NOT_SERVING, "no ready router or stable pods yet")
+    first = status.history[-1] if status.history else None
+    if status.candidate_version is None and status.stable_version is not None:
+        if first is not None and first.outcome is None and first.previous_version is None:
+            if available:
+                message = f"serving version {status.stable_version}"
+                draft.finish_record(status.stable_version, Outcome.DEPLOYED, message)
+                draft.set_phase(Phase.HEALTHY, message)
+            elif draft.elapsed(first.start_time) > datetime.timedelta(seconds=spec.progress_deadline_seconds):
+                draft.set_phase(Phase.DEGRADED, f"version {status.stable_version} is not ready after the deadline")
+            else:
+                draft.set_phase(Phase.PROGRESSING, f"starting version {status.stable_version}")
+        elif status.phase is Phase.ROLLED_BACK or (status.phase is Phase.DEGRADED and status.rolled_back_versions):
+            pass  # the rollback (or refusal) message stays until another rollout starts
+        elif available:
+            draft.set_phase(Phase.HEALTHY, f"version {status.stable_version} serves all traffic")
+            draft.condition(reasons.PROGRESSING, FALSE, reasons.HEALTHY, status.message or "")
+        else:
+            draft.set_phase(Phase.DEGRADED, f"version {status.stable_version} has no ready pods")
+    if status.phase is not Phase.PAUSED:
+        draft.condition(reasons.PAUSED, FALSE, reasons.NOT_PAUSED, "")
+    if status.candidate_version is not None and status.phase is not Phase.PAUSED:
+        draft.condition(reasons.PROGRESSING, TRUE, reasons.ROLLOUT_STARTED, status.message or "")
+    ready = status.phase is Phase.HEALTHY and available
+    draft.condition(
+        reasons.READY,
+        TRUE if ready else FALSE,
+        reasons.HEALTHY
+        if ready
+        else (status.phase.value if status.phase is not Phase.HEALTHY else reasons.NOT_SERVING),
+        status.message or "",
+    )
+    order = {condition: index for index, condition in enumerate(reasons.CONDITION_ORDER)}
+    status.conditions.sort(key=lambda condition: order.get(condition.type, len(order)))
+    status.observed_generation = observed.generation
+
+
+def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Object], list[str]]:
+    """The serving objects for the status, and the serving Deployments to delete."""
+    status, spec, observed = draft.status, draft.spec, draft.observed
+    owner = serving.Owner(observed.name, observed.namespace, observed.uid)
+    if status.stable_version is None:
+        return [], []
+    replicas: dict[str, int] = {r.version: spec.replicas for r in status.retiring}
+    replicas.update({version: 0 for version in status.rolled_back_versions})
+    replicas[status.stable_version] = spec.replicas
+    if status.candidate_version is not None:
+        replicas[status.candidate_version] = canary.candidate_replicas(spec, status)
+    deployments = []
+    kept = set()
+    for version, count in replicas.items():
+        found = observed.find(version)
+        kept.add(serving.version_label(version))
+        if found is not None:
+            deployments.append(serving.server_deployment(owner, spec, serving.Live(found, count), settings))
+    in_promotion = canary.promoting(spec, status)
+    stable_target = status.candidate_version if in_promotion and status.candidate_version else status.stable_version
+    variants = [
+        serving.Variant(serving.STABLE, serving.stable_service(owner.name), stable_target, status.weights.stable)
+    ]
+    if status.candidate_version is not None:
+        variants.append(
+            serving.Variant(
+                serving.CANDIDATE, serving.canary_service(owner.name), status.candidate_version, status.weights.canary
+            )
+        )
+    else:
+        variants[0] = dataclasses.replace(variants[0], weight=100)
+    services = [
+        serving.variant_service(owner, spec, serving.stable_service(owner.name), stable_target),
+        # The canary Service always exists (on stable's pods between rollouts), so a router still on
+        # its previous config never sends a request to a Service that is gone.
+        serving.variant_service(
+            owner, spec, serving.canary_service(owner.name), status.candidate_version or status.stable_version
+        ),
+    ]
+    applied = [
+        serving.router_config(owner, variants),
+        *deployments,
+        *services,
+        *serving.router_objects(owner, spec, settings),
+    ]
+    stale = [pods.name for label, pods in observed.deployments.items() if label not in kept]
+    return applied, stale
+
+
+def plan(observed: rollout.Observed, now: datetime.datetime, settings: serving.Settings | None = None) -> Plan:
+    draft = rollout.Draft(observed, now, observed.status.model_copy(deep=True))
+    unsupported = _unsupported_traffic(observed.spec)
+    if unsupported:
+        draft.set_phase(Phase.DEGRADED, unsupported)
+        draft.condition(reasons.PROGRESSING, FALSE, reasons.UNSUPPORTED, unsupported)
+        _conclude(draft)
+        return Plan(status=draft.status)
+    _steer(draft)
+    _retire(draft)
+    _conclude(draft)
+    if draft.measure:
+        return Plan(status=observed.status, measure=tuple(draft.measure))
+    applied, stale = _objects(draft, settings or serving.Settings())
+    return Plan(
+        status=draft.status,
+        apply=tuple(applied),
+        delete_deployments=tuple(stale),
+        events=tuple(draft.events),
+    )
