@@ -22,11 +22,8 @@ Object = dict[str, Any]
 
 
 def submitted(**spec: Any) -> Object:
-    """A job as a user applies it: the API server gives it uid, generation and creation time."""
-    body = fx.job_body(NAME, **{"workers": 2, "resources": {"gpus": {"count": 4}}, **spec})
-    for server_owned in ("uid", "generation", "creationTimestamp"):
-        del body["metadata"][server_owned]
-    return body
+    """A job asking for two workers of 4 GPUs each: the whole of the two nodes."""
+    return fx.job_body(NAME, **{"workers": 2, "resources": {"gpus": {"count": 4}}, **spec})
 
 
 @pytest.fixture

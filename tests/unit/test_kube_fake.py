@@ -51,6 +51,17 @@ def test_a_created_object_gets_uid_resource_version_generation_and_creation_time
     assert api.get(client.PODS, "ml", "a") == created
 
 
+def test_a_seeded_object_keeps_its_status_and_the_server_fields_it_names() -> None:
+    api = fake.FakeApi()
+    seeded = pod("a", status={"phase": "Running"})
+    seeded["metadata"] |= {"uid": "u-1", "creationTimestamp": "2020-01-01T00:00:00Z"}
+    stored = api.add(client.PODS, seeded)[0]
+    assert stored["status"] == {"phase": "Running"}
+    assert (stored["metadata"]["uid"], stored["metadata"]["creationTimestamp"]) == ("u-1", "2020-01-01T00:00:00Z")
+    assert stored["metadata"]["generation"] == 1
+    assert api.actions == []
+
+
 def test_uids_and_resource_versions_are_deterministic_and_the_version_is_global() -> None:
     first, second = fake.FakeApi(), fake.FakeApi()
     for api in (first, second):

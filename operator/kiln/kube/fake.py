@@ -142,9 +142,9 @@ class FakeApi:
         self._events = 0
 
     def add(self, resource: client.Resource, *bodies: Mapping[str, Any]) -> list[Object]:
-        """Seed objects as they are, status included, without recording an action: the world a
-        controller observes."""
-        return [self._store(resource, self._new(resource, body, keep_status=True)) for body in bodies]
+        """Seed objects as they are (status, uid, creationTimestamp and generation kept where given)
+        without recording an action: the world a controller observes."""
+        return [self._store(resource, self._new(resource, body, seeding=True)) for body in bodies]
 
     def set_logs(self, namespace: str, pod: str, text: str) -> None:
         """What `logs` answers for the pod."""
@@ -173,8 +173,7 @@ class FakeApi:
         ]
 
     def create(self, resource: client.Resource, body: Mapping[str, Any]) -> Object:
-        # Status is dropped as a status subresource drops it: only patch_status writes one.
-        obj = self._new(resource, body, keep_status=False)
+        obj = self._new(resource, body, seeding=False)
         created = self._store(resource, obj)
         self._record("create", resource, obj)
         return created
@@ -268,7 +267,7 @@ class FakeApi:
     def _key(resource: client.Resource, namespace: str | None, name: str) -> tuple[str | None, str]:
         return (namespace if resource.namespaced else None, name)
 
-    def _new(self, resource: client.Resource, body: Mapping[str, Any], *, keep_status: bool) -> Object:
+    def _new(self, resource: client.Resource, body: Mapping[str, Any], *, seeding: bool) -> Object:
         obj = copy.deepcopy(dict(body))
         metadata = obj.setdefault("metadata", {})
         name, namespace = metadata.get("name"), metadata.get("namespace")
@@ -278,15 +277,18 @@ class FakeApi:
             raise client.ApiError(400, "BadRequest", f"{_qualified(resource)} must be created in a namespace")
         if self._key(resource, namespace, name) in self._bucket(resource):
             raise client.ConflictError(409, "AlreadyExists", f'{_qualified(resource)} "{name}" already exists')
-        if not keep_status:
-            obj.pop("status", None)
         obj.setdefault("apiVersion", resource.api_version)
         obj.setdefault("kind", resource.kind)
         self._uids += 1
-        metadata["uid"] = str(uuid.UUID(int=self._uids))
-        metadata["creationTimestamp"] = client.timestamp(self.clock())
+        assigned: dict[str, Any] = {"uid": str(uuid.UUID(int=self._uids))}
+        assigned["creationTimestamp"] = client.timestamp(self.clock())
         if "spec" in obj:
-            metadata["generation"] = 1
+            assigned["generation"] = 1
+        if seeding:
+            obj["metadata"] = {**assigned, **metadata}
+        else:
+            obj.pop("status", None)  # as a status subresource drops it: only status writes set one
+            metadata.update(assigned)
         return obj
 
     @staticmethod
