@@ -13,9 +13,9 @@ from typing import Any
 
 import pydantic
 
+from kiln import semver
 from kiln.api import modelversion
 from kiln.api.modelversion import ModelVersionPhase, Stage
-from kiln import semver
 
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
