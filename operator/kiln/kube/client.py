@@ -83,6 +83,9 @@ SERVICES = Resource("", "v1", "services", "Service")
 PERSISTENT_VOLUME_CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 NODES = Resource("", "v1", "nodes", "Node", False)
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
+ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 PRIORITY_CLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False)
@@ -91,6 +94,9 @@ VOLCANO_POD_GROUPS = Resource("scheduling.volcano.sh", "v1beta1", "podgroups", "
 KNOWN = (
     PODS,
     SERVICES,
+    CONFIG_MAPS,
+    ENDPOINTS,
+    DEPLOYMENTS,
     PERSISTENT_VOLUME_CLAIMS,
     SERVICE_ACCOUNTS,
     NODES,
