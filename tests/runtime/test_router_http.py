@@ -2,7 +2,8 @@
 
 Stable serves iris 1.0.0, candidate 1.1.0 and slow 2.0.0 (every answer held back by kiln-server's
 fault injection), each a kiln-server on loopback; every router here is a `kiln-router` process
-told its configuration by a file, rewritten (atomically, by rename) to reload it.
+told its configuration by a file, rewritten (atomically, by rename) to reload it, or by a
+ConfigMap on a dev cluster, watched through the Kubernetes API.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import kubernetes
 import pytest
 from polling import eventually
 from server_process import RunningServer, free_port, kiln_server, model_version, write_skops
 from sklearn.linear_model import LogisticRegression
+
+from kiln.devcluster import cluster
 
 ROUTER = pathlib.Path(sys.executable).with_name("kiln-router")
 INFER = "/v2/models/iris/infer"
@@ -340,3 +344,36 @@ def test_the_command_needs_exactly_one_configuration_source() -> None:
 
     assert done.returncode == 2
     assert "exactly one of --config-file and --configmap" in done.stderr
+
+
+def test_a_watched_configmap_moves_traffic_at_once(upstreams: Upstreams, directory: pathlib.Path) -> None:
+    """Given a router watching a ConfigMap on a dev cluster, when the ConfigMap is patched (and
+    when it is patched with a bad configuration), then traffic follows within a bounded poll."""
+    with cluster.ThreadedDevCluster(directory / "devcluster") as dev:
+        core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(dev.kubeconfig_path)))
+        data = {"router.json": json.dumps(configuration(upstreams, stable=100))}
+        core.create_namespaced_config_map("default", {"metadata": {"name": "iris-router"}, "data": data})
+        port = free_port()
+        log = directory / "kiln-router-configmap.log"
+        command = [str(ROUTER), "--host", "127.0.0.1", "--port", str(port), "--configmap", "default/iris-router"]
+        with log.open("w") as sink:
+            process = subprocess.Popen(
+                command, env={**os.environ, "KUBECONFIG": str(dev.kubeconfig_path)}, stdout=sink, stderr=sink
+            )
+        router = RunningRouter(process, f"http://127.0.0.1:{port}", directory / "unused.json", log)
+        try:
+            eventually(lambda: _answers(router, "/readyz") == 200, "the router to read the ConfigMap", timeout=20)
+            assert router.shown()["origin"] == "configmap default/iris-router"
+
+            moved = configuration(upstreams, candidate=100)
+            core.patch_namespaced_config_map("iris-router", "default", {"data": {"router.json": json.dumps(moved)}})
+            eventually(lambda: router.shown()["config"]["weights"] == moved["weights"], "the watch to reload", 5)
+            core.patch_namespaced_config_map("iris-router", "default", {"data": {"router.json": "{not json"}})
+            eventually(lambda: router.metric("kiln_router_config_reloads_total", outcome="rejected") == 1, "a reject")
+
+            with httpx.Client(base_url=router.url) as client:
+                assert send(client, 20) == {("candidate", "1.1.0", 200): 20}
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
