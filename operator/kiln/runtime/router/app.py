@@ -139,7 +139,7 @@ class Router:
         try:
             config = router_config.parse(text)
         except router_config.ConfigError as error:
-            self.reject(f"{error}", origin)
+            self.reject(str(error), origin)
             return
         current = self.routing
         if current is not None and current.config.digest == config.digest:
