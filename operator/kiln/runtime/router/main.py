@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import pathlib
 import signal
+import socket
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any, Final
 import aiohttp
 import click
 from aiohttp import web
+from aiohttp.abc import ResolveResult
 
 from kiln.runtime.router import app, mirroring, sources
 from kiln.runtime.router import metrics as router_metrics
@@ -44,8 +47,32 @@ class RouterSettings:
     drain_delay: float = 2.0
 
 
+class SocketResolver(aiohttp.ThreadedResolver):
+    """Names resolved by `socket.getaddrinfo` on a thread, as the standard event loop does.
+
+    uvloop resolves in libuv, past Python's socket module, so whatever configures resolution
+    there (the dev cluster's pod shim, which maps cluster DNS names) would not apply.
+    """
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        infos = await loop.run_in_executor(
+            None, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, family=family)
+        )
+        return [
+            ResolveResult(
+                hostname=host, host=str(address[0]), port=int(address[1]), family=family_, proto=proto, flags=0
+            )
+            for family_, _, proto, _, address in infos
+        ]
+
+
 def _session(upstream_timeout: float) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS)
+    connector = aiohttp.TCPConnector(
+        limit=MAX_UPSTREAM_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, resolver=SocketResolver()
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=upstream_timeout),
