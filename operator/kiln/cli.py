@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 
@@ -70,10 +71,25 @@ def _read(path: pathlib.Path) -> str | None:
     help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.",
 )
 @click.option("--standalone/--peering", default=True, show_default=True, help="Run without kopf peering.")
+@click.option(
+    "--prometheus-url",
+    envvar="KILN_PROMETHEUS_URL",
+    default=None,
+    help="The Prometheus that analysis metrics without prometheus.address query [env KILN_PROMETHEUS_URL].",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every handler and API call.")
-def run(namespaces: tuple[str, ...], liveness_endpoint: str | None, standalone: bool, verbose: bool) -> None:
+def run(
+    namespaces: tuple[str, ...],
+    liveness_endpoint: str | None,
+    standalone: bool,
+    prometheus_url: str | None,
+    verbose: bool,
+) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     from kiln import handlers
+
+    if prometheus_url:
+        os.environ[handlers.PROMETHEUS_URL_ENV] = prometheus_url
 
     handlers.run_operator(namespaces, liveness_endpoint, standalone, verbose)
 
@@ -146,10 +162,11 @@ def cluster_start(
     pools = (f"{p.count} x {p.name} ({p.cpu} cpu, {p.memory}, {p.gpus} gpu)" for p in settings.node_pools)
     click.echo(f"nodes: {', '.join(pools)}")
     prometheus_url = home / "prometheus-url"
-    if prometheus_url.exists():
-        click.echo(f"prometheus at {prometheus_url.read_text()}")
     click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
     click.echo(f"export KILN_PVC_ROOT={home / 'volumes'}")
+    if prometheus_url.exists():
+        # The operator's default Prometheus, for analysis metrics that name no address.
+        click.echo(f"export KILN_PROMETHEUS_URL={prometheus_url.read_text().strip()}")
 
 
 @cluster.command("add-node")

@@ -18,7 +18,8 @@ import pydantic
 
 from kiln import artifacts
 from kiln.api import base, resources
-from kiln.controllers import modelversion, trainingjob
+from kiln.controllers import modeldeployment, modelversion, trainingjob
+from kiln.delivery import serving
 from kiln.kube import client
 from kiln.training import plan as training_plan
 from kiln.training import workers
@@ -45,6 +46,17 @@ def connect(memo: kopf.Memo, **_: Any) -> None:
     kube = client.connect()
     memo.model_versions = modelversion.Controller(kube, artifacts.Settings.from_environment())
     memo.training_jobs = trainingjob.Controller(kube, training_settings())
+    memo.model_deployments = modeldeployment.Controller(
+        kube, serving_settings(), default_prometheus=os.environ.get(PROMETHEUS_URL_ENV) or None
+    )
+
+
+PROMETHEUS_URL_ENV = "KILN_PROMETHEUS_URL"
+
+
+def serving_settings(environ: Mapping[str, str] = os.environ) -> serving.Settings:
+    """KILN_SERVING_IMAGE: the image whose kiln-server and kiln-router serve models."""
+    return serving.Settings(image=environ.get("KILN_SERVING_IMAGE", serving.Settings().image))
 
 
 def training_settings(environ: Mapping[str, str] = os.environ) -> training_plan.Settings:
@@ -119,6 +131,54 @@ def worker_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, 
 @kopf.on.delete(*_TRAINING_JOBS, id="training-job-delete", optional=True)
 def forget_training_job(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     memo.training_jobs.forget(namespace or "default", name)
+
+
+_MODEL_DEPLOYMENTS = (base.GROUP, base.VERSION, resources.MODEL_DEPLOYMENT.plural)
+ROLLOUT_TICK_SECONDS = 1.0
+STEADY_TICK_SECONDS = 15.0
+
+
+@kopf.on.resume(*_MODEL_DEPLOYMENTS, id="model-deployment-resume")
+@kopf.on.create(*_MODEL_DEPLOYMENTS, id="model-deployment-create")
+@kopf.on.update(*_MODEL_DEPLOYMENTS, id="model-deployment-update")
+def reconcile_model_deployment(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Serve, roll out, analyse and roll back one ModelDeployment (kiln.controllers.modeldeployment)."""
+    with _as_kopf_errors():
+        memo.model_deployments.reconcile(namespace or "default", name)
+
+
+def _rolling_out(status: Mapping[str, Any], **_: Any) -> bool:
+    """Steps, pauses, analysis intervals and scale-down delays move with time; a settled deployment
+    only needs the slow tick that notices what no event announced."""
+    return bool(status.get("candidateVersion") or status.get("retiring")) or status.get("phase") != "Healthy"
+
+
+@kopf.timer(*_MODEL_DEPLOYMENTS, interval=ROLLOUT_TICK_SECONDS, id="model-deployment-tick", when=_rolling_out)
+@kopf.timer(*_MODEL_DEPLOYMENTS, interval=STEADY_TICK_SECONDS, id="model-deployment-steady-tick")
+def tick_model_deployment(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    with _as_kopf_errors():
+        memo.model_deployments.reconcile(namespace or "default", name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={serving.DEPLOYMENT_LABEL: kopf.PRESENT})
+def serving_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+    """Pods of a version became ready (or stopped being): its deployment acts now, not at the next tick."""
+    with contextlib.suppress(client.ApiError, pydantic.ValidationError):  # the next tick retries
+        memo.model_deployments.reconcile(namespace or "default", labels[serving.DEPLOYMENT_LABEL])
+
+
+@kopf.on.event(*_MODEL_VERSIONS, id="model-version-serving")
+def version_changed(body: Mapping[str, Any], namespace: str | None, memo: Any, **_: Any) -> None:
+    """A version was validated, promoted or annotated: the deployments of its model look again."""
+    model = (body.get("spec") or {}).get("modelName")
+    if model:
+        with contextlib.suppress(client.ApiError, pydantic.ValidationError):
+            memo.model_deployments.reconcile_model(namespace or "default", model)
+
+
+@kopf.on.delete(*_MODEL_DEPLOYMENTS, id="model-deployment-delete", optional=True)
+def forget_model_deployment(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    memo.model_deployments.forget(namespace or "default", name)
 
 
 def run_operator(

@@ -3,9 +3,9 @@
 A rollout is at `status.currentStepIndex`; one reconcile moves through as many steps as the
 observed state allows (a setWeight whose pods are ready, a pause that has run out, an analysis
 that succeeded) and stops at the first that must wait. The index one past the last step is
-promotion: the candidate runs at full size, the stable Service moves to its pods, and once that
-Service's endpoints are the candidate's the candidate becomes stable and the old version retires
-after `scaleDownDelaySeconds`. With no canary strategy a rollout starts at promotion.
+promotion: once the candidate runs at full size it becomes stable, the router sends it all
+traffic, and the old version retires after `scaleDownDelaySeconds`. With no canary strategy a
+rollout starts at promotion.
 
 The candidate is ready before any weight moves to it: a setWeight waits until the candidate has
 that share of spec.replicas ready (at least one pod), and a candidate that is not ready within
@@ -35,7 +35,7 @@ def scale_down_delay(spec: modeldeployment.ModelDeploymentSpec) -> datetime.time
 
 
 def promoting(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus) -> bool:
-    """Whether the rollout has passed its last step and the stable Service moves to the candidate."""
+    """Whether the rollout has passed its last step and the candidate is scaled to full size."""
     return status.candidate_version is not None and (status.current_step_index or 0) >= len(steps_of(spec))
 
 
@@ -148,11 +148,6 @@ def _background(draft: rollout.Draft) -> bool:
 def _promote(draft: rollout.Draft) -> None:
     candidate = draft.status.candidate_version or ""
     if not _pods_ready(draft, serving.replicas_for_weight(draft.spec.replicas, 100), "promoting"):
-        return
-    if draft.observed.stable_endpoints != {serving.version_label(candidate)}:
-        message = f"promoting: moving the stable Service to version {candidate}'s pods"
-        draft.set_phase(Phase.PROGRESSING, message)
-        draft.condition(reasons.PROGRESSING, TRUE, reasons.PROMOTING, message)
         return
     previous = draft.status.stable_version
     draft.status.stable_version = candidate

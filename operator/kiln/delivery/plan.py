@@ -28,8 +28,8 @@ class Plan:
     status: modeldeployment.ModelDeploymentStatus
     apply: tuple[Object, ...] = ()
     """Objects to create or merge into the existing ones; the router's ConfigMap first."""
-    delete_deployments: tuple[str, ...] = ()
-    """Serving Deployments of versions no longer live."""
+    retire: tuple[str, ...] = ()
+    """The Deployments, and the Services of the same names, of versions no longer live."""
     events: tuple[rollout.Event, ...] = ()
     measure: tuple[analysis.MeasurementRequest, ...] = ()
     """Take these measurements and plan again with the answers before acting."""
@@ -292,23 +292,26 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
         kept.add(serving.version_label(version))
         if found is not None:
             deployments.append(serving.server_deployment(owner, spec, serving.Live(found, count), settings))
-    in_promotion = canary.promoting(spec, status)
-    stable_target = status.candidate_version if in_promotion and status.candidate_version else status.stable_version
     variants = [
-        serving.Variant(serving.STABLE, serving.stable_service(owner.name), stable_target, status.weights.stable)
+        serving.Variant(
+            serving.STABLE,
+            serving.deployment_name(owner.name, status.stable_version),
+            status.stable_version,
+            status.weights.stable if status.candidate_version else 100,
+        )
     ]
     if status.candidate_version is not None:
         variants.append(
             serving.Variant(
-                serving.CANDIDATE, serving.canary_service(owner.name), status.candidate_version, status.weights.canary
+                serving.CANDIDATE,
+                serving.deployment_name(owner.name, status.candidate_version),
+                status.candidate_version,
+                status.weights.canary,
             )
         )
-    else:
-        variants[0] = dataclasses.replace(variants[0], weight=100)
     services = [
-        serving.variant_service(owner, spec, serving.stable_service(owner.name), stable_target),
-        # The canary Service always exists (on stable's pods between rollouts), so a router still on
-        # its previous config never sends a request to a Service that is gone.
+        *(serving.version_service(owner, spec, version) for version in replicas if observed.find(version)),
+        serving.variant_service(owner, spec, serving.stable_service(owner.name), status.stable_version),
         serving.variant_service(
             owner, spec, serving.canary_service(owner.name), status.candidate_version or status.stable_version
         ),
@@ -340,6 +343,6 @@ def plan(observed: rollout.Observed, now: datetime.datetime, settings: serving.S
     return Plan(
         status=draft.status,
         apply=tuple(applied),
-        delete_deployments=tuple(stale),
+        retire=tuple(stale),
         events=tuple(draft.events),
     )

@@ -1,9 +1,9 @@
 """What a ModelDeployment's plan sees, and the status it is building: the moves every strategy shares.
 
 `Observed` is everything a reconcile read (the deployment, its model's versions, the serving
-Deployments' readiness, which versions stand behind the stable Service, and any analysis
-answers). `Draft` is the status being written, with the transitions a strategy makes: set the
-weights, begin and finish a rollout, roll back. All times come from `now`.
+Deployments' readiness and any analysis answers). `Draft` is the status being written, with the
+transitions a strategy makes: set the weights, begin and finish a rollout, roll back. All times
+come from `now`.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ class Observed:
     deployments: Mapping[str, Pods] = dataclasses.field(default_factory=dict)
     """The serving Deployments by the version they serve (the label value)."""
     router_ready: int = 0
-    stable_endpoints: frozenset[str] = frozenset()
-    """The versions of the ready pods behind the stable Service."""
     action: modeldeployment.RolloutAction | None = None
     action_error: str | None = None
     """Why the rollout-action annotation could not be read."""

@@ -3,8 +3,11 @@
 - one Deployment per live version (`<md>-v<version>`), running kiln-server with that ModelVersion
   in `KILN_MODEL_VERSIONS`, its model store claim mounted read-only, annotated for Prometheus,
   ready on `/v2/health/ready`, under the restricted Pod Security profile;
-- a Service per variant: `<md>-stable` and, during a rollout, `<md>-canary`, each selecting one
-  version's pods;
+- a Service per live version (named as its Deployment), which the router sends to: a proxy's
+  pooled connections stay with the pods they were opened to, so a version's address must never
+  change whose pods it reaches;
+- a Service per variant for people and tools: `<md>-stable`, and `<md>-canary` (the candidate's
+  pods, or stable's between rollouts);
 - the router: a ConfigMap with its weights, a Deployment of kiln-router that watches it, the
   ServiceAccount and Role that let it read that one ConfigMap, and the Service named after the
   ModelDeployment on port 80, the one address clients use.
@@ -245,6 +248,11 @@ def _service(owner: Owner, name: str, selector: Mapping[str, str], target_port: 
 def variant_service(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, name: str, version: str) -> Object:
     selector = {DEPLOYMENT_LABEL: owner.name, VERSION_LABEL: version_label(version)}
     return _service(owner, name, selector, spec.server.port, SERVER)
+
+
+def version_service(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, version: str) -> Object:
+    """The Service of one version's pods, named as its Deployment."""
+    return variant_service(owner, spec, deployment_name(owner.name, version), version)
 
 
 @dataclasses.dataclass(frozen=True)
