@@ -41,6 +41,9 @@ CANARY_STEPS: list[Object] = [
 ]
 
 
+OBSERVED_FIELDS = frozenset(field.name for field in dataclasses.fields(rollout.Observed))
+
+
 def at(seconds: float) -> datetime.datetime:
     return T0 + datetime.timedelta(seconds=seconds)
 
@@ -147,15 +150,15 @@ class Cluster:
         return modeldeployment.ModelDeploymentStatus.model_validate(self.body.get("status") or {})
 
     def observed(self, answers: Mapping[str, analysis.Answer] | None = None) -> rollout.Observed:
-        return rollout.observed_from(
-            self.body,
-            self.versions,
-            deployments=dict(self.deployments),
-            router_ready=self.router_ready,
-            stable_endpoints=self.stable_endpoints,
-            answers=answers,
-            default_prometheus=self.default_prometheus,
-        )
+        observations: Object = {
+            "deployments": dict(self.deployments),
+            "router_ready": self.router_ready,
+            "answers": answers,
+            "default_prometheus": self.default_prometheus,
+        }
+        if "stable_endpoints" in OBSERVED_FIELDS:  # read by plans that gate promotion on the Service
+            observations["stable_endpoints"] = self.stable_endpoints
+        return rollout.observed_from(self.body, self.versions, **observations)
 
     def plan(self, seconds: float, answers: Mapping[str, analysis.Answer] | None = None) -> plan.Plan:
         """The plan at T0 + `seconds`, written nowhere."""
@@ -186,9 +189,7 @@ class Cluster:
             if version is not None:
                 replicas = deployment["spec"]["replicas"]
                 self.deployments[version] = rollout.Pods(deployment["metadata"]["name"], replicas, replicas)
-        self.deployments = {
-            key: pods for key, pods in self.deployments.items() if pods.name not in result.delete_deployments
-        }
+        self.deployments = {key: pods for key, pods in self.deployments.items() if pods.name not in deleted(result)}
         if result.apply:
             self.stable_endpoints = frozenset({selected_version(result, serving.stable_service(NAME))})
 
@@ -212,6 +213,11 @@ def objects(result: plan.Plan, kind: str) -> dict[str, Object]:
     return {obj["metadata"]["name"]: obj for obj in result.apply if obj["kind"] == kind}
 
 
+def deleted(result: plan.Plan) -> tuple[str, ...]:
+    """The serving Deployments the plan retires (`retire`, formerly `delete_deployments`)."""
+    return tuple(getattr(result, "retire", None) or getattr(result, "delete_deployments", ()))
+
+
 def replicas_of(result: plan.Plan, version: str) -> int | None:
     """The replicas the plan gives `version`'s Deployment; None when it applies none."""
     found = objects(result, "Deployment").get(serving.deployment_name(NAME, version))
@@ -221,6 +227,12 @@ def replicas_of(result: plan.Plan, version: str) -> int | None:
 def router_weights(result: plan.Plan) -> dict[str, int]:
     config = objects(result, "ConfigMap")[serving.router_name(NAME)]
     return json.loads(config["data"][serving.ROUTER_CONFIG_KEY])["weights"]
+
+
+def router_upstreams(result: plan.Plan) -> dict[str, str]:
+    config = objects(result, "ConfigMap")[serving.router_name(NAME)]
+    variants = json.loads(config["data"][serving.ROUTER_CONFIG_KEY])["variants"]
+    return {name: variant["url"] for name, variant in variants.items()}
 
 
 def selected_version(result: plan.Plan, service: str) -> str:
