@@ -7,11 +7,7 @@ cluster knows, not one the caller typed.
 
 from __future__ import annotations
 
-import datetime
-import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -20,7 +16,7 @@ import rich.console
 import rich.table
 import rich.tree
 
-from kiln import semver
+from kiln import cli_access, semver
 from kiln.api import conditions, modeldeployment, modelversion, resources
 from kiln.api.modelversion import ModelVersion, ModelVersionPhase, Stage
 from kiln.kube import client
@@ -36,42 +32,6 @@ _CONFLICT_RETRIES = 5
 _PHASE_STYLES = {ModelVersionPhase.VALIDATED: "green", ModelVersionPhase.REJECTED: "red"}
 
 
-@dataclass(frozen=True)
-class Access:
-    """How to reach the cluster and as whom, from the kubectl-style options."""
-
-    namespace: str | None
-    impersonate: str | None
-    kubeconfig: str | None
-    context: str | None
-
-    def connect(self) -> tuple[client.Client, str]:
-        """A client and the namespace to work in (--namespace, else the kubeconfig context's)."""
-        try:
-            kube = client.connect(self.kubeconfig, self.context, self.impersonate)
-        except Exception as error:  # the kubernetes package raises its own ConfigException and OSErrors
-            raise click.ClickException(f"cannot reach the cluster: {error}") from None
-        return kube, self.namespace or kube.namespace
-
-
-def cluster_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Add --namespace, --as, --kubeconfig and --context, as kubectl takes them, passed on as `access`."""
-
-    @functools.wraps(command)
-    def with_access(
-        *, namespace: str | None, impersonate: str | None, kubeconfig: str | None, context: str | None, **kwargs: Any
-    ) -> None:
-        command(access=Access(namespace, impersonate, kubeconfig, context), **kwargs)
-
-    options = [
-        click.option("--namespace", "-n", default=None, help="The namespace [default: the kubeconfig context's]."),
-        click.option("--as", "impersonate", default=None, help="Act as this user, as `kubectl --as` does."),
-        click.option("--kubeconfig", default=None, help="The kubeconfig [default: $KUBECONFIG, ~/.kube/config]."),
-        click.option("--context", default=None, help="The kubeconfig context [default: the current one]."),
-    ]
-    return functools.reduce(lambda decorated, option: option(decorated), reversed(options), with_access)
-
-
 def model_version_name(reference: str) -> str:
     """NAME from `mv/NAME`, `modelversion/NAME` (any kubectl spelling) or a bare NAME."""
     kind, separator, name = reference.rpartition("/")
@@ -82,34 +42,23 @@ def model_version_name(reference: str) -> str:
     return name
 
 
-def _get_version(kube: client.Client, namespace: str, name: str) -> dict[str, Any]:
+def _get_version(kube: client.Api, namespace: str, name: str) -> dict[str, Any]:
     body = kube.get(MODEL_VERSIONS, namespace, name)
     if body is None:
         raise click.ClickException(f'ModelVersion "{name}" not found in namespace {namespace}')
     return body
 
 
-def _whoami(kube: client.Client) -> str:
-    try:
-        return kube.whoami()
-    except client.ApiError as error:
-        raise click.ClickException(f"the API server did not say who you are: {error}") from None
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 @click.command()
 @click.argument("reference", metavar="mv/NAME")
 @click.option("--comment", "-m", default="", help="Why you approve.")
-@cluster_options
-def approve(reference: str, comment: str, access: Access) -> None:
+@cli_access.cluster_options
+def approve(reference: str, comment: str, access: cli_access.Access) -> None:
     """Approve a ModelVersion for Production, as the user the API server says you are."""
     name = model_version_name(reference)
     kube, namespace = access.connect()
-    user = _whoami(kube)
-    approval = modelversion.Approval(approver=user, comment=comment, time=_now()).to_wire()
+    user = cli_access.whoami(kube)
+    approval = modelversion.Approval(approver=user, comment=comment, time=cli_access.now()).to_wire()
     for _ in range(_CONFLICT_RETRIES):
         body = _get_version(kube, namespace, name)
         earlier = body["spec"].get("approvals", [])
@@ -132,7 +81,7 @@ def approve(reference: str, comment: str, access: Access) -> None:
     raise click.ClickException(f"mv/{name} kept changing; try again")
 
 
-def _stage_outcome(kube: client.Client, namespace: str, name: str, generation: int, timeout: float) -> str | None:
+def _stage_outcome(kube: client.Api, namespace: str, name: str, generation: int, timeout: float) -> str | None:
     """The registry's answer to the stage request, once the controller has seen it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,8 +109,8 @@ def _stage_outcome(kube: client.Client, namespace: str, name: str, generation: i
     show_default=True,
     help="Seconds to wait for the answer; 0 returns at once.",
 )
-@cluster_options
-def stage(reference: str, stage: str, comment: str, wait_seconds: float, access: Access) -> None:
+@cli_access.cluster_options
+def stage(reference: str, stage: str, comment: str, wait_seconds: float, access: cli_access.Access) -> None:
     """Ask for a ModelVersion to move to STAGE (None, Staging, Production, Archived).
 
     Sets spec.stage and records who asked in the kiln.dev/stage-request annotation; the registry
@@ -170,7 +119,9 @@ def stage(reference: str, stage: str, comment: str, wait_seconds: float, access:
     name = model_version_name(reference)
     wanted = next(candidate for candidate in Stage if candidate.lower() == stage.lower())
     kube, namespace = access.connect()
-    request = modelversion.StageRequest(stage=wanted, user=_whoami(kube), time=_now(), comment=comment)
+    request = modelversion.StageRequest(
+        stage=wanted, user=cli_access.whoami(kube), time=cli_access.now(), comment=comment
+    )
     annotation = request.model_dump_json(by_alias=True, exclude_none=True)
     patch = {
         "metadata": {"annotations": {modelversion.STAGE_REQUEST_ANNOTATION: annotation}},
@@ -252,8 +203,8 @@ def _timeline_table(model: str, versions: list[ModelVersion]) -> rich.table.Tabl
 @click.command()
 @click.argument("model", required=False)
 @click.option("--all-namespaces", "-A", is_flag=True, help="Every namespace.")
-@cluster_options
-def models(model: str | None, all_namespaces: bool, access: Access) -> None:
+@cli_access.cluster_options
+def models(model: str | None, all_namespaces: bool, access: cli_access.Access) -> None:
     """List models and their versions: phase, stage, approvals, key metrics.
 
     Naming a MODEL also shows which of its versions was in Production when.
@@ -286,7 +237,7 @@ def _serving_roles(deployment: dict[str, Any], model_name: str, version: str) ->
     return [role for role, serving in roles.items() if serving == version]
 
 
-def _training_branch(tree: rich.tree.Tree, kube: client.Client, namespace: str, version: ModelVersion) -> None:
+def _training_branch(tree: rich.tree.Tree, kube: client.Api, namespace: str, version: ModelVersion) -> None:
     lineage = version.spec.lineage
     if lineage.training_job:
         job = kube.get(TRAINING_JOBS, namespace, lineage.training_job)
@@ -307,8 +258,8 @@ def _training_branch(tree: rich.tree.Tree, kube: client.Client, namespace: str, 
 
 @click.command()
 @click.argument("reference", metavar="mv/NAME")
-@cluster_options
-def lineage(reference: str, access: Access) -> None:
+@cli_access.cluster_options
+def lineage(reference: str, access: cli_access.Access) -> None:
     """Where a ModelVersion came from and where it serves: TrainingJob, dataset, code, parameters,
     and the ModelDeployments serving it."""
     name = model_version_name(reference)
