@@ -245,12 +245,21 @@ def _conclude(draft: rollout.Draft) -> None:
                 message = f"serving version {status.stable_version}"
                 draft.finish_record(status.stable_version, Outcome.DEPLOYED, message)
                 draft.set_phase(Phase.HEALTHY, message)
+                draft.condition(reasons.PROGRESSING, FALSE, reasons.DEPLOYED, message)
             elif draft.elapsed(first.start_time) > datetime.timedelta(seconds=spec.progress_deadline_seconds):
-                draft.set_phase(Phase.DEGRADED, f"version {status.stable_version} is not ready after the deadline")
+                message = (
+                    f"version {status.stable_version} has no ready pods after the progressDeadlineSeconds "
+                    f"of {spec.progress_deadline_seconds}"
+                )
+                draft.set_phase(Phase.DEGRADED, message)
+                draft.condition(reasons.PROGRESSING, FALSE, reasons.PROGRESS_DEADLINE_EXCEEDED, message)
             else:
                 draft.set_phase(Phase.PROGRESSING, f"starting version {status.stable_version}")
-        elif status.phase is Phase.ROLLED_BACK or (status.phase is Phase.DEGRADED and status.rolled_back_versions):
-            pass  # the rollback (or refusal) message stays until another rollout starts
+                draft.condition(reasons.PROGRESSING, TRUE, reasons.WAITING_FOR_PODS, status.message or "")
+        elif draft.phase_decided or status.phase is Phase.ROLLED_BACK:
+            pass  # this plan's own verdict, or a rollback's message, stands until another rollout starts
+        elif status.phase is Phase.DEGRADED and status.rolled_back_versions:
+            pass  # a refusal's message stands likewise
         elif available:
             draft.set_phase(Phase.HEALTHY, f"version {status.stable_version} serves all traffic")
             draft.condition(reasons.PROGRESSING, FALSE, reasons.HEALTHY, status.message or "")
@@ -258,8 +267,6 @@ def _conclude(draft: rollout.Draft) -> None:
             draft.set_phase(Phase.DEGRADED, f"version {status.stable_version} has no ready pods")
     if status.phase is not Phase.PAUSED:
         draft.condition(reasons.PAUSED, FALSE, reasons.NOT_PAUSED, "")
-    if status.candidate_version is not None and status.phase is not Phase.PAUSED:
-        draft.condition(reasons.PROGRESSING, TRUE, reasons.ROLLOUT_STARTED, status.message or "")
     ready = status.phase is Phase.HEALTHY and available
     draft.condition(
         reasons.READY,

@@ -76,6 +76,8 @@ class Draft:
     status: Status
     events: list[Event] = dataclasses.field(default_factory=list)
     measure: list[analysis.MeasurementRequest] = dataclasses.field(default_factory=list)
+    phase_decided: bool = False
+    """Whether this plan set the phase itself, which concluding then leaves alone."""
 
     @property
     def spec(self) -> modeldeployment.ModelDeploymentSpec:
@@ -96,6 +98,7 @@ class Draft:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
 
     def set_phase(self, phase: Phase, message: str) -> None:
+        self.phase_decided = True
         self.status.phase = phase
         self.status.message = message
 
@@ -131,6 +134,9 @@ class Draft:
             )
         )
         self.set_phase(Phase.PROGRESSING, f"rolling version {candidate} out: {reason}")
+        self.condition(
+            reasons.PROGRESSING, base.ConditionStatus.TRUE, reasons.ROLLOUT_STARTED, self.status.message or ""
+        )
         self.event(reasons.ROLLOUT_STARTED, f"rolling version {candidate} out over {self.status.stable_version}")
 
     def end_rollout(self) -> None:
