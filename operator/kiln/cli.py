@@ -9,7 +9,7 @@ import sys
 import click
 
 import kiln
-from kiln import registry_cli
+from kiln import registry_cli, rollout_cli
 from kiln.api import base, crd
 
 
@@ -20,6 +20,9 @@ def main() -> None:
 
 for registry_command in registry_cli.COMMANDS:
     main.add_command(registry_command)
+
+for rollout_command in rollout_cli.COMMANDS:
+    main.add_command(rollout_command)
 
 
 @main.command()
