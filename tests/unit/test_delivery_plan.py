@@ -449,20 +449,33 @@ def test_a_candidate_with_different_inputs_is_refused_before_any_traffic_moves()
 # -- holding: provider errors, inconclusive answers, pauses --------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("answers", "limits", "measured"),
-    [
-        pytest.param(DOWN, {"consecutiveErrorLimit": 1}, 2, id="provider-errors"),
-        pytest.param(EMPTY, {"inconclusiveLimit": 1}, 2, id="inconclusive"),
-    ],
-)
-def test_an_undecidable_analysis_pauses_and_never_promotes(
-    answers: dict[str, analysis.Answer], limits: dict[str, Any], measured: int
-) -> None:
-    world = serving_v1(**fx.canary_spec(metrics=[{**fx.ERROR_RATE, **limits}]))
+def test_provider_errors_pause_the_rollout_until_the_provider_answers_again() -> None:
+    world = serving_v1(**fx.canary_spec(metrics=[{**fx.ERROR_RATE, "consecutiveErrorLimit": 1}]))
     at_analysis(world)
-    for index in range(measured):
-        held = world.reconcile(50 + 30 * index, answers)
+    for index in range(2):
+        held = world.reconcile(50 + 30 * index, DOWN)
+    assert held.status.phase is Phase.PAUSED
+    assert fx.condition(held.status, reasons.PAUSED) == ("True", reasons.ANALYSIS_INCONCLUSIVE)
+
+    for seconds in (200, 3600):
+        still_down = world.reconcile(seconds, DOWN)
+        assert still_down.status.phase is Phase.PAUSED
+        assert weights(still_down) == (80, 20)
+        assert still_down.status.stable_version == "1.0.0"
+
+    back = world.reconcile(3700, GOOD)
+    (result,) = back.status.analysis
+    assert result.phase is modeldeployment.AnalysisPhase.RUNNING
+    assert (result.successful, result.consecutive_errors) == (1, 0)
+    assert back.status.phase is Phase.PROGRESSING
+    assert back.status.stable_version == "1.0.0"
+
+
+def test_inconclusive_answers_pause_and_never_promote() -> None:
+    world = serving_v1(**fx.canary_spec(metrics=[{**fx.ERROR_RATE, "inconclusiveLimit": 1}]))
+    at_analysis(world)
+    for index in range(2):
+        held = world.reconcile(50 + 30 * index, EMPTY)
 
     assert held.status.phase is Phase.PAUSED
     assert fx.condition(held.status, reasons.PAUSED) == ("True", reasons.ANALYSIS_INCONCLUSIVE)

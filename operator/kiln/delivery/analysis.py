@@ -13,6 +13,8 @@ takes them through a metric provider, and hands the answers back. Everything els
   run ends Successful only on `count` judged measurements with at least one success.
 - A run fails when failed measurements exceed `failureLimit`, and is Inconclusive when
   inconclusive ones exceed `inconclusiveLimit` or errors in a row exceed `consecutiveErrorLimit`.
+  Inconclusive pauses the rollout. One held by errors alone is still measured, and the first
+  answer lets it run on; one held by inconclusive answers waits for `kiln resume`.
 """
 
 from __future__ import annotations
@@ -192,9 +194,15 @@ def started(metric: str, step: int | None, now: datetime.datetime) -> Result:
     return Result(metric=metric, step=step, phase=Phase.RUNNING, started=now)
 
 
+def held_by_errors(result: Result, metric: Metric) -> bool:
+    """Inconclusive only because the provider keeps failing: it is still measured, and the first
+    answer lets it run on (the rollout resumes by itself when Prometheus is back)."""
+    return result.phase is Phase.INCONCLUSIVE and result.consecutive_errors > metric.consecutive_error_limit
+
+
 def due(result: Result, metric: Metric, now: datetime.datetime) -> bool:
-    """Whether the next measurement of a running analysis should be taken now."""
-    if result.phase is not Phase.RUNNING:
+    """Whether the next measurement of a running (or error-held) analysis should be taken now."""
+    if result.phase is not Phase.RUNNING and not held_by_errors(result, metric):
         return False
     if not result.measurements:
         first = (result.started or now) + base.duration_of(metric.initial_delay)
@@ -217,6 +225,13 @@ def fold(result: Result, metric: Metric, measurement: modeldeployment.Measuremen
         Measured.ERROR: "errors",
     }
     folded = result.model_copy(deep=True)
+    if held_by_errors(result, metric):
+        if measurement.phase is Measured.ERROR:
+            folded.errors += 1
+            folded.consecutive_errors += 1
+            folded.measurements = [*folded.measurements, measurement][-MEASUREMENT_LIMIT:]
+            return folded
+        folded.phase, folded.message = Phase.RUNNING, None
     field = counts[measurement.phase]
     setattr(folded, field, getattr(folded, field) + 1)
     folded.consecutive_errors = folded.consecutive_errors + 1 if measurement.phase is Measured.ERROR else 0
