@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -47,6 +48,7 @@ POLL_SECONDS = 0.5
 WATCH_SECONDS = 1.0
 """How often `status --watch` redraws."""
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_PIPED_WIDTH = 200
 _PHASE_STYLES = {
     ModelDeploymentPhase.HEALTHY: "green",
     ModelDeploymentPhase.PROGRESSING: "cyan",
@@ -215,7 +217,7 @@ def _phase_text(status: ModelDeploymentStatus) -> str:
     return f"[{style}]{status.phase}[/]{message}"
 
 
-def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> rich.table.Table:
+def _table(title: str | None, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> rich.table.Table:
     table = rich.table.Table(title=title, title_justify="left", title_style="bold", box=None, header_style="bold")
     for column in columns:
         table.add_column(column)
@@ -240,7 +242,7 @@ def _summary(deployment: ModelDeployment) -> rich.table.Table:
         ("Weights", weights_text(status)),
     ]
     if _steps_of(deployment):
-        fields.append(("Step", step_summary(deployment)))
+        fields.append(("Progress", step_summary(deployment)))
     fields.append(("URL", status.url or "-"))
     for label, value in fields:
         grid.add_row(label, value)
@@ -284,7 +286,15 @@ def status_view(deployment: ModelDeployment) -> rich.console.Group:
 
 def history_table(status: ModelDeploymentStatus, now: datetime.datetime) -> rich.table.Table:
     columns = ("VERSION", "PREVIOUS", "STARTED", "ENDED", "DURATION", "OUTCOME", "REASON")
-    return _table("", columns, history_rows(status, now))
+    return _table(None, columns, history_rows(status, now))
+
+
+def _console() -> rich.console.Console:
+    """A console for the commands; piped output is not cut to 80 columns, so rows stay whole for grep."""
+    console = rich.console.Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPED_WIDTH
+    return console
 
 
 def _not_found(name: str, namespace: str) -> click.ClickException:
@@ -443,7 +453,7 @@ def status(reference: str, watch: bool, timeout: float | None, access: cli_acces
     """Show a ModelDeployment's rollout: phase, versions, weights, steps, analysis and conditions."""
     name = model_deployment_name(reference)
     kube, namespace = access.connect()
-    console = rich.console.Console()
+    console = _console()
     if not watch:
         console.print(status_view(_read(kube, namespace, name)))
         return
@@ -467,7 +477,7 @@ def history(reference: str, access: cli_access.Access) -> None:
     name = model_deployment_name(reference)
     kube, namespace = access.connect()
     records = _status_of(_read(kube, namespace, name))
-    console = rich.console.Console()
+    console = _console()
     if not records.history:
         console.print(f"md/{name} has no rollouts yet")
         return
