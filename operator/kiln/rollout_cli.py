@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import time
 import uuid
@@ -457,14 +458,17 @@ def status(reference: str, watch: bool, timeout: float | None, access: cli_acces
     if not watch:
         console.print(status_view(_read(kube, namespace, name)))
         return
-    deadline = None if timeout is None else time.monotonic() + timeout
+    _watch(console, lambda: status_view(_read(kube, namespace, name)), math.inf if timeout is None else timeout)
+
+
+def _watch(console: rich.console.Console, view: Callable[[], rich.console.Group], timeout: float) -> None:
+    """Redraw `view` every WATCH_SECONDS until Ctrl-C or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
     try:
-        with rich.live.Live(status_view(_read(kube, namespace, name)), console=console, auto_refresh=False) as live:
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(
-                    WATCH_SECONDS if deadline is None else max(0, min(WATCH_SECONDS, deadline - time.monotonic()))
-                )
-                live.update(status_view(_read(kube, namespace, name)), refresh=True)
+        with rich.live.Live(view(), console=console, auto_refresh=False) as live:
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(WATCH_SECONDS, left))
+                live.update(view(), refresh=True)
     except KeyboardInterrupt:
         pass
 
