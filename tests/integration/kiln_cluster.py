@@ -48,6 +48,11 @@ class Kiln:
             kubernetes.config.new_client_from_config(config_file=str(self.devcluster.kubeconfig_path))
         )
 
+    def apps(self) -> kubernetes.client.AppsV1Api:
+        return kubernetes.client.AppsV1Api(
+            kubernetes.config.new_client_from_config(config_file=str(self.devcluster.kubeconfig_path))
+        )
+
     def run(
         self, *command: str, input: str | None = None, check: bool = True, columns: int | None = None
     ) -> subprocess.CompletedProcess[str]:
@@ -158,23 +163,46 @@ def _healthy(url: str) -> bool:
         return False
 
 
+class OperatorProcess:
+    """`kiln run` over every namespace, its output appended to the log; it can be killed and started
+    again, as a crashed operator is."""
+
+    def __init__(self, setup: Kiln) -> None:
+        self.setup = setup
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+        command = [sys.executable, "-m", "kiln", "run", "--verbose", "--liveness", liveness]
+        with self.setup.operator_log.open("a") as output:
+            self.process = subprocess.Popen(command, env=self.setup.env, stdout=output, stderr=subprocess.STDOUT)
+        eventually(lambda: _healthy(liveness), "the operator's liveness probe", 30)
+
+    def kill(self) -> None:
+        """SIGKILL, as the kernel's OOM killer or a lost node ends it: no chance to tidy up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
 @contextlib.contextmanager
 def running_operator(setup: Kiln) -> Iterator[None]:
     """`kiln run` over every namespace until the block ends, its output appended to the log."""
-    liveness = f"http://127.0.0.1:{_free_port()}/healthz"
-    command = [sys.executable, "-m", "kiln", "run", "--verbose", "--liveness", liveness]
-    with setup.operator_log.open("a") as output:
-        operator = subprocess.Popen(command, env=setup.env, stdout=output, stderr=subprocess.STDOUT)
+    operator = OperatorProcess(setup)
+    operator.start()
     try:
-        eventually(lambda: _healthy(liveness), "the operator's liveness probe", 30)
         yield
     finally:
-        operator.send_signal(signal.SIGINT)
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        operator.stop()
 
 
 @contextlib.contextmanager

@@ -75,6 +75,9 @@ def _measure_one(
         answer = metrics.provider_for(request.provider, providers).query(query)
     except ValueError as error:
         return analysis.Answer(error=str(error))
+    except Exception as error:  # a provider's own bug is still only a failed measurement
+        log.warning("metric provider %s failed on %r: %r", request.provider, request.expression, error)
+        return analysis.Answer(error=f"the {request.provider} provider failed: {type(error).__name__}: {error}")
     return analysis.Answer(value=answer.value, error=answer.error)
 
 

@@ -242,10 +242,10 @@ def _conclude(draft: rollout.Draft) -> None:
     if status.candidate_version is None and status.stable_version is not None:
         if first is not None and first.outcome is None and first.previous_version is None:
             if available:
-                message = f"serving version {status.stable_version}"
+                message = f"version {status.stable_version} serves all traffic"
                 draft.finish_record(status.stable_version, Outcome.DEPLOYED, message)
                 draft.set_phase(Phase.HEALTHY, message)
-                draft.condition(reasons.PROGRESSING, FALSE, reasons.DEPLOYED, message)
+                draft.condition(reasons.PROGRESSING, FALSE, reasons.HEALTHY, message)
             elif draft.elapsed(first.start_time) > datetime.timedelta(seconds=spec.progress_deadline_seconds):
                 message = (
                     f"version {status.stable_version} has no ready pods after the progressDeadlineSeconds "
