@@ -12,18 +12,16 @@ Events, so a retried reconcile never posts an Event twice for one change.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
-import datetime
 import hashlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kiln.api import resources
+from kiln.controllers import shared
 from kiln.delivery import analysis, rollout, serving
 from kiln.delivery import plan as delivery_plan
 from kiln.kube import client
@@ -34,17 +32,8 @@ MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
 REAPPLY_SECONDS = 30.0
 """An object applied unchanged is written again after this long, so one deleted by hand returns."""
 Object = dict[str, Any]
-Clock = Callable[[], datetime.datetime]
 
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
 def _pods_of(deployment: Mapping[str, Any]) -> rollout.Pods:
@@ -87,28 +76,19 @@ class Controller:
     settings: serving.Settings = dataclasses.field(default_factory=serving.Settings)
     default_prometheus: str | None = None
     providers: Mapping[str, metrics.MetricProvider] = dataclasses.field(default_factory=lambda: metrics.PROVIDERS)
-    clock: Clock = _utcnow
+    clock: shared.Clock = shared.utcnow
     _applied: dict[tuple[str, str, str], tuple[str, float]] = dataclasses.field(default_factory=dict)
-    _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(default_factory=dict)
-    _locks_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    @contextlib.contextmanager
-    def _lock(self, namespace: str, name: str) -> Iterator[None]:
-        with self._locks_guard:
-            lock = self._locks.setdefault((namespace, name), threading.Lock())
-        with lock:
-            yield
+    _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a deleted deployment."""
-        with self._locks_guard:
-            self._locks.pop((namespace, name), None)
+        self._locks.forget(namespace, name)
         for key in [key for key in self._applied if key[1] == namespace and key[2].startswith(name)]:
             self._applied.pop(key, None)
 
     def reconcile(self, namespace: str, name: str) -> None:
         """Bring one ModelDeployment's serving objects, traffic and status up to date."""
-        with self._lock(namespace, name):
+        with self._locks.hold(namespace, name):
             body = self.kube.get(MODEL_DEPLOYMENTS, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
@@ -132,7 +112,7 @@ class Controller:
         metadata = body["metadata"]
         namespace, name, uid = metadata.get("namespace") or "default", metadata["name"], metadata.get("uid", "")
         selector = f"{serving.DEPLOYMENT_LABEL}={name}"
-        deployments = [d for d in self.kube.list(client.DEPLOYMENTS, namespace, selector) if _owned_by(d, uid)]
+        deployments = [d for d in self.kube.list(client.DEPLOYMENTS, namespace, selector) if shared.owned_by(d, uid)]
         serving_pods = {
             labels[serving.VERSION_LABEL]: _pods_of(deployment)
             for deployment in deployments
@@ -186,9 +166,4 @@ class Controller:
         wire = planned.status.to_wire()
         if body.get("status") != wire:
             body = self.kube.patch_status(MODEL_DEPLOYMENTS, body, wire)
-        for event in planned.events:
-            try:
-                self.kube.post_event(body, event.type, event.reason, event.message)
-            except client.ApiError as error:
-                # Status already tells the story; a retry would not plan this Event again.
-                log.warning("could not post Event %s about %s: %s", event.reason, body["metadata"]["name"], error)
+        shared.post_events(self.kube, body, planned.events, log)

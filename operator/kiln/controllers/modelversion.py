@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from kiln import artifacts
 from kiln.api import modelversion, resources
+from kiln.controllers import shared
 from kiln.kube import client
 from kiln.registry import observed as registry_observed
 from kiln.registry import plan as registry_plan
@@ -28,12 +28,7 @@ DEFAULT_ARTIFACT_TIMEOUT = 60.0
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime.datetime]
 Outcome = registry_observed.ArtifactOutcome
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def check_artifact(
@@ -65,7 +60,7 @@ class Controller:
     kube: client.Api
     artifact_settings: artifacts.Settings
     artifact_timeout: float = DEFAULT_ARTIFACT_TIMEOUT
-    clock: Clock = _utcnow
+    clock: shared.Clock = shared.utcnow
 
     def reconcile(self, namespace: str, name: str) -> None:
         """Bring one ModelVersion's status, and its model's Production stage, up to date."""
@@ -101,9 +96,4 @@ class Controller:
                 self.kube.patch(MODEL_VERSIONS, namespace, supersede.name, patch)
             except client.NotFoundError:
                 continue  # deleted meanwhile: it serves nothing any more
-        for event in planned.events:
-            try:
-                self.kube.post_event(body, event.type, event.reason, event.message)
-            except client.ApiError as error:
-                # Status already tells the story; a retry would not plan this Event again.
-                log.warning("could not post Event %s about %s: %s", event.reason, body["metadata"]["name"], error)
+        shared.post_events(self.kube, body, planned.events, log)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kiln.api import resources, trainingjob
+from kiln.controllers import shared
 from kiln.kube import client
 from kiln.providers import gang
 from kiln.training import admission, workers
@@ -33,37 +33,23 @@ POD_GROUPS = {
 Object = dict[str, Any]
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime.datetime]
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclasses.dataclass
 class Controller:
     kube: client.Api
     settings: training_plan.Settings = dataclasses.field(default_factory=training_plan.Settings)
-    clock: Clock = _utcnow
+    clock: shared.Clock = shared.utcnow
     _admission: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(default_factory=dict)
-    _locks_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    @contextlib.contextmanager
-    def _job_lock(self, namespace: str, name: str) -> Iterator[None]:
-        with self._locks_guard:
-            lock = self._locks.setdefault((namespace, name), threading.Lock())
-        with lock:
-            yield
+    _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the lock of a deleted job."""
-        with self._locks_guard:
-            self._locks.pop((namespace, name), None)
+        self._locks.forget(namespace, name)
 
     def reconcile(self, namespace: str, name: str) -> None:
         """Bring one TrainingJob's children and status up to date."""
-        with self._job_lock(namespace, name):
+        with self._locks.hold(namespace, name):
             body = self.kube.get(TRAINING_JOBS, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
@@ -87,7 +73,7 @@ class Controller:
         job = workers.Job.from_body(body)
         status = trainingjob.TrainingJobStatus.model_validate(body.get("status") or {})
         pods = self.kube.list(client.PODS, job.namespace, f"{workers.JOB_LABEL}={job.name}")
-        owned = [pod for pod in pods if self._owned_by(pod, job.uid)]
+        owned = [pod for pod in pods if shared.owned_by(pod, job.uid)]
         found = [worker for worker in map(training_plan.Worker.from_pod, owned) if worker is not None]
         if status.phase in training_plan.FINISHED:
             return training_plan.Observed(body=body, workers=found)
@@ -106,10 +92,6 @@ class Controller:
             cpu_nodes_exist=admission.cpu_nodes_for(job, nodes),
             model_version=model_version,
         )
-
-    @staticmethod
-    def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-        return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
     def _children(self, job: workers.Job) -> dict[str, bool]:
         found = {"Service": self.kube.get(client.SERVICES, job.namespace, job.name) is not None}
@@ -159,11 +141,7 @@ class Controller:
         wire = planned.status.to_wire()
         if body.get("status") != wire and not planned.delete_job:
             body = self.kube.patch_status(TRAINING_JOBS, body, wire)
-        for event in planned.events:
-            try:
-                self.kube.post_event(body, event.type, event.reason, event.message)
-            except client.ApiError as error:
-                log.warning("could not post Event %s about %s: %s", event.reason, body["metadata"]["name"], error)
+        shared.post_events(self.kube, body, planned.events, log)
         if planned.delete_job:
             self._expire(body)
 
