@@ -12,8 +12,9 @@ import datetime
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any
 
+from kiln.api import events
 from kiln.kube import client
 
 Clock = Callable[[], datetime.datetime]
@@ -47,18 +48,11 @@ class ObjectLocks:
             self._locks.pop((namespace, name), None)
 
 
-class PlannedEvent(Protocol):
-    @property
-    def type(self) -> Literal["Normal", "Warning"]: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-
-
-def post_events(kube: client.Api, body: Mapping[str, Any], events: Iterable[PlannedEvent], log: logging.Logger) -> None:
+def post_events(
+    kube: client.Api, body: Mapping[str, Any], planned: Iterable[events.Event], log: logging.Logger
+) -> None:
     """Post each planned Event about `body`; one the API server refuses is logged, not raised."""
-    for event in events:
+    for event in planned:
         try:
             kube.post_event(body, event.type, event.reason, event.message)
         except client.ApiError as error:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
-from kiln.api import base, modeldeployment
+from kiln.api import base, events, modeldeployment
 from kiln.delivery import analysis, canary, reasons, rollout, serving, versions
 
 Phase = modeldeployment.ModelDeploymentPhase
@@ -30,7 +30,7 @@ class Plan:
     """Objects to create or merge into the existing ones; the router's ConfigMap first."""
     retire: tuple[str, ...] = ()
     """The Deployments, and the Services of the same names, of versions no longer live."""
-    events: tuple[rollout.Event, ...] = ()
+    events: tuple[events.Event, ...] = ()
     measure: tuple[analysis.MeasurementRequest, ...] = ()
     """Take these measurements and plan again with the answers before acting."""
 

@@ -11,23 +11,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from kiln.api import base, conditions, modeldeployment
+from kiln.api import base, drafts, events, modeldeployment
 from kiln.delivery import analysis, reasons, serving, versions
 
 Status = modeldeployment.ModelDeploymentStatus
 Phase = modeldeployment.ModelDeploymentPhase
 Outcome = modeldeployment.RolloutOutcome
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """A core/v1 Event to post about the deployment."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +59,13 @@ class Observed:
 
 
 @dataclasses.dataclass
-class Draft:
+class Draft(drafts.StatusDraft):
     """The status being built and what it calls for."""
 
     observed: Observed
     now: datetime.datetime
     status: Status
-    events: list[Event] = dataclasses.field(default_factory=list)
+    events: list[events.Event] = dataclasses.field(default_factory=list)
     measure: list[analysis.MeasurementRequest] = dataclasses.field(default_factory=list)
     phase_decided: bool = False
     """Whether this plan set the phase itself, which concluding then leaves alone."""
@@ -83,19 +74,8 @@ class Draft:
     def spec(self) -> modeldeployment.ModelDeploymentSpec:
         return self.observed.spec
 
-    def condition(self, condition_type: str, status: base.ConditionStatus, reason: str, message: str) -> None:
-        self.status.conditions = conditions.set_condition(
-            self.status.conditions,
-            condition_type,
-            status=status,
-            reason=reason,
-            message=message,
-            now=self.now,
-            observed_generation=self.observed.generation,
-        )
-
     def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+        self.events.append(events.Event("Warning" if warning else "Normal", reason, message))
 
     def set_phase(self, phase: Phase, message: str) -> None:
         self.phase_decided = True

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Literal
 
-from kiln.api import base, conditions, modelversion
+from kiln.api import base, conditions, drafts, events, modelversion
 from kiln.api.modelversion import ModelVersionPhase, ModelVersionStatus, Stage, StageChange, StageRequest
 from kiln.registry import reasons, stages, validation
 from kiln.registry.observed import Observed
@@ -32,15 +31,6 @@ _UNATTRIBUTED_COMMENT = "spec.stage was changed without `kiln stage`, so who ask
 
 
 @dataclass(frozen=True)
-class Event:
-    """A core/v1 Event to post about the version."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Supersede:
     """Ask another version of the model, in Production before this one, to move to Archived."""
 
@@ -51,31 +41,20 @@ class Supersede:
 @dataclass(frozen=True)
 class Plan:
     status: ModelVersionStatus
-    events: tuple[Event, ...] = ()
+    events: tuple[events.Event, ...] = ()
     supersede: tuple[Supersede, ...] = ()
     check_artifact: bool = False
     """Read the artifact and plan again with what it showed before acting on anything else."""
 
 
 @dataclass
-class _Draft:
+class _Draft(drafts.StatusDraft):
     """The status being built and the events it calls for."""
 
     observed: Observed
     now: datetime.datetime
     status: ModelVersionStatus
-    events: list[Event] = field(default_factory=list)
-
-    def condition(self, condition_type: str, status: base.ConditionStatus, reason: str, message: str) -> None:
-        self.status.conditions = conditions.set_condition(
-            self.status.conditions,
-            condition_type,
-            status=status,
-            reason=reason,
-            message=message,
-            now=self.now,
-            observed_generation=self.observed.generation,
-        )
+    events: list[events.Event] = field(default_factory=list)
 
     def finished(self) -> ModelVersionStatus:
         """The status, with the conditions in their order and the generation it reflects."""
@@ -100,11 +79,11 @@ def _start_validation(draft: _Draft) -> Plan:
     return Plan(status=draft.finished(), check_artifact=True)
 
 
-def _gate_event(result: modelversion.GateResult) -> Event:
+def _gate_event(result: modelversion.GateResult) -> events.Event:
     actual = "missing" if result.actual is None else f"{result.actual:g}"
     outcome = "passed" if result.passed else f"failed: {result.message}"
     message = f"{result.metric} = {actual}, expected {result.expected}: {outcome}"
-    return Event(
+    return events.Event(
         "Normal" if result.passed else "Warning", reasons.GATE_PASSED if result.passed else reasons.GATE_FAILED, message
     )
 
@@ -124,7 +103,7 @@ def _validate(draft: _Draft) -> None:
     )
     draft.events.extend(_gate_event(result) for result in verdict.gate_results)
     draft.events.append(
-        Event("Normal" if validated else "Warning", verdict.reason, f"{verdict.phase}: {verdict.message}")
+        events.Event("Normal" if validated else "Warning", verdict.reason, f"{verdict.phase}: {verdict.message}")
     )
 
 
@@ -140,7 +119,9 @@ def _record_approvals(draft: _Draft) -> None:
         draft.audit(StageChange(action="Approved", user=approver, time=approval.time, comment=approval.comment))
         note = f": {approval.comment}" if approval.comment else ""
         draft.events.append(
-            Event("Normal", reasons.NEW_APPROVAL, f"approved by {approver} ({count} of {required} required){note}")
+            events.Event(
+                "Normal", reasons.NEW_APPROVAL, f"approved by {approver} ({count} of {required} required){note}"
+            )
         )
     status.approved_by = list(first_approvals)
     met = len(status.approved_by) >= required
@@ -179,7 +160,7 @@ def _move_stage(draft: _Draft) -> stages.Decision:
         )
         note = f": {comment}" if comment else ""
         draft.events.append(
-            Event("Normal", reasons.STAGE_CHANGED, f"{status.stage} → {wanted}, asked for by {user}{note}")
+            events.Event("Normal", reasons.STAGE_CHANGED, f"{status.stage} → {wanted}, asked for by {user}{note}")
         )
         status.stage, status.stage_since = wanted, draft.now
         decision = stages.decide(wanted, wanted, status.phase, 0, 0)
@@ -187,7 +168,9 @@ def _move_stage(draft: _Draft) -> stages.Decision:
     news = previous is None or (previous.reason, previous.message) != (decision.reason, decision.message)
     if not decision.granted and news:
         draft.events.append(
-            Event("Warning" if decision.refused else "Normal", decision.reason, f"stage {wanted}: {decision.message}")
+            events.Event(
+                "Warning" if decision.refused else "Normal", decision.reason, f"stage {wanted}: {decision.message}"
+            )
         )
     draft.condition(reasons.STAGE_GRANTED, _truth(decision.granted), decision.reason, decision.message)
     return decision
@@ -218,7 +201,7 @@ def _supersede(draft: _Draft) -> tuple[Supersede, ...]:
     user = _promoter(status)
     for sibling in older:
         draft.events.append(
-            Event(
+            events.Event(
                 "Normal",
                 reasons.SUPERSEDED,
                 f"archiving {sibling.name} ({sibling.version}), the previous Production version",

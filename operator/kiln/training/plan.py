@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 
-from kiln.api import base, conditions, modelversion, trainingjob
+from kiln.api import base, conditions, events, modelversion, trainingjob
 from kiln.training import admission, workers
 
 Object = dict[str, Any]
@@ -104,20 +104,13 @@ class Observed:
     """The last log lines of the worker that failed the job, once fetched."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
 @dataclasses.dataclass
 class Plan:
     status: trainingjob.TrainingJobStatus
     create: list[Object] = dataclasses.field(default_factory=list)
     """Objects to create; ones that exist already are left as they are."""
     delete_pods: list[str] = dataclasses.field(default_factory=list)
-    events: list[Event] = dataclasses.field(default_factory=list)
+    events: list[events.Event] = dataclasses.field(default_factory=list)
     register: Object | None = None
     """A ModelVersion to create from the job's result."""
     delete_job: bool = False
@@ -398,7 +391,7 @@ class _Planner:
         if status.phase is not previous.phase or (status.phase is Phase.ADMITTED and self.reason == "Restarting"):
             failed = status.phase is Phase.FAILED or self.reason == "Restarting"
             self.plan.events.append(
-                Event("Warning" if failed else "Normal", self.reason or status.phase.value, status.message or "")
+                events.Event("Warning" if failed else "Normal", self.reason or status.phase.value, status.message or "")
             )
         self.set_conditions()
 
