@@ -101,8 +101,9 @@ class Answer:
 class Traffic:
     """Live requests through the router, one after another, each answer recorded."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, input_name: str = "features") -> None:
         self.url = url
+        self.body = {"inputs": [{**BODY["inputs"][0], "name": input_name}]}
         self.answers: list[Answer] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
@@ -111,7 +112,7 @@ class Traffic:
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
                 try:
-                    response = client.post(self.url + INFER, json=BODY)
+                    response = client.post(self.url + INFER, json=self.body)
                     version = response.json().get("model_version") if response.status_code == 200 else None
                     answer = Answer(time.time(), response.status_code, response.headers.get("x-kiln-variant"), version)
                 except httpx.HTTPError as error:

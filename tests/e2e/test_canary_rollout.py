@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import httpx
+from kiln_cluster import REPO
 from rollout_world import BODY, INFER, Traffic, World, served_versions
 
 INTERVAL_SECONDS = 2.0
@@ -254,3 +255,54 @@ def test_abort_promote_full_and_rollback_move_all_traffic_at_once(world: World, 
     assert all(answer.status == 200 for answer in traffic.answers), "a request failed while traffic moved"
     after = traffic.since(rolled_at + 1)
     assert served_versions(after) == {"1.0.0": len(after)}
+
+
+EXAMPLE = REPO / "examples" / "canary-rollout"
+
+
+def train(world: World, namespace: str, version: str) -> None:
+    """Apply the example's TrainingJob for `version` and wait, as its README does, until the
+    ModelVersion it registers is Ready."""
+    kubectl = world.kiln.kubectl
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLE / "versions" / f"iris-{version}.yaml"))
+    job = f"tj/iris-{version.replace('.', '-')}"
+    kubectl("wait", "-n", namespace, "--for=condition=Succeeded", job, "--timeout=180s", timeout=200)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", f"mv/iris-{version}", "--timeout=60s", timeout=80)
+
+
+def test_the_canary_example_promotes_a_good_version_and_rolls_back_a_bad_one(world: World, namespace: str) -> None:
+    kubectl = world.kiln.kubectl
+    train(world, namespace, "2.0.0")
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "md/iris", "--timeout=120s", timeout=140)
+
+    with Traffic(world.url(namespace), input_name="input-0") as traffic:
+        train(world, namespace, "2.1.0")
+        world.set_version(namespace, "2.1.0")
+        good = world.wait_for(namespace, "2.1.0 promoted", lambda s: s.get("stableVersion") == "2.1.0", timeout=180)
+
+        train(world, namespace, "2.2.0")
+        kubectl("annotate", "-n", namespace, "mv", "iris-2.2.0", 'kiln.dev/fault-injection={"errorRate": 0.5}')
+        world.set_version(namespace, "2.2.0")
+        bad = world.wait_for(namespace, "2.2.0 rolled back", lambda s: s.get("phase") == "RolledBack", timeout=180)
+        rolled_at = moment(bad["history"][-1]["endTime"])
+        world.wait_for(namespace, "traffic after the rollback", lambda _: len(traffic.since(rolled_at + 1)) >= 30)
+        history = world.kiln.kiln("history", "md/iris", "-n", namespace).stdout
+
+    analysed = {(result["metric"], result["step"], result["phase"]) for result in good["analysis"]}
+    assert analysed == {
+        ("error-rate", 2, "Successful"),
+        ("error-rate", 4, "Successful"),
+        ("latency-p99", 4, "Successful"),
+    }
+    outcomes = [(h["version"], h["outcome"]) for h in bad["history"]]
+    assert outcomes == [("2.0.0", "Deployed"), ("2.1.0", "Promoted"), ("2.2.0", "RolledBack")]
+    assert "metric error-rate failed" in bad["message"]
+    assert "failureCondition 'result > 0.05' held" in bad["message"]
+    assert (bad["stableVersion"], bad["weights"]["stable"]) == ("2.1.0", 100)
+    assert world.replicas(namespace, "iris-v2-2-0") == 0
+    assert {(a.status, a.variant) for a in traffic.answers if a.status != 200} <= {(500, "candidate")}
+    after = traffic.since(rolled_at + 1)
+    assert served_versions(after) == {"2.1.0": len(after)}
+    for version in ("2.0.0", "2.1.0", "2.2.0"):
+        assert version in history

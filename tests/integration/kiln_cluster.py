@@ -54,16 +54,25 @@ class Kiln:
         )
 
     def run(
-        self, *command: str, input: str | None = None, check: bool = True, columns: int | None = None
+        self,
+        *command: str,
+        input: str | None = None,
+        check: bool = True,
+        columns: int | None = None,
+        timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         env = {**self.env, "COLUMNS": str(columns)} if columns else self.env
-        result = subprocess.run(command, input=input, env=env, capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            command, input=input, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         return result
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("kubectl", *args, input=input, check=check)
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run("kubectl", *args, input=input, check=check, timeout=timeout)
 
     def kiln(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """The `kiln` command; rich lays its tables out 200 columns wide, so no line wraps."""
