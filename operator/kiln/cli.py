@@ -127,6 +127,12 @@ _DATA_DIR = click.option(
 @click.option("--gpu-product", default="", help="The nvidia.com/gpu.product label, e.g. NVIDIA-H100-80GB-HBM3.")
 @click.option("--gpu-taint", is_flag=True, help="Taint GPU nodes nvidia.com/gpu:NoSchedule, as GPU pools usually are.")
 @click.option("--prometheus", is_flag=True, help="Also run a real Prometheus (Debian package `prometheus`).")
+@click.option(
+    "--authorization",
+    type=click.Choice(["AlwaysAllow", "RBAC"]),
+    default=None,
+    help="How requests are authorized: by Roles and bindings, or all allowed [default: RBAC, or the config's].",
+)
 def cluster_start(
     port: int,
     data_dir: pathlib.Path | None,
@@ -139,13 +145,14 @@ def cluster_start(
     gpu_product: str,
     gpu_taint: bool,
     prometheus: bool,
+    authorization: str | None,
 ) -> None:
     """Start the dev cluster in the background and write its kubeconfig."""
     from kiln.devcluster import cluster as devcluster
     from kiln.devcluster import config
 
     home = data_dir or devcluster.DEFAULT_HOME
-    overrides: dict[str, object] = {"prometheus": True if prometheus else None}
+    overrides: dict[str, object] = {"prometheus": True if prometheus else None, "authorization": authorization}
     if nodes is not None or gpus_per_node or config_file is None:
         pool = config.pool_from_flags(
             nodes=1 if nodes is None else nodes,
@@ -164,6 +171,7 @@ def cluster_start(
     click.echo(f"dev cluster serving at {url}")
     pools = (f"{p.count} x {p.name} ({p.cpu} cpu, {p.memory}, {p.gpus} gpu)" for p in settings.node_pools)
     click.echo(f"nodes: {', '.join(pools)}")
+    click.echo(f"authorization: {settings.authorization}")
     prometheus_url = home / "prometheus-url"
     click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
     click.echo(f"export KILN_PVC_ROOT={home / 'volumes'}")

@@ -138,7 +138,7 @@ class DevCluster:
         self._stack.callback(objects_store.close)
         self.registry = registry.Registry(objects_store)
         self.registry.admission.extend([network.allocate_cluster_ip, jobs.default_selector])
-        self.api = server.ApiServer(self.registry, self.audit_path)
+        self.api = server.ApiServer(self.registry, self.audit_path, self.settings.authorization)
         self.port = await self._stack.enter_async_context(server.serving(self.api, self.host, self.requested_port))
         self._install_addons()
         self.kubelet = kubelet.Kubelet(self.registry, self.settings, self.state_dir, self.url)
@@ -169,7 +169,8 @@ class DevCluster:
         self.kubeconfig_path.write_text(yaml.safe_dump(kubeconfig(self.url), sort_keys=False))
 
     def _install_addons(self) -> None:
-        """The CRDs, StorageClass, PriorityClasses and nodes a fresh cluster starts with; kept on restart."""
+        """The CRDs, StorageClass, PriorityClasses, nodes and default RBAC roles a fresh cluster starts
+        with; kept on restart."""
         assert self.registry is not None
         client = controllers.Client(self.registry, "kiln-devcluster")
         wanted = [(controllers.CRD, crd) for crd in addons.CRDS]
@@ -179,6 +180,8 @@ class DevCluster:
         for resource, obj in wanted:
             if client.get(resource, "", obj["metadata"]["name"]) is None:
                 client.create(resource, "", copy.deepcopy(obj))
+        assert self.api is not None
+        self.api.access.install_defaults()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

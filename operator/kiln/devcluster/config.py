@@ -19,6 +19,7 @@ nodePools:
 localImages: [registry.example.com/team/trainer]
 simulatedJobDuration: 2
 crashLoopBackOff: {initialSeconds: 1, maxSeconds: 60}
+authorization: RBAC   # or AlwaysAllow
 ```
 """
 
@@ -83,6 +84,9 @@ class ClusterConfig(_Config):
     crash_loop_back_off: CrashLoopBackOff = CrashLoopBackOff()
     prometheus: bool = False
     """Start a real Prometheus that scrapes annotated pods every second."""
+    authorization: Literal["AlwaysAllow", "RBAC"] = "RBAC"
+    """How requests are authorized: by the cluster's Roles and bindings, as kube-apiserver's RBAC
+    mode does (the kubeconfig's admin is in system:masters), or every request allowed."""
 
 
 class ConfigError(ValueError):

@@ -1,16 +1,15 @@
 """Who is asking: bearer tokens and impersonation, as kube-apiserver reports them.
 
-The dev cluster authorizes every authenticated user fully (it is a development
-tool, not a security boundary), but it knows *who* each request comes from, so
-audit records, `kubectl auth whoami` and a controller that records approvers
-see real user names. The admin token of the kubeconfig may impersonate anyone
-(`kubectl --as alice --as-group reviewers`); a pod's service-account token
-names that service account.
+The dev cluster knows *who* each request comes from, so audit records, `kubectl
+auth whoami`, RBAC and a controller that records approvers see real user names.
+The admin token of the kubeconfig is in `system:masters`; a pod's
+service-account token names that service account. Whether a user may
+impersonate another (`kubectl --as alice --as-group reviewers`) is for the
+authorizer (`access`) to decide; `impersonated` is whom the request then acts as.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kiln.devcluster import errors
@@ -19,6 +18,9 @@ ADMIN_TOKEN = "kiln-dev"
 ADMIN_USER = "kiln-admin"
 SERVICE_ACCOUNT_TOKEN_PREFIX = "kiln-dev-sa:"
 AUTHENTICATED = "system:authenticated"
+UNAUTHENTICATED = "system:unauthenticated"
+ANONYMOUS = "system:anonymous"
+SERVICE_ACCOUNT_USER_PREFIX = "system:serviceaccount:"
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,20 @@ def service_account_token(namespace: str, name: str) -> str:
     return f"{SERVICE_ACCOUNT_TOKEN_PREFIX}{namespace}:{name}"
 
 
-def _from_token(authorization: str | None) -> UserInfo:
+def service_account_groups(namespace: str) -> tuple[str, ...]:
+    return ("system:serviceaccounts", f"system:serviceaccounts:{namespace}")
+
+
+def service_account_of(username: str) -> tuple[str, str] | None:
+    """(namespace, name) when the user name is a service account's."""
+    if not username.startswith(SERVICE_ACCOUNT_USER_PREFIX):
+        return None
+    namespace, _, name = username.removeprefix(SERVICE_ACCOUNT_USER_PREFIX).partition(":")
+    return (namespace, name) if namespace and name and ":" not in name else None
+
+
+def token_user(authorization: str | None) -> UserInfo:
+    """The user a bearer token names; no token is the local developer; a bad one is a 401."""
     if not authorization:
         return ADMIN  # no credentials: the local developer, as with an insecure port
     scheme, _, token = authorization.partition(" ")
@@ -48,25 +63,20 @@ def _from_token(authorization: str | None) -> UserInfo:
     if token.startswith(SERVICE_ACCOUNT_TOKEN_PREFIX):
         namespace, _, name = token.removeprefix(SERVICE_ACCOUNT_TOKEN_PREFIX).partition(":")
         if namespace and name:
-            groups = ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED)
-            return UserInfo(f"system:serviceaccount:{namespace}:{name}", groups)
+            groups = (*service_account_groups(namespace), AUTHENTICATED)
+            return UserInfo(f"{SERVICE_ACCOUNT_USER_PREFIX}{namespace}:{name}", groups)
     raise errors.ApiError(401, "Unauthorized", "Unauthorized")
 
 
-def authenticate(headers: Mapping[str, str], impersonation_groups: list[str]) -> UserInfo:
-    """The user a request acts as: its token's user, or whom that user impersonates."""
-    user = _from_token(headers.get("Authorization"))
-    impersonated = headers.get("Impersonate-User")
-    if impersonated is None:
-        if impersonation_groups:
-            raise errors.ApiError(
-                500, "InternalError", "requested impersonation of groups without impersonating a user"
-            )
-        return user
-    if "system:masters" not in user.groups:
-        message = f'users "{impersonated}" is forbidden: User "{user.username}" cannot impersonate resource "users"'
-        raise errors.ApiError(403, "Forbidden", message)
-    return UserInfo(impersonated, (*impersonation_groups, AUTHENTICATED))
+def impersonated(username: str, groups: list[str]) -> UserInfo:
+    """Whom a request impersonating `username` (and `groups`) acts as: a service account without
+    groups asked for gets its own, and every user but the anonymous one is authenticated."""
+    account = service_account_of(username)
+    wanted = list(groups) if groups or account is None else list(service_account_groups(account[0]))
+    implied = UNAUTHENTICATED if username == ANONYMOUS else AUTHENTICATED
+    if implied not in wanted:
+        wanted.append(implied)
+    return UserInfo(username, tuple(wanted))
 
 
 def self_subject_review(user: UserInfo) -> dict[str, object]:

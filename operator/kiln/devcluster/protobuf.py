@@ -1,6 +1,6 @@
 """Decoding the Kubernetes protobuf wire form for the few kinds kubectl's typed generators send.
 
-`kubectl create namespace|configmap|secret|serviceaccount` send their bodies as
+`kubectl create namespace|configmap|secret|serviceaccount` and `kubectl auth can-i` send their bodies as
 protobuf (`application/vnd.kubernetes.protobuf`): the 4-byte magic `k8s\\0`,
 then a runtime.Unknown envelope (typeMeta, raw object bytes). The field numbers
 below are those of k8s.io/api's generated.proto for these kinds; anything else
@@ -147,6 +147,40 @@ _KINDS: dict[tuple[str, str], Decoder] = {
     ),
 }
 
+# authorization.k8s.io/v1, which `kubectl auth can-i` sends
+_RESOURCE_ATTRIBUTES = _message(
+    {
+        1: ("namespace", _text, "one"),
+        2: ("verb", _text, "one"),
+        3: ("group", _text, "one"),
+        4: ("version", _text, "one"),
+        5: ("resource", _text, "one"),
+        6: ("subresource", _text, "one"),
+        7: ("name", _text, "one"),
+    }
+)
+_NON_RESOURCE_ATTRIBUTES = _message({1: ("path", _text, "one"), 2: ("verb", _text, "one")})
+_ACCESS_REVIEW_SPEC = _message(
+    {
+        1: ("resourceAttributes", _RESOURCE_ATTRIBUTES, "one"),
+        2: ("nonResourceAttributes", _NON_RESOURCE_ATTRIBUTES, "one"),
+        3: ("user", _text, "one"),
+        4: ("groups", _text, "list"),
+        6: ("uid", _text, "one"),
+    }
+)
+_SUBJECT_ACCESS_REVIEW = _message({1: ("metadata", _OBJECT_META, "one"), 2: ("spec", _ACCESS_REVIEW_SPEC, "one")})
+_KINDS.update(
+    {
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SubjectAccessReview"): _SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): _SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _message(
+            {1: ("metadata", _OBJECT_META, "one"), 2: ("spec", _message({1: ("namespace", _text, "one")}), "one")}
+        ),
+    }
+)
+
 
 def decode(body: bytes) -> Object:
     """The JSON form of a protobuf-encoded object of a kind listed above."""
@@ -161,7 +195,8 @@ def decode(body: bytes) -> Object:
             raise errors.ApiError(
                 415,
                 "UnsupportedMediaType",
-                f"the dev cluster decodes protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, "
+                f"the dev cluster decodes protobuf only for Namespace, ConfigMap, Secret, ServiceAccount and the "
+                f"authorization reviews, "
                 f"not {kind}; send JSON or YAML instead (`kubectl apply -f` or `kubectl create -f`)",
             )
         obj: Object = decoder(_length_delimited(envelope.get(2, b"")))

@@ -389,9 +389,13 @@ class Registry:
         for plugin in self.admission:
             plugin(self, rt, obj, old)
 
+    def _check(self, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
+        for plugin in self.validating:
+            plugin(self, rt, obj, old)
+
     def _validate(self, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
         found = schema.validate(rt.schema, obj, old) if rt.crd and rt.schema else kube_schemas.validate(obj)
-        found += _metadata_errors(obj)
+        found += _metadata_errors(obj, path_segment_name=rt.group == "rbac.authorization.k8s.io")
         if rt.kind == "CustomResourceDefinition":
             found += _crd_errors(obj)
         if found:
@@ -624,11 +628,16 @@ def _schema_lookup(crd: bool) -> patch.SchemaLookup:
     return lookup
 
 
-def _metadata_errors(obj: Object) -> list[schema.FieldError]:
+def _metadata_errors(obj: Object, path_segment_name: bool = False) -> list[schema.FieldError]:
+    """RBAC objects' names need only be path segments (`system:basic-user`), as kube validates them."""
     metadata = obj["metadata"]
     name = metadata.get("name", "")
     found = []
-    if not objects.DNS_SUBDOMAIN.match(name) or len(name) > 253:
+    if path_segment_name:
+        if name in (".", "..") or "/" in name or "%" in name or not name:
+            detail = "may not be '.' or '..', and may not contain '/' or '%'"
+            found.append(schema.FieldError("metadata.name", schema.INVALID, detail, name))
+    elif not objects.DNS_SUBDOMAIN.match(name) or len(name) > 253:
         detail = (
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
             "and must start and end with an alphanumeric character"

@@ -21,6 +21,7 @@ import yaml
 from aiohttp import web
 
 from kiln.devcluster import (
+    access,
     discovery,
     errors,
     identity,
@@ -60,8 +61,11 @@ class Target:
 class ApiServer:
     """The REST API over a Registry; `app` is the aiohttp application to serve."""
 
-    def __init__(self, cluster: registry.Registry, audit_log: pathlib.Path | None = None) -> None:
+    def __init__(
+        self, cluster: registry.Registry, audit_log: pathlib.Path | None = None, authorization: str = "AlwaysAllow"
+    ) -> None:
         self.registry = cluster
+        self.access = access.Access(cluster, authorization)
         self.audit_log = audit_log.open("a", buffering=1) if audit_log else None
         self.log_reader: LogReader = lambda namespace, pod, container, tail, previous: ""
         self.log_follower: LogFollower | None = None
@@ -89,17 +93,21 @@ class ApiServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [part for part in request.path.split("/") if part]
+        groups = request.headers.getall("Impersonate-Group", [])
+        user = self.access.admit(request.headers, groups, request.method, request.path, request.query)
         static = self._static(request, parts)
         if static is not None:
             return static
         target = self._target(parts)
         if target is None:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-        user = identity.authenticate(request.headers, request.headers.getall("Impersonate-Group", []))
         verb = self._verb(request, target)
         self._audit(request, user, verb, target)
         if target.resource.kind == "SelfSubjectReview" and verb == "create":
             return web.json_response(identity.self_subject_review(user), status=201)
+        if self.access.reviews(target.resource) and verb == "create":
+            reviewed = self.access.review(target.resource.kind, target.namespace or "", user, await _body(request))
+            return web.json_response(reviewed, status=201)
         if verb not in target.resource.verbs:
             raise errors.method_not_allowed(f"the server does not allow this method on the requested resource ({verb})")
         return await self._serve(request, verb, target)
