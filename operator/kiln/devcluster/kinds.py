@@ -166,6 +166,25 @@ BUILTINS: tuple[ResourceType, ...] = (
         subresources=("status",),
     ),
     _builtin("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    _builtin("", "v1", "ResourceQuota", "resourcequotas", short_names=("quota",), subresources=("status",)),
+    _builtin("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
+    *(
+        _builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            kind,
+            plural,
+            namespaced=False,
+            categories=("api-extensions",),
+            subresources=subresources,
+        )
+        for kind, plural, subresources in (
+            ("ValidatingAdmissionPolicy", "validatingadmissionpolicies", ("status",)),
+            ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", ()),
+            ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations", ()),
+            ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", ()),
+        )
+    ),
     _builtin(
         "apiextensions.k8s.io",
         "v1",

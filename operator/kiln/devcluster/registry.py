@@ -69,6 +69,8 @@ class Registry:
         self.types = kinds.ResourceTypes()
         self.admission: list[Admission] = []
         """Mutating admission plugins, run after defaulting on every create and update."""
+        self.validating: list[Admission] = []
+        """Validating admission plugins, run after schema validation on every create and update."""
         self._emptying: set[str] = set()
         self._index = OwnerIndex()
         for resource in self.store.resources():
@@ -140,6 +142,7 @@ class Registry:
         self._normalize(rt, obj, strict)
         self._admit(rt, obj, None)
         self._validate(rt, obj, None)
+        self._check(rt, obj, None)
         if manager and applied is not None:
             obj = fieldmanager.record_apply(None, obj, applied, manager)
         elif manager:
@@ -184,6 +187,8 @@ class Registry:
         if subresource is None:
             self._admit(rt, new, old)
         self._validate(rt, new, old)
+        if subresource is None:
+            self._check(rt, new, old)
         if manager and subresource is None:
             new = fieldmanager.record_update(old, new, manager)
         if new == old:
