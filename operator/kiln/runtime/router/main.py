@@ -12,18 +12,16 @@ import contextlib
 import functools
 import logging
 import pathlib
-import signal
 import socket
 import sys
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import click
-from aiohttp import web
 from aiohttp.abc import ResolveResult
 
+from kiln.runtime import process
 from kiln.runtime.router import app, mirroring, sources
 from kiln.runtime.router import metrics as router_metrics
 
@@ -85,17 +83,14 @@ def _session(upstream_timeout: float) -> aiohttp.ClientSession:
 
 async def serve(settings: RouterSettings) -> int:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = process.stop_on_signals()
     async with _session(settings.upstream_timeout) as session:
         copies = mirroring.Mirroring(session)
         router = app.Router(session, router_metrics.RouterMetrics(), copies)
-        low_level = web.Server(router.handle, request_factory=app.request_factory(), access_log=None)
         # No request can outlast the upstream timeout, so that (and a second) bounds the wait for them.
-        runner = web.ServerRunner(low_level, handle_signals=False, shutdown_timeout=settings.upstream_timeout + 1)
-        await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+        runner = await process.listen(
+            router.handle, app.request_factory(), settings.host, settings.port, settings.upstream_timeout + 1
+        )
         log.info("kiln-router listening on %s:%d", settings.host, settings.port)
         poller, watch = None, None
         if settings.config_file is not None:
@@ -105,9 +100,7 @@ async def serve(settings: RouterSettings) -> int:
             watch.start()
         await stop.wait()
         router.draining = True
-        log.info("shutting down: readiness is off; draining for %.1fs", settings.drain_delay)
-        await asyncio.sleep(settings.drain_delay)
-        await runner.cleanup()
+        await process.drain(runner, settings.drain_delay, log)
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -132,10 +125,8 @@ DEFAULTS = RouterSettings()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--host", default=DEFAULTS.host, envvar="KILN_ROUTER_HOST", show_default=True, help="Address to bind.")
-@click.option(
-    "--port", default=DEFAULTS.port, type=int, envvar="KILN_ROUTER_PORT", show_default=True, help="Port to bind."
-)
+@process.host_option(DEFAULTS.host, "KILN_ROUTER_HOST")
+@process.port_option(DEFAULTS.port, "KILN_ROUTER_PORT")
 @click.option(
     "--config-file",
     type=click.Path(dir_okay=False, path_type=pathlib.Path),
@@ -157,15 +148,10 @@ DEFAULTS = RouterSettings()
     show_default=True,
     help="Seconds an upstream has to answer before the client gets 504.",
 )
-@click.option(
-    "--drain-delay",
-    default=DEFAULTS.drain_delay,
-    type=click.FloatRange(min=0),
-    envvar="KILN_ROUTER_DRAIN_DELAY",
-    show_default=True,
-    help="Seconds to keep proxying after SIGTERM with readiness off.",
+@process.drain_delay_option(
+    DEFAULTS.drain_delay, "KILN_ROUTER_DRAIN_DELAY", "Seconds to keep proxying after SIGTERM with readiness off."
 )
-@click.option("--log-level", default="INFO", envvar="KILN_LOG_LEVEL", show_default=True)
+@process.log_level_option()
 def main(
     *,
     host: str,
@@ -180,16 +166,8 @@ def main(
 
     Its own endpoints: /healthz, /readyz, /metrics and /router/config (the configuration in force).
     """
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    process.configure_logging(log_level)
     if (config_file is None) == (configmap is None):
         raise click.UsageError("give exactly one of --config-file and --configmap")
     settings = RouterSettings(host, port, config_file, configmap, upstream_timeout, drain_delay)
-    sys.exit(_run(serve(settings)))
-
-
-def _run(coroutine: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS only
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+    sys.exit(process.run(serve(settings)))

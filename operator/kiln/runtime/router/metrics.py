@@ -20,59 +20,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge
 
-LATENCY_BUCKETS: Final = (
-    0.00005, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075,
-    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-"""kiln-server's buckets (not imported: that module pulls numpy into a process that needs none)."""
+from kiln.runtime import http_metrics
 
 ERROR_KINDS: Final = ("connect", "timeout", "protocol")
 MIRROR_OUTCOMES: Final = ("answered", "failed", "dropped")
 RELOAD_OUTCOMES: Final = ("applied", "rejected")
 
 
-class VariantRecorder:
+class VariantRecorder(http_metrics.RequestRecorder):
     """The pre-bound metric children of one variant at one version."""
 
-    __slots__ = ("_codes", "_duration", "_labels", "_requests", "errors", "mirrored")
+    __slots__ = ("errors", "mirrored")
 
     def __init__(self, metrics: RouterMetrics, variant: str, version: str) -> None:
-        self._requests = metrics.requests
-        self._labels = (variant, version)
-        self._duration = metrics.duration.labels(variant, version)
         # The codes an error-rate query divides, there from the start.
-        self._codes = {code: metrics.requests.labels(variant, version, str(code)) for code in (200, 500, 502, 504)}
+        super().__init__(metrics, variant, version, (200, 500, 502, 504))
         self.errors = {kind: metrics.upstream_errors.labels(variant, version, kind) for kind in ERROR_KINDS}
         self.mirrored = {outcome: metrics.mirrored.labels(variant, version, outcome) for outcome in MIRROR_OUTCOMES}
 
-    def record(self, status: int, seconds: float) -> None:
-        child = self._codes.get(status)
-        if child is None:
-            child = self._codes[status] = self._requests.labels(*self._labels, str(status))
-        child.inc()
-        self._duration.observe(seconds)
 
-
-class RouterMetrics:
+class RouterMetrics(http_metrics.RequestMetrics):
     """The router's registry and its metrics."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "kiln_router_requests",
+        super().__init__(
+            "kiln_router",
+            "variant",
             "Proxied requests by variant, version and the HTTP status code the client got.",
-            ["variant", "version", "code"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "kiln_router_request_duration_seconds",
             "Proxied request latency, from the request's arrival at the router to its answer.",
-            ["variant", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
         self.upstream_errors = Counter(
             "kiln_router_upstream_errors",
@@ -118,6 +95,3 @@ class RouterMetrics:
         for variant, weight in weights.items():
             self.weight.labels(variant).set(weight)
         self._weighted = set(weights)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -12,14 +12,13 @@ import concurrent.futures
 import logging
 import os
 import pathlib
-import signal
 import sys
 
 import click
-from aiohttp import web
 
 from kiln import artifacts
 from kiln.api import modelversion
+from kiln.runtime import process
 from kiln.runtime.server import app, loading, repository, settings
 from kiln.runtime.server import metrics as server_metrics
 
@@ -58,10 +57,7 @@ async def _load_all(server: app.InferenceServer, policy: loading.LoadPolicy) -> 
 
 async def serve(config: settings.ServerSettings, versions: list[modelversion.ModelVersion]) -> int:
     _configure_sklearn()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = process.stop_on_signals()
     policy = loading.LoadPolicy(
         artifact_settings=artifacts.Settings.from_environment(),
         allow_unsafe_formats=config.allow_unsafe_formats,
@@ -72,21 +68,16 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
         max_workers=2, thread_name_prefix="kiln-predict", initializer=_configure_sklearn
     ) as executor:
         server = app.InferenceServer(repository.Repository(versions), server_metrics.ServerMetrics(), config, executor)
-        low_level = web.Server(
-            server.handle, request_factory=app.request_factory(config.max_body_bytes), access_log=None
+        runner = await process.listen(
+            server.handle, app.request_factory(config.max_body_bytes), config.host, config.port, config.shutdown_timeout
         )
-        runner = web.ServerRunner(low_level, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
-        await runner.setup()
-        await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
         log.info("kiln-server listening on %s:%d", config.host, config.port)
         if config.faults.active:
             log.warning("fault injection is on: %s", config.faults)
         loader = asyncio.create_task(_load_all(server, policy))
         await stop.wait()
         server.draining = True
-        log.info("shutting down: readiness is off; draining for %.1fs", config.drain_delay)
-        await asyncio.sleep(config.drain_delay)
-        await runner.cleanup()
+        await process.drain(runner, config.drain_delay, log)
         if not loader.done():
             loader.cancel()
         log.info("stopped")
@@ -104,10 +95,8 @@ DEFAULTS = settings.ServerSettings()
     type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
     help="A ModelVersion manifest (YAML or JSON) to serve; repeatable. KILN_MODEL_VERSIONS adds a JSON list.",
 )
-@click.option("--host", default=DEFAULTS.host, envvar="KILN_SERVER_HOST", show_default=True, help="Address to bind.")
-@click.option(
-    "--port", default=DEFAULTS.port, type=int, envvar="KILN_SERVER_PORT", show_default=True, help="Port to bind."
-)
+@process.host_option(DEFAULTS.host, "KILN_SERVER_HOST")
+@process.port_option(DEFAULTS.port, "KILN_SERVER_PORT")
 @click.option(
     "--allow-unsafe-formats",
     is_flag=True,
@@ -128,13 +117,8 @@ DEFAULTS = settings.ServerSettings()
     envvar="KILN_TRUSTED_TYPES",
     help="Comma-separated types to trust in skops files, beyond skops's defaults and scikit-learn's tree structures.",
 )
-@click.option(
-    "--drain-delay",
-    default=DEFAULTS.drain_delay,
-    type=click.FloatRange(min=0),
-    envvar="KILN_DRAIN_DELAY",
-    show_default=True,
-    help="Seconds to keep serving after SIGTERM with readiness off.",
+@process.drain_delay_option(
+    DEFAULTS.drain_delay, "KILN_DRAIN_DELAY", "Seconds to keep serving after SIGTERM with readiness off."
 )
 @click.option(
     "--shutdown-timeout",
@@ -151,7 +135,7 @@ DEFAULTS = settings.ServerSettings()
     show_default=True,
     help="Let linear classifiers skip scikit-learn's input checks, which the server has already made.",
 )
-@click.option("--log-level", default="INFO", envvar="KILN_LOG_LEVEL", show_default=True)
+@process.log_level_option()
 def main(
     model_version_files: tuple[pathlib.Path, ...],
     host: str,
@@ -169,7 +153,7 @@ def main(
     Fault injection, for tests and demos only, is off unless KILN_FAULT_INJECTION holds JSON such as
     {"errorRate": 0.3, "errorStatus": 500, "delayRate": 0.5, "delaySeconds": 0.2}.
     """
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    process.configure_logging(log_level)
     try:
         versions = settings.model_versions(model_version_files, os.environ.get("KILN_MODEL_VERSIONS"))
         config = settings.ServerSettings(
@@ -185,12 +169,4 @@ def main(
         )
     except settings.SettingsError as error:
         raise click.UsageError(str(error)) from None
-    sys.exit(_run(serve(config, versions)))
-
-
-def _run(coroutine: object) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS only
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
-    return uvloop.run(coroutine)  # type: ignore[arg-type]
+    sys.exit(process.run(serve(config, versions)))

@@ -20,40 +20,18 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from kiln.api import modelversion
-
-LATENCY_BUCKETS: Final = (
-    0.00005, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075,
-    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-"""Fine below a millisecond, where a fast model's p50 and p99 lie, and up to a slow one's 10s."""
+from kiln.runtime import http_metrics
 
 FOLD_ROWS: Final = 8192
 """Queued rows beyond which a model's observations are binned at once rather than at the scrape."""
 
 
-class RequestRecorder:
-    """The pre-built metric children of one model version, so a request does no label lookups."""
-
-    __slots__ = ("_codes", "_duration", "_labels", "_requests")
-
-    def __init__(self, metrics: ServerMetrics, model: str, version: str) -> None:
-        self._requests = metrics.requests
-        self._labels = (model, version)
-        self._duration = metrics.duration.labels(model, version)
-        # 200 and 500 exist from the start, so an error-rate query reads 0 rather than nothing.
-        self._codes = {code: metrics.requests.labels(model, version, str(code)) for code in (200, 500)}
-
-    def record(self, status: int, seconds: float) -> None:
-        child = self._codes.get(status)
-        if child is None:
-            child = self._codes[status] = self._requests.labels(*self._labels, str(status))
-        child.inc()
-        self._duration.observe(seconds)
+def _recorder(metrics: ServerMetrics, model: str, version: str) -> http_metrics.RequestRecorder:
+    return http_metrics.RequestRecorder(metrics, model, version, (200, 500))
 
 
 class Observations:
@@ -154,23 +132,15 @@ class ObservationCollector:
         yield predictions
 
 
-class ServerMetrics:
+class ServerMetrics(http_metrics.RequestMetrics):
     """The server's registry and its metrics."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "kiln_server_requests",
+        super().__init__(
+            "kiln_server",
+            "model",
             "Inference requests by model, version and HTTP status code.",
-            ["model", "version", "code"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "kiln_server_request_duration_seconds",
             "Inference request latency, from the request's arrival at the handler to its response.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
         self.in_flight = Gauge(
             "kiln_server_requests_in_flight", "Inference requests being answered.", registry=self.registry
@@ -183,15 +153,12 @@ class ServerMetrics:
         )
         self.observed = ObservationCollector()
         self.registry.register(self.observed)
-        self.unknown = RequestRecorder(self, "", "")
+        self.unknown = _recorder(self, "", "")
 
-    def for_version(self, version: modelversion.ModelVersion) -> tuple[RequestRecorder, Observations]:
+    def for_version(self, version: modelversion.ModelVersion) -> tuple[http_metrics.RequestRecorder, Observations]:
         spec = version.spec
         self.model_ready.labels(spec.model_name, spec.version).set(0)
         names = spec.signature.feature_names if spec.signature else []
         observed = Observations(spec.model_name, spec.version, spec.baseline, names)
         self.observed.observations.append(observed)
-        return RequestRecorder(self, spec.model_name, spec.version), observed
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return _recorder(self, spec.model_name, spec.version), observed
