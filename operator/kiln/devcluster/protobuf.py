@@ -1,10 +1,11 @@
 """Decoding the Kubernetes protobuf wire form for the few kinds kubectl's typed generators send.
 
-`kubectl create namespace|configmap|secret|serviceaccount` and `kubectl auth can-i` send their bodies as
-protobuf (`application/vnd.kubernetes.protobuf`): the 4-byte magic `k8s\\0`,
-then a runtime.Unknown envelope (typeMeta, raw object bytes). The field numbers
-below are those of k8s.io/api's generated.proto for these kinds; anything else
-is refused with 415 and a pointer to `kubectl apply -f`.
+`kubectl create namespace|configmap|secret|serviceaccount`, `kubectl create
+role|clusterrole|rolebinding|clusterrolebinding` and `kubectl auth can-i` send
+their bodies as protobuf (`application/vnd.kubernetes.protobuf`): the 4-byte
+magic `k8s\\0`, then a runtime.Unknown envelope (typeMeta, raw object bytes).
+The field numbers below are those of k8s.io/api's generated.proto for these
+kinds; anything else is refused with 415 and a pointer to `kubectl apply -f`.
 """
 
 from __future__ import annotations
@@ -181,6 +182,58 @@ _KINDS.update(
     }
 )
 
+# rbac.authorization.k8s.io/v1, which `kubectl create role|clusterrole|rolebinding|clusterrolebinding` send
+_POLICY_RULE = _message(
+    {
+        1: ("verbs", _text, "list"),
+        2: ("apiGroups", _text, "list"),
+        3: ("resources", _text, "list"),
+        4: ("resourceNames", _text, "list"),
+        5: ("nonResourceURLs", _text, "list"),
+    }
+)
+_LABEL_SELECTOR = _message(
+    {
+        1: ("matchLabels", _map_entry(_text), "map"),
+        2: (
+            "matchExpressions",
+            _message({1: ("key", _text, "one"), 2: ("operator", _text, "one"), 3: ("values", _text, "list")}),
+            "list",
+        ),
+    }
+)
+_BINDING = _message(
+    {
+        1: ("metadata", _OBJECT_META, "one"),
+        2: (
+            "subjects",
+            _message(
+                {1: ("kind", _text, "one"), 2: ("apiGroup", _text, "one"), 3: ("name", _text, "one"),
+                 4: ("namespace", _text, "one")}
+            ),
+            "list",
+        ),
+        3: ("roleRef", _message({1: ("apiGroup", _text, "one"), 2: ("kind", _text, "one"), 3: ("name", _text, "one")}),
+            "one"),
+    }
+)  # fmt: skip
+_KINDS.update(
+    {
+        ("rbac.authorization.k8s.io/v1", "Role"): _message(
+            {1: ("metadata", _OBJECT_META, "one"), 2: ("rules", _POLICY_RULE, "list")}
+        ),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole"): _message(
+            {
+                1: ("metadata", _OBJECT_META, "one"),
+                2: ("rules", _POLICY_RULE, "list"),
+                3: ("aggregationRule", _message({1: ("clusterRoleSelectors", _LABEL_SELECTOR, "list")}), "one"),
+            }
+        ),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"): _BINDING,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _BINDING,
+    }
+)
+
 
 def decode(body: bytes) -> Object:
     """The JSON form of a protobuf-encoded object of a kind listed above."""
@@ -195,8 +248,8 @@ def decode(body: bytes) -> Object:
             raise errors.ApiError(
                 415,
                 "UnsupportedMediaType",
-                f"the dev cluster decodes protobuf only for Namespace, ConfigMap, Secret, ServiceAccount and the "
-                f"authorization reviews, "
+                f"the dev cluster decodes protobuf only for Namespace, ConfigMap, Secret, ServiceAccount, RBAC "
+                f"objects and the authorization reviews, "
                 f"not {kind}; send JSON or YAML instead (`kubectl apply -f` or `kubectl create -f`)",
             )
         obj: Object = decoder(_length_delimited(envelope.get(2, b"")))
