@@ -148,8 +148,8 @@ def cluster_start(
     authorization: str | None,
 ) -> None:
     """Start the dev cluster in the background and write its kubeconfig."""
+    from kiln.devcluster import admission_plugins, config
     from kiln.devcluster import cluster as devcluster
-    from kiln.devcluster import config
 
     home = data_dir or devcluster.DEFAULT_HOME
     overrides: dict[str, object] = {"prometheus": True if prometheus else None, "authorization": authorization}
@@ -172,6 +172,7 @@ def cluster_start(
     pools = (f"{p.count} x {p.name} ({p.cpu} cpu, {p.memory}, {p.gpus} gpu)" for p in settings.node_pools)
     click.echo(f"nodes: {', '.join(pools)}")
     click.echo(f"authorization: {settings.authorization}")
+    click.echo(f"admission plugins: {', '.join(admission_plugins.ENABLED)}")
     prometheus_url = home / "prometheus-url"
     click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
     click.echo(f"export KILN_PVC_ROOT={home / 'volumes'}")

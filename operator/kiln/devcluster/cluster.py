@@ -27,6 +27,7 @@ import yaml
 
 from kiln.devcluster import (
     addons,
+    admission_plugins,
     config,
     controllers,
     identity,
@@ -138,6 +139,7 @@ class DevCluster:
         self._stack.callback(objects_store.close)
         self.registry = registry.Registry(objects_store)
         self.registry.admission.extend([network.allocate_cluster_ip, jobs.default_selector])
+        admission_plugins.install(self.registry)
         self.api = server.ApiServer(self.registry, self.audit_path, self.settings.authorization)
         self.port = await self._stack.enter_async_context(server.serving(self.api, self.host, self.requested_port))
         self._install_addons()
@@ -151,6 +153,7 @@ class DevCluster:
             workloads.ReplicaSetController(self.registry),
             jobs.JobController(self.registry, self.settings.crash_loop_back_off.initial_seconds),
             network.EndpointsController(self.registry),
+            admission_plugins.QuotaController(self.registry),
             network.DnsController(self.registry, self.kubelet.hosts_file),
             storage.VolumeBinder(self.registry, self.volumes_dir),
             prometheus.ScrapeTargets(self.registry, self.targets_file),

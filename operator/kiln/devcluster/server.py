@@ -22,6 +22,7 @@ from aiohttp import web
 
 from kiln.devcluster import (
     access,
+    admission_plugins,
     discovery,
     errors,
     identity,
@@ -33,6 +34,7 @@ from kiln.devcluster import (
     selectors,
     store,
     tables,
+    webhooks,
 )
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class ApiServer:
         self.log_reader: LogReader = lambda namespace, pod, container, tail, previous: ""
         self.log_follower: LogFollower | None = None
         self.stopping = asyncio.Event()
+        self.webhooks = webhooks.Dispatcher(cluster)
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         self.app.router.add_route("*", "/{path:.*}", self.handle)
 
@@ -110,7 +113,26 @@ class ApiServer:
             return web.json_response(reviewed, status=201)
         if verb not in target.resource.verbs:
             raise errors.method_not_allowed(f"the server does not allow this method on the requested resource ({verb})")
-        return await self._serve(request, verb, target)
+        return await self._admitted(request, user, verb, target)
+
+    async def _admitted(
+        self, request: web.Request, user: identity.UserInfo, verb: str, target: Target
+    ) -> web.StreamResponse:
+        """Serve with who asks known to admission; warnings it gives go back as Warning headers."""
+        dry_run = request.query.get("dryRun") == "All"
+        with admission_plugins.requesting(user, target.resource.key, dry_run) as context:
+            try:
+                response = await self._serve(request, verb, target)
+            except errors.ApiError as error:
+                if not context.warnings:
+                    raise
+                response = web.json_response(error.status(), status=error.code)
+        for warning in context.warnings:
+            response.headers.add("Warning", '299 - "' + warning.replace('"', "'") + '"')
+        if context.annotations and self.audit_log:
+            entry = {"verb": verb, "user": user.username, "name": target.name, "annotations": context.annotations}
+            self.audit_log.write(json.dumps(entry) + "\n")
+        return response
 
     def _static(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
         path = "/" + "/".join(parts)
@@ -205,30 +227,41 @@ class ApiServer:
                 return self._respond(request, rt, self.registry.get(rt, namespace, target.name))
             case "create":
                 body = await _body(request)
-                created = self.registry.create(rt, namespace, body, dry_run=dry_run, strict=strict, manager=manager)
+                created = await self.webhooks.admit(
+                    rt, namespace, None,
+                    lambda given, preview: self.registry.create(
+                        rt, namespace, given or body, dry_run=dry_run or preview, strict=strict, manager=manager
+                    ),
+                )  # fmt: skip
                 return self._respond(request, rt, created, status=201)
             case "update":
                 assert target.name is not None
                 body = await _body(request)
-                updated = self.registry.update(
-                    rt,
-                    namespace,
-                    target.name,
-                    body,
-                    subresource=target.subresource,
-                    dry_run=dry_run,
-                    strict=strict,
-                    manager=manager,
-                )
+                name = target.name
+                updated = await self.webhooks.admit(
+                    rt, namespace, name,
+                    lambda given, preview: self.registry.update(
+                        rt, namespace, name, given or body, subresource=target.subresource,
+                        dry_run=dry_run or preview, strict=strict, manager=manager,
+                    ),
+                    target.subresource or "",
+                )  # fmt: skip
                 return self._respond(request, rt, updated)
             case "patch":
                 assert target.name is not None
                 content_type = request.content_type
                 body = await _body(request)
-                patched = self.registry.patch(
-                    rt, namespace, target.name, content_type, body,
-                    subresource=target.subresource, dry_run=dry_run, strict=strict, manager=manager,
-                    force=request.query.get("force", "").lower() == "true",
+                name = target.name
+                patched = await self.webhooks.admit(
+                    rt, namespace, name,
+                    lambda given, preview: self.registry.patch(
+                        rt, namespace, name, content_type, body,
+                        subresource=target.subresource, dry_run=dry_run or preview, strict=strict, manager=manager,
+                        force=request.query.get("force", "").lower() == "true",
+                    ) if given is None else webhooks.replay(
+                        self.registry, rt, namespace, given, target.subresource, dry_run=dry_run or preview
+                    ),
+                    target.subresource or "",
                 )  # fmt: skip
                 return self._respond(request, rt, patched)
             case "delete":
