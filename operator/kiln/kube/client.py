@@ -184,7 +184,11 @@ def event_about(
 
 
 class Api(Protocol):
-    """What the controllers use of the API server: `Client`, or `kiln.kube.fake.FakeApi` in tests."""
+    """What the controllers use of the API server: `Client`, or `kiln.kube.fake.FakeApi` in tests.
+
+    Both subclass it to inherit `create_or_patch` and `patch_status`, which are made of their own
+    `create` and `patch`.
+    """
 
     namespace: str
 
@@ -207,9 +211,21 @@ class Api(Protocol):
 
     def logs(self, namespace: str, pod: str, container: str | None = None, tail_lines: int = 20) -> str: ...
 
-    def create_or_patch(self, resource: Resource, body: Mapping[str, Any]) -> Object: ...
+    def create_or_patch(self, resource: Resource, body: Mapping[str, Any]) -> Object:
+        """Create the object, or merge its fields into the one that exists: never a blind replace."""
+        metadata = body.get("metadata", {})
+        try:
+            return self.create(resource, body)
+        except ConflictError:
+            return self.patch(resource, metadata.get("namespace"), metadata["name"], body)
 
-    def patch_status(self, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]) -> Object: ...
+    def patch_status(self, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]) -> Object:
+        """Turn the object's status into `status` through the status subresource: fields that are gone
+        are removed, and a write over a newer object than `obj` fails with ConflictError."""
+        metadata = obj["metadata"]
+        return self.patch(
+            resource, metadata.get("namespace"), metadata["name"], status_patch(obj, status), subresource="status"
+        )
 
     def post_event(
         self,
@@ -223,7 +239,7 @@ class Api(Protocol):
     def whoami(self) -> str: ...
 
 
-class Client:
+class Client(Api):
     """Calls to one API server as one user."""
 
     def __init__(
@@ -324,22 +340,6 @@ class Client:
             query["container"] = container
         text = self._request("GET", PODS.path(namespace, pod, "log"), query=query, response_type="str")
         return str(text or "")
-
-    def create_or_patch(self, resource: Resource, body: Mapping[str, Any]) -> Object:
-        """Create the object, or merge its fields into the one that exists: never a blind replace."""
-        metadata = body.get("metadata", {})
-        try:
-            return self.create(resource, body)
-        except ConflictError:
-            return self.patch(resource, metadata.get("namespace"), metadata["name"], body)
-
-    def patch_status(self, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]) -> Object:
-        """Turn the object's status into `status` through the status subresource: fields that are gone
-        are removed, and a write over a newer object than `obj` fails with ConflictError."""
-        metadata = obj["metadata"]
-        return self.patch(
-            resource, metadata.get("namespace"), metadata["name"], status_patch(obj, status), subresource="status"
-        )
 
     def post_event(
         self,

@@ -122,7 +122,7 @@ def _not_found(resource: client.Resource, name: str) -> client.NotFoundError:
     return client.NotFoundError(404, "NotFound", f'{_qualified(resource)} "{name}" not found')
 
 
-class FakeApi:
+class FakeApi(client.Api):
     """An in-memory API server for one test: `client.Api` plus helpers to seed and inspect it."""
 
     def __init__(self, namespace: str = "default", clock: Clock | None = None, user: str = "kubernetes-admin") -> None:
@@ -221,18 +221,6 @@ class FakeApi:
             raise _not_found(client.PODS, pod)
         lines = self._logs.get((namespace, pod), "").splitlines(keepends=True)
         return "".join(lines[-tail_lines:])
-
-    def create_or_patch(self, resource: client.Resource, body: Mapping[str, Any]) -> Object:
-        try:
-            return self.create(resource, body)
-        except client.ConflictError:
-            metadata = body.get("metadata", {})
-            return self.patch(resource, metadata.get("namespace"), metadata["name"], body)
-
-    def patch_status(self, resource: client.Resource, obj: Mapping[str, Any], status: Mapping[str, Any]) -> Object:
-        metadata = obj["metadata"]
-        patch = client.status_patch(obj, status)
-        return self.patch(resource, metadata.get("namespace"), metadata["name"], patch, subresource="status")
 
     def post_event(
         self,
