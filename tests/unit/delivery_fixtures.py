@@ -225,14 +225,15 @@ def replicas_of(result: plan.Plan, version: str) -> int | None:
 
 
 def router_weights(result: plan.Plan) -> dict[str, int]:
-    config = objects(result, "ConfigMap")[serving.router_name(NAME)]
-    return json.loads(config["data"][serving.ROUTER_CONFIG_KEY])["weights"]
+    """The weights the plan puts in force, by variant."""
+    assert result.traffic is not None, "the plan puts no traffic split in force"
+    return {backend.variant: backend.weight for backend in result.traffic.backends}
 
 
 def router_upstreams(result: plan.Plan) -> dict[str, str]:
-    config = objects(result, "ConfigMap")[serving.router_name(NAME)]
-    variants = json.loads(config["data"][serving.ROUTER_CONFIG_KEY])["variants"]
-    return {name: variant["url"] for name, variant in variants.items()}
+    """The Service each variant's traffic goes to."""
+    assert result.traffic is not None, "the plan puts no traffic split in force"
+    return {backend.variant: backend.service for backend in result.traffic.backends}
 
 
 def selected_version(result: plan.Plan, service: str) -> str:

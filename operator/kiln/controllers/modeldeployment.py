@@ -3,10 +3,11 @@
 One reconcile at a time per deployment (timers, child events, ModelVersion changes and spec
 changes all land here). When the plan wants analysis measurements, they are taken through the
 metric providers on worker threads, each bounded by its timeout, and the plan runs again with the
-answers at the same instant. Acting is: apply the serving objects, the router's weights first (an
-object unchanged since it was last applied is not written again), delete the Deployments of
-versions no longer live (and their Services), write status (refused if the deployment changed meanwhile), then post
-Events, so a retried reconcile never posts an Event twice for one change.
+answers at the same instant. Acting is: put the traffic split in force through the provider, then
+apply the serving objects (an object unchanged since it was last applied is not written again),
+delete the Deployments of versions no longer live (and their Services), write status (refused if
+the deployment changed meanwhile), then post Events, so a retried reconcile never posts an Event
+twice for one change.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kiln.api import resources
+from kiln.api import modeldeployment, resources
 from kiln.controllers import shared
 from kiln.delivery import analysis, rollout, serving
 from kiln.delivery import plan as delivery_plan
 from kiln.kube import client
 from kiln.providers import metrics
+from kiln.providers import traffic as traffic_providers
 
 MODEL_DEPLOYMENTS = client.kiln_resource(resources.MODEL_DEPLOYMENT)
 MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
@@ -76,6 +78,9 @@ class Controller:
     settings: serving.Settings = dataclasses.field(default_factory=serving.Settings)
     default_prometheus: str | None = None
     providers: Mapping[str, metrics.MetricProvider] = dataclasses.field(default_factory=lambda: metrics.PROVIDERS)
+    routers: Mapping[modeldeployment.TrafficProviderName, traffic_providers.TrafficRouter] = dataclasses.field(
+        default_factory=lambda: traffic_providers.PROVIDERS
+    )
     clock: shared.Clock = shared.utcnow
     _applied: dict[tuple[str, str, str], tuple[str, float]] = dataclasses.field(default_factory=dict)
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
@@ -98,7 +103,7 @@ class Controller:
             if planned.measure:
                 seen = dataclasses.replace(seen, answers=self._measure(planned.measure))
                 planned = delivery_plan.plan(seen, now, self.settings)
-            self._act(body, planned)
+            self._act(body, planned, seen)
 
     def reconcile_model(self, namespace: str, model: str) -> None:
         """A version of `model` changed: every deployment of that model looks again."""
@@ -145,6 +150,9 @@ class Controller:
 
     # -- act ----------------------------------------------------------------------------------
 
+    def _traffic(self, spec: modeldeployment.ModelDeploymentSpec) -> traffic_providers.TrafficRouter:
+        return traffic_providers.provider_for(spec.traffic.provider, self.routers)
+
     def _apply(self, obj: Mapping[str, Any]) -> None:
         metadata = obj["metadata"]
         key = (obj["kind"], metadata["namespace"], metadata["name"])
@@ -155,8 +163,11 @@ class Controller:
         self.kube.create_or_patch(client.resource_of(obj), obj)
         self._applied[key] = (digest, time.monotonic())
 
-    def _act(self, body: Mapping[str, Any], planned: delivery_plan.Plan) -> None:
+    def _act(self, body: Mapping[str, Any], planned: delivery_plan.Plan, seen: rollout.Observed) -> None:
         namespace = body["metadata"].get("namespace") or "default"
+        if planned.traffic is not None:
+            target = traffic_providers.Target(serving.Owner(seen.name, seen.namespace, seen.uid), seen.spec)
+            self._traffic(seen.spec).apply(self.kube, target, planned.traffic)
         for obj in planned.apply:
             self._apply(obj)
         for name in planned.retire:

@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 
 from kiln.api import base, events, modeldeployment
-from kiln.delivery import analysis, canary, reasons, rollout, serving, versions
+from kiln.delivery import analysis, canary, reasons, rollout, serving, traffic, versions
 
 Phase = modeldeployment.ModelDeploymentPhase
 Outcome = modeldeployment.RolloutOutcome
@@ -26,8 +26,10 @@ _ROUTER_PROVIDER = modeldeployment.TrafficProviderName.ROUTER
 @dataclasses.dataclass(frozen=True)
 class Plan:
     status: modeldeployment.ModelDeploymentStatus
+    traffic: traffic.Split | None = None
+    """The split to put in force through the traffic provider, before anything else is applied."""
     apply: tuple[Object, ...] = ()
-    """Objects to create or merge into the existing ones; the router's ConfigMap first."""
+    """Objects to create or merge into the existing ones."""
     retire: tuple[str, ...] = ()
     """The Deployments, and the Services of the same names, of versions no longer live."""
     events: tuple[events.Event, ...] = ()
@@ -281,6 +283,23 @@ def _conclude(draft: rollout.Draft) -> None:
     status.observed_generation = observed.generation
 
 
+def _split(owner: serving.Owner, status: modeldeployment.ModelDeploymentStatus) -> traffic.Split:
+    stable = status.stable_version or ""
+    if status.candidate_version is None:
+        return traffic.Split(
+            (traffic.Backend(serving.STABLE, serving.deployment_name(owner.name, stable), stable, 100),)
+        )
+    candidate = status.candidate_version
+    return traffic.Split(
+        (
+            traffic.Backend(serving.STABLE, serving.deployment_name(owner.name, stable), stable, status.weights.stable),
+            traffic.Backend(
+                serving.CANDIDATE, serving.deployment_name(owner.name, candidate), candidate, status.weights.canary
+            ),
+        )
+    )
+
+
 def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Object], list[str]]:
     """The serving objects for the status, and the serving Deployments to delete."""
     status, spec, observed = draft.status, draft.spec, draft.observed
@@ -299,23 +318,6 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
         kept.add(serving.version_label(version))
         if found is not None:
             deployments.append(serving.server_deployment(owner, spec, serving.Live(found, count), settings))
-    variants = [
-        serving.Variant(
-            serving.STABLE,
-            serving.deployment_name(owner.name, status.stable_version),
-            status.stable_version,
-            status.weights.stable if status.candidate_version else 100,
-        )
-    ]
-    if status.candidate_version is not None:
-        variants.append(
-            serving.Variant(
-                serving.CANDIDATE,
-                serving.deployment_name(owner.name, status.candidate_version),
-                status.candidate_version,
-                status.weights.canary,
-            )
-        )
     services = [
         *(serving.version_service(owner, spec, version) for version in replicas if observed.find(version)),
         serving.variant_service(owner, spec, serving.stable_service(owner.name), status.stable_version),
@@ -323,12 +325,7 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
             owner, spec, serving.canary_service(owner.name), status.candidate_version or status.stable_version
         ),
     ]
-    applied = [
-        serving.router_config(owner, variants),
-        *deployments,
-        *services,
-        *serving.router_objects(owner, spec, settings),
-    ]
+    applied = [*deployments, *services, *serving.router_objects(owner, spec, settings)]
     stale = [pods.name for label, pods in observed.deployments.items() if label not in kept]
     return applied, stale
 
@@ -347,8 +344,10 @@ def plan(observed: rollout.Observed, now: datetime.datetime, settings: serving.S
     if draft.measure:
         return Plan(status=observed.status, measure=tuple(draft.measure))
     applied, stale = _objects(draft, settings or serving.Settings())
+    owner = serving.Owner(observed.name, observed.namespace, observed.uid)
     return Plan(
         status=draft.status,
+        traffic=_split(owner, draft.status) if draft.status.stable_version else None,
         apply=tuple(applied),
         retire=tuple(stale),
         events=tuple(draft.events),

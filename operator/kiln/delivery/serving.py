@@ -22,7 +22,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from kiln.api import base, common, modeldeployment
@@ -255,27 +255,8 @@ def version_service(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, ver
     return variant_service(owner, spec, deployment_name(owner.name, version), version)
 
 
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One upstream of the router."""
-
-    name: str
-    service: str
-    version: str
-    weight: int
-
-
-def router_config(owner: Owner, variants: Sequence[Variant]) -> Object:
-    document = {
-        "variants": {
-            variant.name: {
-                "url": f"http://{variant.service}.{owner.namespace}.svc:{SERVICE_PORT}",
-                "version": variant.version,
-            }
-            for variant in variants
-        },
-        "weights": {variant.name: variant.weight for variant in variants},
-    }
+def router_config(owner: Owner, document: Mapping[str, Any]) -> Object:
+    """The ConfigMap kiln-router watches, holding its configuration document."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -1,0 +1,30 @@
+"""The TrafficRouter protocol: carry a plan's traffic split out, and read back what is in force."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from kiln.api import modeldeployment
+from kiln.delivery import serving, traffic
+from kiln.kube import client
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The ModelDeployment whose traffic is split, and its provider settings."""
+
+    owner: serving.Owner
+    spec: modeldeployment.ModelDeploymentSpec
+
+
+class TrafficRouter(Protocol):
+    name: modeldeployment.TrafficProviderName
+
+    def apply(self, kube: client.Api, target: Target, split: traffic.Split) -> None:
+        """Make `split` the one in force; a split already in force writes nothing."""
+        ...
+
+    def observe(self, kube: client.Api, target: Target) -> traffic.Split | None:
+        """The split in force, or None when none has been applied."""
+        ...
