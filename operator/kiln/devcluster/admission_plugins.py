@@ -272,10 +272,9 @@ def resource_quota(cluster: registry.Registry, rt: kinds.ResourceType, obj: Obje
         return
     requested = quota.object_usage(rt.plural, rt.group, obj)
     for limit in quotas:
-        if not set(requested) & set(quota.hard(limit)):
-            continue
         why = quota.unspecified(limit, obj) if rt.key == "pods" else None
-        why = why or quota.exceeded(limit, namespace_usage(cluster, limit, namespace), requested)
+        if why is None and set(requested) & set(quota.hard(limit)):
+            why = quota.exceeded(limit, namespace_usage(cluster, limit, namespace), requested)
         if why:
             raise errors.forbidden(rt.plural, rt.group, obj["metadata"]["name"], why)
 
