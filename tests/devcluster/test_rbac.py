@@ -5,6 +5,9 @@ account that may do exactly what its Role says."""
 from __future__ import annotations
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 from conftest import Kubectl, StartKube, kubectl_binary, make_kubectl
@@ -176,3 +179,21 @@ def test_always_allow_lets_every_service_account_do_anything(start_kube: StartKu
     kube = start_kube({"authorization": "AlwaysAllow"})
     assert can_i(kube.kubectl, "delete", "nodes", "--as", SA) == "yes"
     assert kube.kubectl("get", "pods", "--as", SA).returncode == 0
+
+
+def test_kiln_cluster_start_says_how_requests_are_authorized(tmp_path: pathlib.Path) -> None:
+    kiln = [str(pathlib.Path(sys.executable).parent / "kiln"), "cluster"]
+
+    def start(*flags: str) -> str:
+        started = subprocess.run([*kiln, "start", "--data-dir", str(data_dir), *flags], capture_output=True,
+                                 text=True, timeout=90, check=False)  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        return started.stdout
+
+    data_dir = tmp_path / "cli"
+    try:
+        assert "authorization: RBAC" in start().splitlines()
+        subprocess.run([*kiln, "stop", "--data-dir", str(data_dir)], capture_output=True, timeout=60, check=True)
+        assert "authorization: AlwaysAllow" in start("--authorization", "AlwaysAllow").splitlines()
+    finally:
+        subprocess.run([*kiln, "stop", "--data-dir", str(data_dir)], capture_output=True, timeout=60, check=False)
