@@ -13,6 +13,7 @@ import pytest
 from conftest import Kubectl, StartKube, kubectl_binary, make_kubectl
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from polling import eventually
 
 from kiln.devcluster import cluster, identity
 
@@ -197,3 +198,31 @@ def test_kiln_cluster_start_says_how_requests_are_authorized(tmp_path: pathlib.P
         assert "authorization: AlwaysAllow" in start("--authorization", "AlwaysAllow").splitlines()
     finally:
         subprocess.run([*kiln, "stop", "--data-dir", str(data_dir)], capture_output=True, timeout=60, check=False)
+
+
+KILN_VIEWER = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: podgroups-view
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+  - apiGroups: [scheduling.x-k8s.io]
+    resources: [podgroups]
+    verbs: [get, list, watch]
+"""
+
+
+def test_a_cluster_role_labelled_aggregate_to_view_joins_view_edit_and_admin(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", input=KILN_VIEWER)
+    kubectl("create", "rolebinding", "alice-views", "--clusterrole=view", "--user=alice", "-n", "default")
+
+    assert can_i(kubectl, "list", "podgroups.scheduling.x-k8s.io", "--as", "alice") == "yes"
+    assert can_i(kubectl, "delete", "podgroups.scheduling.x-k8s.io", "--as", "alice") == "no"
+
+    def shown(role: str) -> list[dict[str, object]]:
+        rules: list[dict[str, object]] = json.loads(kubectl("get", "clusterrole", role, "-o", "json").stdout)["rules"]
+        return rules
+
+    wanted = {"apiGroups": ["scheduling.x-k8s.io"], "resources": ["podgroups"], "verbs": ["get", "list", "watch"]}
+    eventually(lambda: all(wanted in shown(role) for role in ("view", "edit", "admin")), "aggregated rules")

@@ -27,6 +27,7 @@ import yaml
 
 from kiln.devcluster import (
     addons,
+    aggregation,
     admission_plugins,
     config,
     controllers,
@@ -149,6 +150,7 @@ class DevCluster:
         proxy = network.ServiceProxy(self.registry)
         loops: list[controllers.Controller] = [
             scheduler.Scheduler(self.registry),
+            aggregation.ClusterRoleAggregator(self.registry),
             workloads.DeploymentController(self.registry),
             workloads.ReplicaSetController(self.registry),
             jobs.JobController(self.registry, self.settings.crash_loop_back_off.initial_seconds),
