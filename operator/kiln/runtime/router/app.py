@@ -2,8 +2,8 @@
 
 Like kiln-server it runs one handler on aiohttp's low-level server: a proxy's own work per request
 is small, and `web.Application`'s router and middleware would be most of it. The router's own
-endpoints (`/healthz`, `/readyz`, `/metrics`, `/router/config`) are answered here and never
-proxied; every other method and path goes to an upstream.
+endpoints (`/healthz`, `/readyz`, `/metrics`, `/router/config`, `/router/shadow`) are answered here
+and never proxied; every other method and path goes to an upstream.
 
 The configuration in force is one immutable `Routing`, replaced whole on a reload: a request reads
 it once, so it keeps the upstream it picked while a reload swaps the next requests' choice, and
@@ -11,6 +11,22 @@ nothing in flight is dropped. A request names its variant with the `x-kiln-varia
 the configuration does not have falls back to the weighted pick, as a header route that does not
 match falls back to the default route in a mesh. Upstreams that give no answer become 502 (or 504
 on a timeout) with a JSON `{"error": ...}`, counted against the variant.
+
+With `mirror.compare`, a request whose live variant is the one compared against has its copy's
+answer compared with the live answer once both are done (see `shadow`); the client has the live
+answer as soon as it arrives, whatever the copy does. `GET /router/shadow` reports the comparison:
+
+    {"generation": 3, "variant": "candidate", "version": "1.1.0", "against": "stable",
+     "againstVersion": "1.0.0", "tolerance": 1e-06, "compared": 200, "agree": 194,
+     "disagree": 6, "errors": 0, "dropped": 0, "agreement": 0.97, "latencyRatio": 1.08,
+     "liveP99": 0.0021, "shadowP99": 0.0023}
+
+`generation` is the configuration that started these counts (the last one that changed the
+mirrored variant or version, or what it is compared with); `compared` is agree + disagree, and
+`agreement` agree / compared, null before the first; `errors` are shadows that gave no 200
+inference answer, `dropped` copies never sent (too many in flight); the p99s are in seconds, over
+recent compared requests, and `latencyRatio` is shadowP99 / liveP99. Without a comparison the
+counts are 0 and `against`, `agreement`, the ratio and the p99s null.
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ from yarl import URL
 
 from kiln.runtime.router import config as router_config
 from kiln.runtime.router import metrics as router_metrics
-from kiln.runtime.router import mirroring
+from kiln.runtime.router import mirroring, shadow
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +108,24 @@ class Routing:
     mirror: Route | None
     mirror_share: float
     """The mirrored fraction of requests, 0..1."""
+    against: Route | None
+    """The variant whose live answers the mirror's are compared with, if any."""
+    shadow: shadow.Window | None
+    """The running comparison; kept from the previous Routing while its target is the same."""
 
     @classmethod
     def build(
-        cls, config: router_config.RouterConfig, generation: int, origin: str, metrics: router_metrics.RouterMetrics
+        cls,
+        config: router_config.RouterConfig,
+        generation: int,
+        origin: str,
+        metrics: router_metrics.RouterMetrics,
+        previous: Routing | None = None,
     ) -> Routing:
         routes = {name: Route(variant, metrics) for name, variant in config.variants.items()}
         mirror = routes[config.mirror.variant] if config.mirror.active and config.mirror.variant else None
+        compare = config.mirror.compare
+        window = shadow.window_for(config, generation, previous.shadow if previous is not None else None, metrics)
         return cls(
             config=config,
             generation=generation,
@@ -107,6 +134,8 @@ class Routing:
             slots=tuple(routes[name] for name in config.slots),
             mirror=mirror,
             mirror_share=config.mirror.percent / router_config.TOTAL_WEIGHT,
+            against=routes[compare.against] if compare is not None else None,
+            shadow=window,
         )
 
 
@@ -131,6 +160,7 @@ class Router:
             "/readyz": self._ready,
             "/metrics": self._metrics,
             "/router/config": self._config,
+            "/router/shadow": self._shadow,
         }
 
     def offer(self, text: str | bytes, origin: str) -> None:
@@ -145,7 +175,7 @@ class Router:
         if current is not None and current.config.digest == config.digest:
             return
         generation = current.generation + 1 if current is not None else 1
-        self.routing = Routing.build(config, generation, origin, self.metrics)
+        self.routing = Routing.build(config, generation, origin, self.metrics, current)
         self.metrics.set_weights(config.weights)
         self.metrics.reloads.labels("applied").inc()
         weights = ", ".join(f"{name} {weight}%" for name, weight in config.weights.items())
@@ -184,26 +214,34 @@ class Router:
         headers = _forwarded(request.headers, request.remote)
         url = URL(route.origin + request.raw_path, encoded=True)
         mirror = routing.mirror
+        copy, window = None, None
         if mirror is not None and mirror is not route and self._draw() < routing.mirror_share:
-            self.mirroring.send(
+            # Sent first, so the copy starts with the live request and both see the input at once.
+            copy = self.mirroring.send(
                 mirror, request.method, URL(mirror.origin + request.raw_path, encoded=True), headers, body
             )
-        status, response = await self._forward(route, request.method, url, headers, body)
+            window = routing.shadow if route is routing.against else None
+            if window is not None and copy is None:
+                window.dropped()
+        sent = time.perf_counter()
+        status, response, payload = await self._forward(route, request.method, url, headers, body)
+        if copy is not None and window is not None:
+            window.settle_when_done(copy, status, payload, time.perf_counter() - sent)
         response.headers[VARIANT_HEADER] = route.name
         route.recorder.record(status, time.perf_counter() - started)
         return response
 
     async def _forward(
         self, route: Route, method: str, url: URL, headers: CIMultiDict[str], body: bytes
-    ) -> tuple[int, web.Response]:
+    ) -> tuple[int, web.Response, bytes]:
+        """The upstream's status, the response for the client, and the upstream's body (empty if none)."""
         try:
             async with self.session.request(
                 method, url, headers=headers, data=body or None, allow_redirects=False
             ) as upstream:
                 payload = await upstream.read()
-                return upstream.status, web.Response(
-                    status=upstream.status, body=payload, headers=_returned(upstream.headers)
-                )
+                response = web.Response(status=upstream.status, body=payload, headers=_returned(upstream.headers))
+                return upstream.status, response, payload
         # aiohttp's ServerTimeoutError is also a ClientError, so the timeout is caught first.
         except TimeoutError:
             return self._failed(route, "timeout", 504, f"the {route.name} upstream did not answer in time")
@@ -214,11 +252,11 @@ class Router:
             return self._failed(route, "protocol", 502, message)
 
     @staticmethod
-    def _failed(route: Route, kind: str, status: int, message: str) -> tuple[int, web.Response]:
+    def _failed(route: Route, kind: str, status: int, message: str) -> tuple[int, web.Response, bytes]:
         route.recorder.errors[kind].inc()
         # Debug, not warning: a down upstream fails every request, and the metric already counts them.
         log.debug("%s", message)
-        return status, _json(status, {"error": message})
+        return status, _json(status, {"error": message}), b""
 
     def _ready(self) -> web.Response:
         if self.draining:
@@ -238,6 +276,14 @@ class Router:
             "config": routing.config.document(),
         }
         return _json(200, document)
+
+    def _shadow(self) -> web.Response:
+        routing = self.routing
+        if routing is None:
+            return _json(503, {"error": "no configuration loaded yet"})
+        if routing.shadow is None:
+            return _json(200, shadow.empty_document(routing.generation, routing.config.mirror.variant))
+        return _json(200, routing.shadow.document())
 
     def _metrics(self) -> web.Response:
         response = web.Response(body=self.metrics.render())

@@ -18,7 +18,19 @@ benchmarks). An example, a 10% canary with no mirroring:
 - `weights` gives every variant an integer 0..100; they sum to 100. A variant with weight 0 takes
   no weighted traffic but still answers requests that name it in the `x-kiln-variant` header.
 - `mirror` (optional) copies `percent` (0..100) of requests to `variant`, fire-and-forget; `null`
-  with 0 turns it off.
+  with 0 turns it off. The mirrored variant's answers never reach a client.
+- `mirror.compare` (optional) turns the copies into a live comparison, for the shadow strategy:
+
+      "mirror": {"variant": "candidate", "percent": 100,
+                 "compare": {"against": "stable", "tolerance": 1e-6}}
+
+  For a mirrored request the live one of which was served by `against`, the router compares the
+  mirrored variant's answer with the live answer (see `comparison`): class outputs must be equal,
+  floating-point ones agree element by element within `tolerance` (a number >= 0, default 1e-6),
+  absolute for magnitudes up to 1 and relative to the larger magnitude beyond. A request served by
+  another variant is mirrored without comparison. `against` must be a variant other than the
+  mirrored one, and `compare` needs a non-null `mirror.variant`. The outcomes are on `/metrics`
+  and `/router/shadow`.
 
 `parse` is pure and refuses anything else with a ConfigError naming the field and the rule, so
 a bad ConfigMap is logged and the last good configuration keeps serving.
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
@@ -36,6 +49,7 @@ from typing import Any, Final
 import yarl
 
 TOTAL_WEIGHT: Final = 100
+DEFAULT_TOLERANCE: Final = 1e-6
 VARIANT_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """A DNS label, as Kubernetes names are, so a variant name is safe as a metric label and a header."""
 
@@ -53,9 +67,18 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Compare:
+    """Compare the mirrored variant's answers with the live answers of `against`."""
+
+    against: str
+    tolerance: float = DEFAULT_TOLERANCE
+
+
+@dataclass(frozen=True)
 class Mirror:
     variant: str | None = None
     percent: int = 0
+    compare: Compare | None = None
 
     @property
     def active(self) -> bool:
@@ -103,8 +126,15 @@ def _document(variants: Mapping[str, Variant], weights: Mapping[str, int], mirro
     return {
         "variants": {name: {"url": variant.url, "version": variant.version} for name, variant in variants.items()},
         "weights": dict(weights),
-        "mirror": {"variant": mirror.variant, "percent": mirror.percent},
+        "mirror": _mirror_document(mirror),
     }
+
+
+def _mirror_document(mirror: Mirror) -> dict[str, Any]:
+    found: dict[str, Any] = {"variant": mirror.variant, "percent": mirror.percent}
+    if mirror.compare is not None:
+        found["compare"] = {"against": mirror.compare.against, "tolerance": mirror.compare.tolerance}
+    return found
 
 
 def _variants(value: object) -> dict[str, Variant]:
@@ -158,17 +188,36 @@ def _mirror(value: object, variants: Mapping[str, Variant]) -> Mirror:
     if value is None:
         return Mirror()
     value = _object(value, "mirror")
-    _require_keys(value, "mirror", required={"variant", "percent"})
+    _require_keys(value, "mirror", required={"variant", "percent"}, optional={"compare"})
     variant, percent = value["variant"], value["percent"]
     if not _is_int(percent) or not 0 <= percent <= TOTAL_WEIGHT:
         raise ConfigError(f"mirror.percent must be an integer from 0 to {TOTAL_WEIGHT}, not {percent!r}")
     if variant is None:
         if percent:
             raise ConfigError("mirror.percent must be 0 when mirror.variant is null")
+        if value.get("compare") is not None:
+            raise ConfigError("mirror.compare needs a mirror.variant to compare; it is null")
         return Mirror()
     if variant not in variants:
         raise ConfigError(f"mirror.variant: {variant!r} is not a variant (variants are {', '.join(variants)})")
-    return Mirror(variant, percent)
+    return Mirror(variant, percent, _compare(value.get("compare"), variant, variants))
+
+
+def _compare(value: object, mirrored: str, variants: Mapping[str, Variant]) -> Compare | None:
+    if value is None:
+        return None
+    value = _object(value, "mirror.compare")
+    _require_keys(value, "mirror.compare", required={"against"}, optional={"tolerance"})
+    against = value["against"]
+    if not isinstance(against, str) or against not in variants:
+        raise ConfigError(f"mirror.compare.against: {against!r} is not a variant (variants are {', '.join(variants)})")
+    if against == mirrored:
+        raise ConfigError(f"mirror.compare.against must be a variant other than the mirrored one ({mirrored!r})")
+    tolerance = value.get("tolerance", DEFAULT_TOLERANCE)
+    numeric = isinstance(tolerance, int | float) and not isinstance(tolerance, bool)
+    if not numeric or not math.isfinite(tolerance) or tolerance < 0:
+        raise ConfigError(f"mirror.compare.tolerance must be a finite number >= 0, not {tolerance!r}")
+    return Compare(against, float(tolerance))
 
 
 def _is_int(value: object) -> bool:

@@ -8,6 +8,13 @@
   kind: `connect` (refused, unreachable), `timeout`, `protocol` (disconnected, malformed answer).
 - `kiln_router_mirrored_requests_total{variant,version,outcome}`: copies sent to the mirror
   variant: `answered`, `failed`, or `dropped` when too many copies were already in flight.
+- `kiln_router_shadow_comparisons_total{variant,version,outcome}`: mirrored requests of a `compare`
+  configuration, labelled by the mirrored (shadow) variant: `agree`, `disagree`, `error` (the
+  shadow gave no 200 inference answer, timed out or failed) or `dropped` (not sent: too many copies
+  in flight).
+- `kiln_router_shadow_latency_seconds{variant,version,role}`: for compared requests, the upstream
+  latency of the `live` answer and of the `shadow` one, labelled by the shadow variant; the
+  request histogram's buckets.
 - `kiln_router_config_reloads_total{outcome}`: configurations `applied` or `rejected`.
 - `kiln_router_weight{variant}`: the current weight of each variant.
 
@@ -20,13 +27,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from kiln.runtime import http_metrics
 
 ERROR_KINDS: Final = ("connect", "timeout", "protocol")
 MIRROR_OUTCOMES: Final = ("answered", "failed", "dropped")
 RELOAD_OUTCOMES: Final = ("applied", "rejected")
+SHADOW_OUTCOMES: Final = ("agree", "disagree", "error", "dropped")
+SHADOW_ROLES: Final = ("live", "shadow")
 
 
 class VariantRecorder(http_metrics.RequestRecorder):
@@ -39,6 +48,18 @@ class VariantRecorder(http_metrics.RequestRecorder):
         super().__init__(metrics, variant, version, (200, 500, 502, 504))
         self.errors = {kind: metrics.upstream_errors.labels(variant, version, kind) for kind in ERROR_KINDS}
         self.mirrored = {outcome: metrics.mirrored.labels(variant, version, outcome) for outcome in MIRROR_OUTCOMES}
+
+
+class ShadowRecorder:
+    """The pre-bound comparison children of one shadow variant at one version."""
+
+    __slots__ = ("latency", "outcomes")
+
+    def __init__(self, metrics: RouterMetrics, variant: str, version: str) -> None:
+        self.outcomes = {
+            outcome: metrics.shadow_comparisons.labels(variant, version, outcome) for outcome in SHADOW_OUTCOMES
+        }
+        self.latency = {role: metrics.shadow_latency.labels(variant, version, role) for role in SHADOW_ROLES}
 
 
 class RouterMetrics(http_metrics.RequestMetrics):
@@ -63,6 +84,20 @@ class RouterMetrics(http_metrics.RequestMetrics):
             ["variant", "version", "outcome"],
             registry=self.registry,
         )
+        self.shadow_comparisons = Counter(
+            "kiln_router_shadow_comparisons",
+            "Mirrored requests compared with the live answer, by shadow variant, version and outcome "
+            "(agree, disagree, error, dropped).",
+            ["variant", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_latency = Histogram(
+            "kiln_router_shadow_latency_seconds",
+            "Upstream latency of compared requests, by shadow variant, version and role (live, shadow).",
+            ["variant", "version", "role"],
+            buckets=http_metrics.LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "kiln_router_config_reloads",
             "Configurations offered to the router, by outcome (applied, rejected).",
@@ -78,6 +113,7 @@ class RouterMetrics(http_metrics.RequestMetrics):
         for outcome in RELOAD_OUTCOMES:
             self.reloads.labels(outcome)
         self._recorders: dict[tuple[str, str], VariantRecorder] = {}
+        self._shadows: dict[tuple[str, str], ShadowRecorder] = {}
         self._weighted: set[str] = set()
 
     def recorder(self, variant: str, version: str) -> VariantRecorder:
@@ -86,6 +122,14 @@ class RouterMetrics(http_metrics.RequestMetrics):
         found = self._recorders.get(key)
         if found is None:
             found = self._recorders[key] = VariantRecorder(self, variant, version)
+        return found
+
+    def shadow_recorder(self, variant: str, version: str) -> ShadowRecorder:
+        """The shadow variant's comparison children, made once and kept across reloads."""
+        key = (variant, version)
+        found = self._shadows.get(key)
+        if found is None:
+            found = self._shadows[key] = ShadowRecorder(self, variant, version)
         return found
 
     def set_weights(self, weights: Mapping[str, int]) -> None:
