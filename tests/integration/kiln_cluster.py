@@ -27,6 +27,28 @@ CRDS = REPO / "crds"
 GROUP, VERSION, PLURAL = "kiln.dev", "v1alpha1", "modelversions"
 TIMEOUT = 20.0
 
+PEOPLE = ("alice", "bob", "carol", "dana", "erin")
+"""The users tests act as (`kiln ... --as carol`): the dev cluster authorizes with RBAC, so, as on a
+real cluster, they are bound to a role that lets them work with Kiln's resources."""
+PEOPLE_RBAC = f"""\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: kiln-user}}
+rules:
+  - apiGroups: [kiln.dev]
+    resources: ["*"]
+    verbs: ["*"]
+  - apiGroups: [""]
+    resources: [events, namespaces, pods, pods/log, persistentvolumeclaims, services, configmaps]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: kiln-users}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kiln-user}}
+subjects: {[{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": person} for person in PEOPLE]}
+"""
+
 
 @dataclass
 class Kiln:
@@ -156,6 +178,7 @@ def cluster_with_crds(root: pathlib.Path, settings: config.ClusterConfig | None 
         setup = Kiln(devcluster, env, pvc_root, root / "operator.log")
         setup.kubectl("apply", "-f", str(CRDS))
         setup.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+        setup.kubectl("apply", "-f", "-", input=PEOPLE_RBAC)
         yield setup
 
 
