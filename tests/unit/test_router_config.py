@@ -66,6 +66,29 @@ def test_the_mirror_may_be_left_out() -> None:
     assert config.parse(json.dumps(raw)).mirror == config.Mirror()
 
 
+def test_a_comparison_against_a_variant_parses_with_the_default_tolerance_and_round_trips() -> None:
+    raw = document(mirror={"variant": "candidate", "percent": 100, "compare": {"against": "stable"}})
+
+    parsed = config.parse(json.dumps(raw))
+
+    assert parsed.mirror == config.Mirror("candidate", 100, config.Compare("stable", config.DEFAULT_TOLERANCE))
+    assert parsed.document()["mirror"] == {
+        "variant": "candidate",
+        "percent": 100,
+        "compare": {"against": "stable", "tolerance": 1e-6},
+    }
+    assert config.parse(json.dumps(parsed.document())) == parsed
+
+
+def test_a_comparison_takes_any_finite_tolerance_from_zero() -> None:
+    for tolerance in (0, 0.5, 1e-9, 3):
+        raw = document(
+            mirror={"variant": "candidate", "percent": 7, "compare": {"against": "stable", "tolerance": tolerance}}
+        )
+
+        assert config.parse(json.dumps(raw)).mirror.compare == config.Compare("stable", float(tolerance))
+
+
 def test_the_digest_names_the_content_not_its_spelling() -> None:
     compact = config.parse(json.dumps(document(), separators=(",", ":")))
     spaced = config.parse(json.dumps(document(), indent=4))
@@ -85,6 +108,10 @@ def weights(**values: object) -> str:
 
 def mirror(**values: object) -> str:
     return json.dumps(document(mirror=values))
+
+
+def compare(**values: object) -> str:
+    return json.dumps(document(mirror={"variant": "candidate", "percent": 100, "compare": values}))
 
 
 @pytest.mark.parametrize(
@@ -111,12 +138,23 @@ def mirror(**values: object) -> str:
         (mirror(variant=None, percent=5), "mirror.percent must be 0 when mirror.variant is null"),
         (mirror(variant="candidate", percent=101), "mirror.percent must be an integer from 0 to 100"),
         (mirror(variant="candidate"), "mirror needs percent"),
+        (compare(against="preview"), "mirror.compare.against: 'preview' is not a variant"),
+        (compare(against="candidate"), "mirror.compare.against must be a variant other than the mirrored one"),
+        (compare(tolerance=1e-6), "mirror.compare needs against"),
+        (compare(against="stable", tolerance=-1), "mirror.compare.tolerance must be a finite number >= 0"),
+        (compare(against="stable", tolerance="1e-6"), "mirror.compare.tolerance must be a finite number >= 0"),
+        (compare(against="stable", tolerance=True), "mirror.compare.tolerance must be a finite number >= 0"),
+        (compare(against="stable", relative=True), "mirror.compare has unknown field(s) relative"),
+        (mirror(variant="candidate", percent=5, compare="stable"), "mirror.compare must be a JSON object"),
+        (mirror(variant=None, percent=0, compare={"against": "stable"}), "mirror.compare needs a mirror.variant"),
     ],
     ids=[
         "not-json", "not-an-object", "no-variants", "unknown-field", "empty-variants", "bad-name", "variant-not-object",
         "no-version", "empty-url", "not-http", "url-with-path", "weight-of-unknown-variant", "variant-without-weight",
         "float-weight", "bool-weight", "weight-out-of-range", "weights-not-100", "mirror-unknown-variant",
         "mirror-percent-without-variant", "mirror-percent-out-of-range", "mirror-incomplete",
+        "compare-unknown-variant", "compare-against-itself", "compare-without-against", "negative-tolerance",
+        "string-tolerance", "bool-tolerance", "compare-unknown-field", "compare-not-object", "compare-without-mirror",
     ],
 )  # fmt: skip
 def test_bad_configurations_are_refused_naming_the_field_and_rule(text: str, message: str) -> None:

@@ -6,7 +6,9 @@ reloads its configuration without a restart or a dropped request.
 
 - `config`: the JSON configuration, parsed and validated; pure.
 - `metrics`: the Prometheus series rollout analysis reads per variant.
-- `mirroring`: fire-and-forget copies to the mirror variant, bounded.
+- `mirroring`: copies to the mirror variant beside the live request, bounded.
+- `comparison`: whether a shadow's inference answer agrees with the live one; pure.
+- `shadow`: the running comparison behind `mirror.compare`, its counts and latency p99s.
 - `sources`: the configuration from a polled file or a watched ConfigMap.
 - `app`: the proxy and the router's own endpoints; `main`: the command, start-up and shutdown.
 
