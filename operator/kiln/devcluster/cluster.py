@@ -27,8 +27,8 @@ import yaml
 
 from kiln.devcluster import (
     addons,
-    aggregation,
     admission_plugins,
+    aggregation,
     config,
     controllers,
     identity,
