@@ -26,6 +26,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import train_test_split
 
 from kiln.api import modelversion, trainingjob
+from kiln.training import workers
 
 TRAINER = str(pathlib.Path(sys.executable).parent / "kiln-trainer")
 SEED = 3
@@ -197,8 +198,9 @@ MODEL_STORE = {
 
 
 def trainer_pod(name: str, env: dict[str, str]) -> dict[str, Any]:
-    """The trainer's pod as the operator would build it: the result file in an emptyDir that is also
-    the termination message path, the model store claim mounted, the namespace from the downward API."""
+    """The trainer's pod as the operator would build it: its service account, the result file in an
+    emptyDir that is also the termination message path, the model store claim mounted, the namespace
+    from the downward API."""
     variables = [{"name": key, "value": value} for key, value in env.items() if key != "KILN_NAMESPACE"]
     variables.append({"name": "KILN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}})
     return {
@@ -207,6 +209,7 @@ def trainer_pod(name: str, env: dict[str, str]) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
+            "serviceAccountName": workers.TRAINER_ACCOUNT,
             "volumes": [
                 {"name": "output", "emptyDir": {}},
                 {"name": "models", "persistentVolumeClaim": {"claimName": "kiln-models"}},
@@ -250,6 +253,8 @@ def test_in_a_pod_the_trainer_registers_with_its_service_account_and_its_result_
     }
     bad = {**env, "KILN_SKLEARN": json.dumps(sklearn_spec(estimator="sklearn.utils.Bunch"))}
     cluster.apply(namespace, MODEL_STORE)
+    for account in workers.trainer_account(namespace):  # the ServiceAccount, Role and RoleBinding the operator makes
+        cluster.apply(namespace, account)
     cluster.core().create_namespaced_pod(namespace, trainer_pod("train-in-pod", env))
     cluster.core().create_namespaced_pod(namespace, trainer_pod("train-bad", bad))
 
