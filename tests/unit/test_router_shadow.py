@@ -6,9 +6,11 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from kiln.runtime.router import config, mirroring, shadow
+from kiln.runtime.router import app, config, mirroring, shadow
 from kiln.runtime.router import metrics as router_metrics
 
 AGREEING = json.dumps({"outputs": [{"name": "predict", "datatype": "INT64", "shape": [1], "data": [2]}]}).encode()
@@ -167,3 +169,70 @@ async def test_a_copy_settles_when_it_is_done_and_a_cancelled_one_not_at_all() -
 
     assert window.document()["agree"] == 1
     assert window.document()["compared"] == 1
+
+
+async def test_copies_beyond_the_in_flight_limit_are_dropped_and_the_live_answers_never_wait() -> None:
+    """In-process: a Router with room for one copy in front of two aiohttp upstreams on loopback, the
+    shadow holding every answer until released."""
+    release = asyncio.Event()
+
+    async def live(_: web.Request) -> web.Response:
+        return web.Response(body=AGREEING, content_type="application/json")
+
+    async def held(_: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(body=AGREEING, content_type="application/json")
+
+    upstreams = []
+    for handler in (live, held):
+        application = web.Application()
+        application.router.add_post("/v2/models/iris/infer", handler)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        upstreams.append((runner, f"http://127.0.0.1:{runner.addresses[0][1]}"))
+    document = {
+        "variants": {
+            "stable": {"url": upstreams[0][1], "version": "1.0.0"},
+            "candidate": {"url": upstreams[1][1], "version": "1.1.0"},
+        },
+        "weights": {"stable": 100, "candidate": 0},
+        "mirror": {"variant": "candidate", "percent": 100, "compare": {"against": "stable"}},
+    }
+    metrics = router_metrics.RouterMetrics()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        copies = mirroring.Mirroring(session, limit=1)
+        router = app.Router(session, metrics, copies)
+        router.offer(json.dumps(document), "test")
+        front = web.ServerRunner(web.Server(router.handle))
+        await front.setup()
+        site = web.TCPSite(front, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{front.addresses[0][1]}/v2/models/iris/infer"
+        try:
+            async with aiohttp.ClientSession() as client:
+                for _ in range(3):
+                    async with asyncio.timeout(2), client.post(url, data=b"{}") as answer:
+                        assert answer.status == 200
+                        assert answer.headers["x-kiln-variant"] == "stable"
+                shown = await (await client.get(url.replace("/v2/models/iris/infer", "/router/shadow"))).json()
+                assert (shown["compared"], shown["dropped"]) == (0, 2)
+
+                release.set()
+                assert router.routing is not None
+                window = router.routing.shadow
+                assert window is not None
+                async with asyncio.timeout(5):
+                    while window.document()["agree"] < 1:
+                        await asyncio.sleep(0.01)
+        finally:
+            await front.cleanup()
+            await copies.close()
+            for runner, _ in upstreams:
+                await runner.cleanup()
+
+    labels = {"variant": "candidate", "version": "1.1.0"}
+    assert sample(metrics, "kiln_router_shadow_comparisons_total", **labels, outcome="agree") == 1
+    assert sample(metrics, "kiln_router_shadow_comparisons_total", **labels, outcome="dropped") == 2
+    assert sample(metrics, "kiln_router_mirrored_requests_total", **labels, outcome="dropped") == 2
