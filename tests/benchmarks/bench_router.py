@@ -12,6 +12,10 @@ in the same run:
 - max: bench_server.py's closed loop, CONCURRENCY connections each sending as soon as its answer
   arrives, for the most requests/s each path can take.
 
+With `--shadow`, a second kiln-server (the same model) is the shadow of a second kiln-router that
+mirrors every request to it and compares the answers (`mirror.compare`); the paced run through that
+router shows what the comparison adds to the live latency, and its /router/shadow is printed.
+
 Honest limits: the client, the router and kiln-server share this machine's cores (two here), so at
 full load the router's CPU is taken from the server it fronts; the max-throughput ratio therefore
 overstates what a router in its own pod costs. Every process is stopped at the end. Not collected
@@ -28,6 +32,7 @@ import pathlib
 import shutil
 import sys
 import time
+import urllib.request
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -115,15 +120,47 @@ def measure_paced(name: str, port: int, path: str, body: bytes, seconds: float) 
     return result
 
 
-def router_command(workdir: pathlib.Path, port: int, upstream_port: int) -> list[str]:
-    document = {
+def router_command(workdir: pathlib.Path, port: int, upstream_port: int, shadow_port: int | None = None) -> list[str]:
+    """kiln-router sending everything to the upstream; with `shadow_port`, a copy of every request to
+    that kiln-server too, compared with the live answer."""
+    document: dict[str, Any] = {
         "variants": {"stable": {"url": f"http://127.0.0.1:{upstream_port}", "version": "1.0.0"}},
         "weights": {"stable": 100},
     }
-    (workdir / "router.json").write_text(json.dumps(document))
+    if shadow_port is not None:
+        document["variants"]["shadow"] = {"url": f"http://127.0.0.1:{shadow_port}", "version": "1.0.0"}
+        document["weights"]["shadow"] = 0
+        document["mirror"] = {"variant": "shadow", "percent": 100, "compare": {"against": "stable"}}
+    config = f"router-{port}.json"
+    (workdir / config).write_text(json.dumps(document))
     router = pathlib.Path(sys.executable).with_name("kiln-router")
-    flags = ["--config-file", "router.json", "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
+    flags = ["--config-file", config, "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
     return [str(router), *flags]
+
+
+def measure_shadow(workdir: pathlib.Path, server_port: int, infer: str, body: bytes, seconds: float) -> Paced:
+    """Paced requests through a router that mirrors and compares every one with a second kiln-server."""
+    shadow_port, router_port = bench_server.free_port(), bench_server.free_port()
+    with (
+        bench_server.started(
+            "kiln-server-shadow", bench_server.kiln_command(workdir, shadow_port), shadow_port, infer, workdir
+        ),
+        bench_server.started(
+            "kiln-router-shadow",
+            router_command(workdir, router_port, server_port, shadow_port),
+            router_port,
+            infer,
+            workdir,
+        ),
+    ):
+        result = measure_paced("shadowed", router_port, infer, body, seconds)
+        with urllib.request.urlopen(f"http://127.0.0.1:{router_port}/router/shadow", timeout=5) as answer:
+            shown = json.loads(answer.read())
+    bench_server.log(
+        f"  shadow: compared {shown['compared']}, agreement {shown['agreement']}, errors {shown['errors']},"
+        f" dropped {shown['dropped']}, latency ratio {shown['latencyRatio']}"
+    )
+    return result
 
 
 def report(paced_results: dict[str, Paced], maxed: dict[str, bench_server.Result]) -> None:
@@ -155,6 +192,7 @@ def report(paced_results: dict[str, Paced], maxed: dict[str, bench_server.Result
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per path and phase")
+    parser.add_argument("--shadow", action="store_true", help="also measure a router comparing with a shadow")
     options = parser.parse_args()
     bench_server.CACHE.mkdir(exist_ok=True)
     workdir = bench_server.CACHE / "router-run"
@@ -183,7 +221,15 @@ def main() -> int:
             maxed[name] = bench_server.measure(
                 bench_server.Server(name, target.process, target.port, infer), "1 row", body, options.seconds
             )
+        shadowed = measure_shadow(workdir, server.port, infer, body, options.seconds) if options.shadow else None
     report(paced_results, maxed)
+    if shadowed is not None:
+        plain = paced_results["router"]
+        log(
+            f"added by comparing every request with a shadow at {RATE} req/s: p50"
+            f" {shadowed.p50_ms - plain.p50_ms:.3f} ms, p99 {shadowed.p99_ms - plain.p99_ms:.3f} ms"
+            f" (the shadow kiln-server shares the cores too)"
+        )
     log(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
