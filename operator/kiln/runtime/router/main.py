@@ -164,7 +164,8 @@ def main(
 ) -> None:
     """Proxy requests to a ModelDeployment's variants by weight or by the x-kiln-variant header.
 
-    Its own endpoints: /healthz, /readyz, /metrics and /router/config (the configuration in force).
+    Its own endpoints: /healthz, /readyz, /metrics, /router/config (the configuration in force) and
+    /router/shadow (the shadow comparison, with mirror.compare).
     """
     process.configure_logging(log_level)
     if (config_file is None) == (configmap is None):
