@@ -330,6 +330,22 @@ INVALID = [
         message="the shadow strategy mirrors traffic, which traffic provider replicas cannot do",
     ),
     cel_rule(
+        "blue-green-with-replicas-provider",
+        BLUE_GREEN,
+        "spec.traffic.provider",
+        "replicas",
+        field="spec.traffic.provider",
+        message="the blueGreen strategy keeps the preview out of live traffic, which traffic provider replicas",
+    ),
+    cel_rule(
+        "shadow-with-gateway-api-provider",
+        SHADOW,
+        "spec.traffic",
+        {"provider": "gatewayAPI", "gatewayAPI": {"httpRoute": "iris"}},
+        field="spec.traffic.provider",
+        message="the shadow strategy compares the mirrored answers with stable's, which traffic provider gatewayAPI",
+    ),
+    cel_rule(
         "gateway-api-provider-without-settings",
         BLUE_GREEN,
         "spec.traffic.gatewayAPI",

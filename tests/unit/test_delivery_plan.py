@@ -748,22 +748,38 @@ def test_step_hands_the_plans_status_to_the_next_reconcile() -> None:
 # -- what is not there yet ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("traffic", "complaint"),
-    [
-        ({"provider": "replicas"}, "traffic provider replicas is not available yet"),
-        ({"provider": "gatewayAPI", "gatewayAPI": {"httpRoute": "iris"}}, "traffic provider gatewayAPI"),
-    ],
-)
-def test_an_unsupported_traffic_provider_is_degraded_never_a_silent_fallback(
-    traffic: dict[str, Any], complaint: str
-) -> None:
-    result = fx.cluster(V("1.0.0"), version="1.0.0", traffic=traffic).reconcile(0)
+def test_with_provider_replicas_the_pod_counts_are_the_split_and_no_router_runs() -> None:
+    world = serving_v1(
+        replicas=3, traffic={"provider": "replicas"}, **fx.canary_spec(steps=[{"setWeight": 10}, {"pause": {}}])
+    )
+    first = roll_out(world)
+    assert (fx.replicas_of(first, "1.0.0"), fx.replicas_of(first, "1.1.0")) == (3, 1)
 
-    assert result.status.phase is Phase.DEGRADED
-    assert complaint in (result.status.message or "")
-    assert fx.condition(result.status, reasons.PROGRESSING) == ("False", reasons.UNSUPPORTED)
-    assert result.apply == ()
+    world.ready("1.1.0", 1)
+    second = world.reconcile(20)
+    assert weights(second) == (67, 33)
+    assert "1 of 3 serving pods are the candidate's, so it gets 33% of traffic where 10% was asked" in (
+        second.status.message or ""
+    )
+    assert (fx.replicas_of(second, "1.0.0"), fx.replicas_of(second, "1.1.0")) == (2, 1)
+    front = fx.objects(second, "Service")["iris"]
+    assert front["spec"]["selector"] == {serving.DEPLOYMENT_LABEL: "iris", serving.COMPONENT_LABEL: serving.SERVER}
+    assert set(fx.objects(second, "Deployment")) == {"iris-v1-0-0", "iris-v1-1-0"}
+    assert fx.objects(second, "ConfigMap") == {}
+    assert fx.objects(second, "Role") == {}
+
+
+def test_with_provider_gateway_api_no_router_runs_and_the_url_is_the_routes_hostname() -> None:
+    traffic = {"provider": "gatewayAPI", "gatewayAPI": {"httpRoute": "shop", "hostnames": ["iris.example.com"]}}
+    world = fx.cluster(V("1.0.0"), version="1.0.0", traffic=traffic)
+    world.router_ready = 0
+    world.settle(world.reconcile(0))
+    result = world.reconcile(1)
+
+    assert result.status.phase is Phase.HEALTHY
+    assert result.status.url == "http://iris.example.com"
+    assert "iris" not in fx.objects(result, "Service")
+    assert set(fx.objects(result, "Deployment")) == {"iris-v1-0-0"}
 
 
 @pytest.mark.parametrize(

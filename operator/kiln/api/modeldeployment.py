@@ -488,6 +488,19 @@ class ModelDeploymentSpec(base.KilnModel):
             field_path=".traffic.provider",
         ),
         base.Rule(
+            "!has(self.strategy) || !has(self.strategy.blueGreen) || !has(self.traffic)"
+            " || self.traffic.provider != 'replicas'",
+            "the blueGreen strategy keeps the preview out of live traffic, which traffic provider replicas cannot do",
+            field_path=".traffic.provider",
+        ),
+        base.Rule(
+            "!has(self.strategy) || !has(self.strategy.shadow) || !has(self.traffic)"
+            " || self.traffic.provider != 'gatewayAPI'",
+            "the shadow strategy compares the mirrored answers with stable's, which traffic provider gatewayAPI"
+            " cannot do (the Gateway discards them)",
+            field_path=".traffic.provider",
+        ),
+        base.Rule(
             "!has(self.strategy) || !has(self.strategy.canary) || !has(self.strategy.canary.steps)"
             " || self.strategy.canary.steps.all(s, !has(s.analysis) || !has(s.analysis.metrics)"
             " || s.analysis.metrics.all(m, has(self.analysis) && has(self.analysis.metrics)"

@@ -167,7 +167,11 @@ class Controller:
         namespace = body["metadata"].get("namespace") or "default"
         if planned.traffic is not None:
             target = traffic_providers.Target(serving.Owner(seen.name, seen.namespace, seen.uid), seen.spec)
-            self._traffic(seen.spec).apply(self.kube, target, planned.traffic)
+            try:
+                self._traffic(seen.spec).apply(self.kube, target, planned.traffic)
+            except traffic_providers.TrafficError as error:  # a person must fix it: nothing else is applied
+                log.warning("ModelDeployment %s/%s: %s", namespace, seen.name, error.message)
+                return
         for obj in planned.apply:
             self._apply(obj)
         for name in planned.retire:

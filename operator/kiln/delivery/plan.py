@@ -21,6 +21,8 @@ Action = modeldeployment.RolloutActionName
 Object = serving.Object
 TRUE, FALSE = base.ConditionStatus.TRUE, base.ConditionStatus.FALSE
 _ROUTER_PROVIDER = modeldeployment.TrafficProviderName.ROUTER
+_REPLICAS_PROVIDER = modeldeployment.TrafficProviderName.REPLICAS
+_GATEWAY_API_PROVIDER = modeldeployment.TrafficProviderName.GATEWAY_API
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +40,75 @@ class Plan:
 
 
 def _unsupported_traffic(spec: modeldeployment.ModelDeploymentSpec) -> str | None:
-    if spec.traffic.provider is not _ROUTER_PROVIDER:
-        return f"traffic provider {spec.traffic.provider.value} is not available yet; use provider router"
+    if spec.traffic.provider not in traffic.CAPABILITIES:
+        return f"traffic provider {spec.traffic.provider.value} is not available; use provider router"
     return None
+
+
+def _replica_counts(
+    spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus, observed: rollout.Observed
+) -> tuple[int, int]:
+    """With provider replicas, (stable, candidate) pods: the split of spec.replicas for the weight in
+    force; the candidate scaled ahead for the next setWeight, as with the router; at promotion the
+    candidate at full size beside stable's pods as they were."""
+    asked = status.weights.canary
+    stable, _ = serving.replica_split(spec.replicas, asked)
+    if status.candidate_version is None:
+        return spec.replicas, 0
+    if canary.promoting(spec, status):
+        found = observed.deployments.get(serving.version_label(status.stable_version or ""))
+        return (found.replicas if found is not None else stable), spec.replicas
+    steps = canary.steps_of(spec)
+    index = status.current_step_index or 0
+    upcoming = steps[index].set_weight if index < len(steps) else None
+    return stable, serving.replica_split(spec.replicas, max(asked, upcoming or 0))[1]
+
+
+def _achieved_weights(draft: rollout.Draft) -> None:
+    """With provider replicas, status.weights is the share the pods really get, and the message says so."""
+    status, spec = draft.status, draft.spec
+    if spec.traffic.provider is not _REPLICAS_PROVIDER or status.candidate_version is None:
+        return
+    asked = status.weights.canary
+    if canary.promoting(spec, status):
+        stable, candidate = _replica_counts(spec, status, draft.observed)
+    else:
+        stable, candidate = serving.replica_split(spec.replicas, asked)
+    achieved = serving.achieved_weight(stable, candidate)
+    status.weights = modeldeployment.Weights(stable=100 - achieved, canary=achieved, mirror=0)
+    if achieved != asked:
+        note = (
+            f"traffic provider replicas: {candidate} of {stable + candidate} serving pods are the candidate's, "
+            f"so it gets {achieved}% of traffic where {asked}% was asked"
+        )
+        status.message = f"{status.message}; {note}" if status.message else note
+
+
+def _front(owner: serving.Owner, spec: modeldeployment.ModelDeploymentSpec, settings: serving.Settings) -> list[Object]:
+    """What clients reach the versions through, besides the traffic provider's own object."""
+    if spec.traffic.provider is _REPLICAS_PROVIDER:
+        return [serving.front_service(owner, spec)]
+    if spec.traffic.provider is _ROUTER_PROVIDER:
+        return serving.router_objects(owner, spec, settings)
+    return []  # gatewayAPI: the HTTPRoute sends to the version Services
+
+
+def _available(
+    spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus, observed: rollout.Observed
+) -> bool:
+    """Whether stable answers: all the pods it should have are ready, and the router when there is one."""
+    needed = serving.replicas_for_weight(spec.replicas, 100)
+    if spec.traffic.provider is _REPLICAS_PROVIDER:
+        needed = _replica_counts(spec, status, observed)[0]
+    available = status.stable_version is not None and observed.ready(status.stable_version) >= needed
+    return available and (observed.router_ready > 0 or spec.traffic.provider is not _ROUTER_PROVIDER)
+
+
+def _url(owner: serving.Owner, spec: modeldeployment.ModelDeploymentSpec) -> str | None:
+    if spec.traffic.provider is _GATEWAY_API_PROVIDER:
+        hostnames = spec.traffic.gateway_api.hostnames if spec.traffic.gateway_api else []
+        return f"http://{hostnames[0]}" if hostnames else None
+    return serving.url(owner)
 
 
 def _unsupported_strategy(spec: modeldeployment.ModelDeploymentSpec) -> str | None:
@@ -231,11 +299,9 @@ def _retire(draft: rollout.Draft) -> None:
 def _conclude(draft: rollout.Draft) -> None:
     """Phase and conditions once the rollout has moved."""
     status, spec, observed = draft.status, draft.spec, draft.observed
-    needed = serving.replicas_for_weight(spec.replicas, 100)
-    available = status.stable_version is not None and observed.ready(status.stable_version) >= needed
-    available = available and observed.router_ready > 0
+    available = _available(spec, status, observed)
     status.ready_replicas = sum(pods.ready for pods in observed.deployments.values())
-    status.url = serving.url(serving.Owner(observed.name, observed.namespace, observed.uid))
+    status.url = _url(serving.Owner(observed.name, observed.namespace, observed.uid), spec)
     if available:
         draft.condition(reasons.AVAILABLE, TRUE, reasons.SERVING, f"version {status.stable_version} answers")
     else:
@@ -311,6 +377,12 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
     replicas[status.stable_version] = spec.replicas
     if status.candidate_version is not None:
         replicas[status.candidate_version] = canary.candidate_replicas(spec, status)
+    if spec.traffic.provider is _REPLICAS_PROVIDER:  # no router keeps idle pods out of traffic
+        replicas.update({retiring.version: 0 for retiring in status.retiring})
+        stable_count, candidate_count = _replica_counts(spec, status, observed)
+        replicas[status.stable_version] = stable_count
+        if status.candidate_version is not None:
+            replicas[status.candidate_version] = candidate_count
     deployments = []
     kept = set()
     for version, count in replicas.items():
@@ -325,7 +397,7 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
             owner, spec, serving.canary_service(owner.name), status.candidate_version or status.stable_version
         ),
     ]
-    applied = [*deployments, *services, *serving.router_objects(owner, spec, settings)]
+    applied = [*deployments, *services, *_front(owner, spec, settings)]
     stale = [pods.name for label, pods in observed.deployments.items() if label not in kept]
     return applied, stale
 
@@ -340,6 +412,7 @@ def plan(observed: rollout.Observed, now: datetime.datetime, settings: serving.S
         return Plan(status=draft.status)
     _steer(draft)
     _retire(draft)
+    _achieved_weights(draft)
     _conclude(draft)
     if draft.measure:
         return Plan(status=observed.status, measure=tuple(draft.measure))

@@ -10,7 +10,10 @@
   pods, or stable's between rollouts);
 - the router: a ConfigMap with its weights, a Deployment of kiln-router that watches it, the
   ServiceAccount and Role that let it read that one ConfigMap, and the Service named after the
-  ModelDeployment on port 80, the one address clients use.
+  ModelDeployment on port 80, the one address clients use;
+- with traffic provider `replicas`, no router: the Service named after the ModelDeployment selects
+  every serving pod, and the replica counts (`replica_split`) are the split; with `gatewayAPI`, no
+  router either: the HTTPRoute (`kiln.providers.traffic.gateway_api`) sends to the version Services.
 
 Every object carries an ownerReference to the ModelDeployment and the `app.kubernetes.io/managed-by`
 and `kiln.dev/modeldeployment` labels.
@@ -98,6 +101,27 @@ def replicas_for_weight(replicas: int, weight: int) -> int:
     return max(1, math.ceil(replicas * weight / 100))
 
 
+def replica_split(replicas: int, weight: int) -> tuple[int, int]:
+    """(stable, candidate) pods for a weight when the replica counts are the split (provider
+    replicas): together spec.replicas, the candidate's share rounded (half up), at least one pod on
+    each side that has any weight."""
+    if replicas == 0:
+        return 0, 0
+    candidate = math.floor(replicas * weight / 100 + 0.5)
+    if weight > 0:
+        candidate = max(1, candidate)
+    stable = replicas - candidate
+    if weight < 100:
+        stable = max(1, stable)
+    return stable, candidate
+
+
+def achieved_weight(stable: int, candidate: int) -> int:
+    """The candidate's share of traffic, in percent, when requests are spread evenly over the pods."""
+    total = stable + candidate
+    return math.floor(100 * candidate / total + 0.5) if total else 0
+
+
 def _labels(owner: Owner, component: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**MANAGED_BY, DEPLOYMENT_LABEL: owner.name, COMPONENT_LABEL: component, **(extra or {})}
 
@@ -118,6 +142,12 @@ def _metadata(owner: Owner, name: str, labels: Mapping[str, str]) -> Object:
             }
         ],
     }
+
+
+def owned_metadata(owner: Owner, name: str, labels: Mapping[str, str] | None = None) -> Object:
+    """Metadata of an object the ModelDeployment owns: its ownerReference, `app.kubernetes.io/managed-by`
+    and `kiln.dev/modeldeployment`."""
+    return _metadata(owner, name, {**MANAGED_BY, DEPLOYMENT_LABEL: owner.name, **(labels or {})})
 
 
 def _pod_security() -> Object:
@@ -263,6 +293,13 @@ def router_config(owner: Owner, document: Mapping[str, Any]) -> Object:
         "metadata": _metadata(owner, router_name(owner.name), _labels(owner, ROUTER)),
         "data": {ROUTER_CONFIG_KEY: json.dumps(document, sort_keys=True)},
     }
+
+
+def front_service(owner: Owner, spec: modeldeployment.ModelDeploymentSpec) -> Object:
+    """The Service named after the ModelDeployment on port 80, over every serving pod of it: with
+    provider replicas, the pods' numbers per version are the traffic split."""
+    selector = {DEPLOYMENT_LABEL: owner.name, COMPONENT_LABEL: SERVER}
+    return _service(owner, owner.name, selector, spec.server.port, SERVER)
 
 
 def router_objects(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, settings: Settings) -> list[Object]:

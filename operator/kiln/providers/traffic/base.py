@@ -18,6 +18,15 @@ class Target:
     spec: modeldeployment.ModelDeploymentSpec
 
 
+class TrafficError(Exception):
+    """The provider cannot put the split in force for a reason a person must fix (an HTTPRoute named
+    in spec.traffic.gatewayAPI.httpRoute that does not exist, say); `message` says which and how."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class TrafficRouter(Protocol):
     name: modeldeployment.TrafficProviderName
 
