@@ -24,8 +24,8 @@ benchmarks). An example, a 10% canary with no mirroring:
       "mirror": {"variant": "candidate", "percent": 100,
                  "compare": {"against": "stable", "tolerance": 1e-6}}
 
-  For a mirrored request the live one of which was served by `against`, the router compares the
-  mirrored variant's answer with the live answer (see `comparison`): class outputs must be equal,
+  When a mirrored request's live copy was served by `against`, the router compares the mirrored
+  variant's answer with that live answer (see `comparison`): class outputs must be equal,
   floating-point ones agree element by element within `tolerance` (a number >= 0, default 1e-6),
   absolute for magnitudes up to 1 and relative to the larger magnitude beyond. A request served by
   another variant is mirrored without comparison. `against` must be a variant other than the
