@@ -242,6 +242,10 @@ def test_every_example_applies_and_prints_its_columns(crds: Kubectl) -> None:
         "trainingjob.kiln.dev/train-iris": "1",
         "trainingjob.kiln.dev/train-gpu": "1",
         "trainingjob.kiln.dev/train-distributed": "4",
+        # examples/canary-rollout/versions trains the versions its ModelDeployment ships
+        "trainingjob.kiln.dev/iris-2-0-0": "1",
+        "trainingjob.kiln.dev/iris-2-1-0": "1",
+        "trainingjob.kiln.dev/iris-2-2-0": "1",
     }
     assert [(row["NAME"], row["MODEL"], row["VERSION"]) for row in versions] == [
         ("modelversion.kiln.dev/iris-1.2.0", "iris", "1.2.0")

@@ -96,27 +96,48 @@ class Answer:
     status: int
     variant: str | None
     version: str | None
+    row: int = 0
+    """Which of the iris rows was sent."""
+
+
+IRIS_ROWS: list[list[float]] = load_iris().data.tolist()
 
 
 class Traffic:
-    """Live requests through the router, one after another, each answer recorded."""
+    """Live requests through the router, one after another, each answer recorded. With `rows`, the
+    requests cycle through that many iris rows and ask for the `predict` output only."""
 
-    def __init__(self, url: str, input_name: str = "features") -> None:
+    def __init__(
+        self, url: str, input_name: str = "features", headers: dict[str, str] | None = None, rows: int = 0
+    ) -> None:
         self.url = url
-        self.body = {"inputs": [{**BODY["inputs"][0], "name": input_name}]}
+        self.input_name = input_name
+        self.headers = headers or {}
+        self.rows = rows
         self.answers: list[Answer] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
 
+    def _body(self, sent: int) -> tuple[int, dict[str, Any]]:
+        if not self.rows:
+            return 0, {"inputs": [{**BODY["inputs"][0], "name": self.input_name}]}
+        row = sent % self.rows
+        tensor = {"name": self.input_name, "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROWS[row]}
+        return row, {"inputs": [tensor], "outputs": [{"name": "predict"}]}
+
     def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=10, headers=self.headers) as client:
+            sent = 0
             while not self._stop.is_set():
+                row, body = self._body(sent)
+                sent += 1
                 try:
-                    response = client.post(self.url + INFER, json=self.body)
+                    response = client.post(self.url + INFER, json=body)
                     version = response.json().get("model_version") if response.status_code == 200 else None
-                    answer = Answer(time.time(), response.status_code, response.headers.get("x-kiln-variant"), version)
+                    variant = response.headers.get("x-kiln-variant")
+                    answer = Answer(time.time(), response.status_code, variant, version, row)
                 except httpx.HTTPError as error:
-                    answer = Answer(time.time(), 0, type(error).__name__, None)
+                    answer = Answer(time.time(), 0, type(error).__name__, None, row)
                 self.answers.append(answer)
                 self._stop.wait(0.01)
 
@@ -162,10 +183,13 @@ class World:
         found: dict[str, Any] = eventually(satisfied, f"md/iris {what} (see {self.kiln.operator_log})", timeout)
         return found
 
-    def register(self, namespace: str, version: str, *, regularization: float = 1.0, **annotations: str) -> None:
-        """Train an iris model, put it on the namespace's model store claim, and register it."""
+    def register(
+        self, namespace: str, version: str, *, model: Any = None, regularization: float = 1.0, **annotations: str
+    ) -> Any:
+        """Train an iris model (a LogisticRegression unless `model` is another estimator), put it on the
+        namespace's model store claim and register it; the fitted model."""
         features, labels = load_iris(return_X_y=True)
-        model = LogisticRegression(C=regularization, max_iter=500).fit(features, labels)
+        model = (model or LogisticRegression(C=regularization, max_iter=500)).fit(features, labels)
         target = self.kiln.pvc_root / namespace / "kiln-models" / "iris" / f"{version}.skops"
         target.parent.mkdir(parents=True, exist_ok=True)
         skops.io.dump(model, target)
@@ -183,6 +207,7 @@ class World:
         }
         self.kiln.apply(namespace, manifest)
         self.kiln.wait_for_phase(namespace, manifest["metadata"]["name"], "Validated")
+        return model
 
     def model_store(self, namespace: str) -> None:
         claim = {

@@ -563,7 +563,7 @@ def test_promote_full_skips_every_remaining_step() -> None:
     world.act("promote-full", "p-1")
     result = world.reconcile(30)
 
-    assert result.status.current_step_index == 4
+    assert result.status.direct_promotion
     assert fx.replicas_of(result, "1.1.0") == 2
     assert fx.selected_version(result, CANARY) == "1.1.0"
     world.ready("1.1.0", 2)
@@ -780,23 +780,3 @@ def test_with_provider_gateway_api_no_router_runs_and_the_url_is_the_routes_host
     assert result.status.url == "http://iris.example.com"
     assert "iris" not in fx.objects(result, "Service")
     assert set(fx.objects(result, "Deployment")) == {"iris-v1-0-0"}
-
-
-@pytest.mark.parametrize(
-    ("strategy", "name"),
-    [
-        ({"blueGreen": {}}, "blueGreen"),
-        ({"shadow": {}}, "shadow"),
-    ],
-)
-def test_an_unsupported_strategy_is_degraded_and_moves_no_traffic(strategy: dict[str, Any], name: str) -> None:
-    world = serving_v1(strategy=strategy)
-
-    result = roll_out(world)
-
-    assert result.status.phase is Phase.DEGRADED
-    assert f"the {name} strategy is not available yet" in (result.status.message or "")
-    assert fx.condition(result.status, reasons.PROGRESSING) == ("False", reasons.UNSUPPORTED)
-    assert result.status.candidate_version is None
-    assert weights(result) == (100, 0)
-    assert fx.router_weights(result) == {"stable": 100}

@@ -147,6 +147,10 @@ class Comparison(base.KilnModel):
     """The largest share of mirrored requests whose prediction may differ from stable's."""
     max_latency_ratio: StrictFloat | None = Field(default=None, gt=0)
     """The shadow's p99 latency may be at most this multiple of stable's."""
+    tolerance: StrictFloat = Field(default=0.0001, ge=0)
+    """Numeric outputs agree when they differ by at most this much; class outputs must match exactly."""
+    interval: base.Duration = "10s"
+    """How often the running comparison in status is brought up to date."""
 
 
 class Shadow(base.KilnModel):
@@ -161,7 +165,10 @@ class Shadow(base.KilnModel):
     analysis: AnalysisRef | None = None
     """Analysis metrics run during the shadow period."""
     auto_promotion: StrictBool = False
-    """After a passing shadow period, shift all traffic to the candidate."""
+    """After a passing shadow period, shift all traffic to the candidate; without it the rollout
+    waits for `kiln promote`."""
+    then: Canary | None = None
+    """After a passing shadow period, go live through these canary steps instead of switching at once."""
 
 
 class Strategy(base.KilnModel):
@@ -624,6 +631,7 @@ class RolloutOutcome(StrEnum):
     ABORTED = "Aborted"
     SUPERSEDED = "Superseded"
     REFUSED = "Refused"
+    DISCARDED = "Discarded"
 
 
 HISTORY_LIMIT = 20
@@ -642,7 +650,8 @@ class RolloutRecord(base.KilnModel):
     end_time: datetime.datetime | None = None
     """When it ended; unset while it runs."""
     outcome: RolloutOutcome | None = None
-    """Deployed, Promoted, RolledBack, Aborted, Superseded or Refused; unset while it runs."""
+    """Deployed, Promoted, RolledBack, Aborted, Superseded, Refused or Discarded (a shadow that did
+    not pass); unset while it runs."""
     reason: str | None = None
     """Why it ended as it did."""
 
@@ -684,6 +693,40 @@ class RolloutAction(base.KilnModel):
     """When it was asked."""
 
 
+class ShadowPhase(StrEnum):
+    SHADOWING = "Shadowing"
+    PASSED = "Passed"
+    CANARY = "Canary"
+    PROMOTING = "Promoting"
+
+
+class ShadowStatus(base.KilnModel):
+    """The running comparison of the shadow's answers with stable's."""
+
+    phase: ShadowPhase = ShadowPhase.SHADOWING
+    """Shadowing, Passed (waiting for promotion), Canary (going live by steps) or Promoting."""
+    started: datetime.datetime | None = None
+    """When mirroring began; the shadow period ends spec.strategy.shadow.duration later."""
+    compared: StrictInt = 0
+    """Mirrored requests whose answers were compared."""
+    agreed: StrictInt = 0
+    """Compared requests on which the shadow's prediction matched stable's."""
+    disagreed: StrictInt = 0
+    """Compared requests on which it did not."""
+    errors: StrictInt = 0
+    """Mirrored requests the shadow failed to answer."""
+    dropped: StrictInt = 0
+    """Mirrored requests dropped so that the live request was never slowed."""
+    agreement: StrictFloat | None = None
+    """agreed / compared."""
+    latency_ratio: StrictFloat | None = None
+    """The shadow's p99 latency over stable's, on the compared requests."""
+    last_updated: datetime.datetime | None = None
+    """When the figures were last read."""
+    message: str | None = None
+    """Why the comparison could not be read, when it could not."""
+
+
 class ModelDeploymentStatus(base.KilnModel):
     """What the operator observed of the rollout."""
 
@@ -722,6 +765,11 @@ class ModelDeploymentStatus(base.KilnModel):
     """The id of the last rollout-action annotation handled."""
     url: str | None = None
     """The address clients send inference requests to."""
+    shadow: ShadowStatus | None = None
+    """The shadow comparison of the current rollout (strategy shadow)."""
+    direct_promotion: StrictBool = False
+    """The current rollout goes straight to promotion whatever the strategy: a rollback to a
+    previous version that no longer runs."""
     ready_replicas: StrictInt = 0
     """Serving pods ready across versions."""
     drift: DriftStatus | None = None

@@ -13,12 +13,13 @@ import dataclasses
 import datetime
 
 from kiln.api import base, events, modeldeployment
-from kiln.delivery import analysis, canary, reasons, rollout, serving, traffic, versions
+from kiln.delivery import analysis, bluegreen, canary, moves, reasons, rollout, serving, shadow, traffic, versions
 
 Phase = modeldeployment.ModelDeploymentPhase
 Outcome = modeldeployment.RolloutOutcome
 Action = modeldeployment.RolloutActionName
 Object = serving.Object
+Status = modeldeployment.ModelDeploymentStatus
 TRUE, FALSE = base.ConditionStatus.TRUE, base.ConditionStatus.FALSE
 _ROUTER_PROVIDER = modeldeployment.TrafficProviderName.ROUTER
 _REPLICAS_PROVIDER = modeldeployment.TrafficProviderName.REPLICAS
@@ -111,13 +112,6 @@ def _url(owner: serving.Owner, spec: modeldeployment.ModelDeploymentSpec) -> str
     return serving.url(owner)
 
 
-def _unsupported_strategy(spec: modeldeployment.ModelDeploymentSpec) -> str | None:
-    strategy = "blueGreen" if spec.strategy.blue_green else "shadow" if spec.strategy.shadow else None
-    if strategy:
-        return f"the {strategy} strategy is not available yet; use canary (or no strategy for a direct switch)"
-    return None
-
-
 def _previous_stable(status: modeldeployment.ModelDeploymentStatus) -> str | None:
     promoted = [
         entry
@@ -155,7 +149,7 @@ def _roll_back_to_previous(draft: rollout.Draft, who: str) -> None:
         draft.set_phase(Phase.ROLLED_BACK, message)
         draft.condition(reasons.PROGRESSING, FALSE, reasons.ROLLED_BACK, message)
         return
-    draft.begin(previous, message, step_index=len(canary.steps_of(draft.spec)))
+    draft.begin(previous, message, direct=True)
 
 
 def _reset_held_analysis(draft: rollout.Draft) -> None:
@@ -172,7 +166,7 @@ def _handle_action(draft: rollout.Draft) -> None:
     draft.status.handled_action = action.id
     who = action.user or "someone"
     status = draft.status
-    steps = canary.steps_of(draft.spec)
+    steps = canary.steps_of(draft.spec, status)
     if action.action is Action.RETRY:
         status.rolled_back_versions = []
         draft.event(reasons.RETRY_REQUESTED, f"`kiln retry` by {who}: rolled-back versions may be chosen again")
@@ -186,9 +180,14 @@ def _handle_action(draft: rollout.Draft) -> None:
     if action.action in (Action.ABORT, Action.ROLLBACK):
         draft.roll_back(Outcome.ABORTED, reasons.ABORTED, f"`kiln {action.action.value}` by {who}")
     elif action.action is Action.PROMOTE_FULL:
-        status.current_step_index = len(steps)
+        status.direct_promotion = True
         status.step_start_time = draft.now
         draft.event(reasons.PROMOTE_REQUESTED, f"`kiln promote --full` by {who}: the remaining steps are skipped")
+    elif (
+        action.action is Action.PROMOTE and draft.spec.strategy.shadow and canary.canary_of(draft.spec, status) is None
+    ):
+        shadow.go_live(draft)
+        draft.event(reasons.PROMOTE_REQUESTED, f"`kiln promote` by {who}: the shadow period is cut short")
     elif action.action is Action.PROMOTE:
         _reset_held_analysis(draft)
         draft.next_step()
@@ -216,11 +215,6 @@ def _start(draft: rollout.Draft, choice: versions.Choice) -> None:
     """Begin rolling the chosen version out over stable, unless it cannot take stable's requests."""
     chosen = choice.chosen
     if chosen is None:
-        return
-    unsupported = _unsupported_strategy(draft.spec)
-    if unsupported:
-        draft.set_phase(Phase.DEGRADED, f"version {chosen.version} waits: {unsupported}")
-        draft.condition(reasons.PROGRESSING, FALSE, reasons.UNSUPPORTED, draft.status.message or "")
         return
     refusal = versions.incompatibility(draft.observed.find(draft.status.stable_version), chosen)
     if refusal is None:
@@ -282,7 +276,31 @@ def _steer(draft: rollout.Draft) -> None:
     if candidate is None and chosen is not None and chosen != status.stable_version:
         _start(draft, choice)
     if status.candidate_version is not None:
+        _progress(draft)
+
+
+def _progress(draft: rollout.Draft) -> None:
+    """Move the rollout by the strategy's own machine."""
+    spec, status = draft.spec, draft.status
+    if status.direct_promotion:
+        moves.promote(draft)
+    elif spec.strategy.blue_green is not None:
+        bluegreen.progress(draft)
+    elif spec.strategy.shadow is not None and canary.canary_of(spec, status) is None:
+        shadow.progress(draft)
+    else:
         canary.progress(draft)
+
+
+def candidate_replicas(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus) -> int:
+    """The candidate's pods, as its strategy wants them now."""
+    if status.direct_promotion:
+        return spec.replicas
+    if spec.strategy.blue_green is not None:
+        return bluegreen.candidate_replicas(spec, status)
+    if spec.strategy.shadow is not None and canary.canary_of(spec, status) is None:
+        return shadow.candidate_replicas(spec, status)
+    return canary.candidate_replicas(spec, status)
 
 
 def _retire(draft: rollout.Draft) -> None:
@@ -349,19 +367,26 @@ def _conclude(draft: rollout.Draft) -> None:
     status.observed_generation = observed.generation
 
 
-def _split(owner: serving.Owner, status: modeldeployment.ModelDeploymentStatus) -> traffic.Split:
+def candidate_variant(spec: modeldeployment.ModelDeploymentSpec) -> str:
+    """The candidate's name in the traffic split: `preview` in blue-green, `candidate` otherwise."""
+    return serving.PREVIEW if spec.strategy.blue_green is not None else serving.CANDIDATE
+
+
+def _split(owner: serving.Owner, spec: modeldeployment.ModelDeploymentSpec, status: Status) -> traffic.Split:
     stable = status.stable_version or ""
-    if status.candidate_version is None:
-        return traffic.Split(
-            (traffic.Backend(serving.STABLE, serving.deployment_name(owner.name, stable), stable, 100),)
-        )
+    stable_backend = traffic.Backend(serving.STABLE, serving.deployment_name(owner.name, stable), stable, 100)
     candidate = status.candidate_version
+    if candidate is None:
+        return traffic.Split((stable_backend,))
+    service = serving.deployment_name(owner.name, candidate)
+    if shadow.mirroring(status):
+        tolerance = spec.strategy.shadow.comparison.tolerance if spec.strategy.shadow else None
+        mirror = traffic.Mirror(serving.CANDIDATE, service, candidate, status.weights.mirror, serving.STABLE, tolerance)
+        return traffic.Split((stable_backend,), mirror)
     return traffic.Split(
         (
-            traffic.Backend(serving.STABLE, serving.deployment_name(owner.name, stable), stable, status.weights.stable),
-            traffic.Backend(
-                serving.CANDIDATE, serving.deployment_name(owner.name, candidate), candidate, status.weights.canary
-            ),
+            dataclasses.replace(stable_backend, weight=status.weights.stable),
+            traffic.Backend(candidate_variant(spec), service, candidate, status.weights.canary),
         )
     )
 
@@ -376,7 +401,7 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
     replicas.update({version: 0 for version in status.rolled_back_versions})
     replicas[status.stable_version] = spec.replicas
     if status.candidate_version is not None:
-        replicas[status.candidate_version] = canary.candidate_replicas(spec, status)
+        replicas[status.candidate_version] = candidate_replicas(spec, status)
     if spec.traffic.provider is _REPLICAS_PROVIDER:  # no router keeps idle pods out of traffic
         replicas.update({retiring.version: 0 for retiring in status.retiring})
         stable_count, candidate_count = _replica_counts(spec, status, observed)
@@ -397,6 +422,9 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
             owner, spec, serving.canary_service(owner.name), status.candidate_version or status.stable_version
         ),
     ]
+    if spec.strategy.blue_green is not None:
+        preview = status.candidate_version or status.stable_version
+        services.append(serving.variant_service(owner, spec, serving.preview_service(owner.name), preview))
     applied = [*deployments, *services, *_front(owner, spec, settings)]
     stale = [pods.name for label, pods in observed.deployments.items() if label not in kept]
     return applied, stale
@@ -420,7 +448,7 @@ def plan(observed: rollout.Observed, now: datetime.datetime, settings: serving.S
     owner = serving.Owner(observed.name, observed.namespace, observed.uid)
     return Plan(
         status=draft.status,
-        traffic=_split(owner, draft.status) if draft.status.stable_version else None,
+        traffic=_split(owner, observed.spec, draft.status) if draft.status.stable_version else None,
         apply=tuple(applied),
         retire=tuple(stale),
         events=tuple(draft.events),

@@ -47,3 +47,8 @@ NOT_PAUSED: Final = "NotPaused"
 PROMOTE_REQUESTED: Final = "PromoteRequested"
 ACTION_IGNORED: Final = "ActionIgnored"
 RETRY_REQUESTED: Final = "RetryRequested"
+
+# Shadow.
+SHADOW_PASSED: Final = "ShadowPassed"
+SHADOW_DISCARDED: Final = "ShadowDiscarded"
+SHADOW_INCONCLUSIVE: Final = "ShadowInconclusive"

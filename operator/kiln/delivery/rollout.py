@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kiln.api import base, drafts, events, modeldeployment
-from kiln.delivery import analysis, reasons, serving, versions
+from kiln.delivery import analysis, reasons, serving, traffic, versions
 
 Status = modeldeployment.ModelDeploymentStatus
 Phase = modeldeployment.ModelDeploymentPhase
@@ -46,6 +46,8 @@ class Observed:
     action: modeldeployment.RolloutAction | None = None
     action_error: str | None = None
     """Why the rollout-action annotation could not be read."""
+    comparison: traffic.Comparison | None = None
+    """What the traffic provider compared of a shadow's answers; observed during a shadow rollout."""
     answers: Mapping[str, analysis.Answer] | None = None
     """Answers to the measurements the last plan asked for; None before they were taken."""
     default_prometheus: str | None = None
@@ -100,13 +102,15 @@ class Draft(drafts.StatusDraft):
                 entry.end_time, entry.outcome, entry.reason = self.now, outcome, reason
                 return
 
-    def begin(self, candidate: str, reason: str, step_index: int = 0) -> None:
-        """Start rolling `candidate` out from step `step_index`, all traffic on stable."""
+    def begin(self, candidate: str, reason: str, direct: bool = False) -> None:
+        """Start rolling `candidate` out, all traffic on stable; `direct` skips the strategy."""
         self.status.candidate_version = candidate
-        self.status.current_step_index = step_index
+        self.status.current_step_index = 0
         self.status.step_start_time = self.now
         self.status.pause_start_time = None
         self.status.analysis = []
+        self.status.shadow = None
+        self.status.direct_promotion = direct
         self.set_weights(100, 0)
         self.record(
             modeldeployment.RolloutRecord(
@@ -120,6 +124,7 @@ class Draft(drafts.StatusDraft):
         self.event(reasons.ROLLOUT_STARTED, f"rolling version {candidate} out over {self.status.stable_version}")
 
     def end_rollout(self) -> None:
+        self.status.direct_promotion = False
         self.status.candidate_version = None
         self.status.current_step_index = None
         self.status.step_start_time = None

@@ -43,7 +43,7 @@ ROUTER_PORT = 8080
 SERVICE_PORT = 80
 PVC_DIR = "/var/run/kiln/pvc"
 GPU_TOLERATION: Object = {"key": common.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-STABLE, CANDIDATE = "stable", "candidate"
+STABLE, CANDIDATE, PREVIEW = "stable", "candidate", "preview"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,10 @@ def stable_service(owner: str) -> str:
 
 def canary_service(owner: str) -> str:
     return f"{owner}-canary"
+
+
+def preview_service(owner: str) -> str:
+    return f"{owner}-preview"
 
 
 def router_name(owner: str) -> str:

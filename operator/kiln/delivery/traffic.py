@@ -20,14 +20,16 @@ class Capability(StrEnum):
     WEIGHTS = "weights"
     HEADER_ROUTING = "header routing"
     MIRRORING = "mirroring"
+    COMPARISON = "comparing mirrored answers"
 
 
 CAPABILITIES: dict[Provider, frozenset[Capability]] = {
     Provider.ROUTER: frozenset(Capability),
-    Provider.GATEWAY_API: frozenset(Capability),
+    Provider.GATEWAY_API: frozenset({Capability.WEIGHTS, Capability.HEADER_ROUTING, Capability.MIRRORING}),
     Provider.REPLICAS: frozenset({Capability.WEIGHTS}),
 }
-"""What each provider can do: kiln-router and an HTTPRoute do everything; replica counts only weigh."""
+"""What each provider can do: kiln-router everything; an HTTPRoute all but compare the mirrored
+answers, which the Gateway discards; replica counts only weigh."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Mirror:
     percent: int
     compare_against: str | None = None
     """The variant whose live answers the mirrored answers are compared with (shadow)."""
+    tolerance: float | None = None
+    """How far numeric predictions may differ and still agree, when compared."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +64,25 @@ class Split:
         needed = {Capability.WEIGHTS}
         if self.mirror is not None and self.mirror.percent:
             needed.add(Capability.MIRRORING)
+            if self.mirror.compare_against:
+                needed.add(Capability.COMPARISON)
         return frozenset(needed)
 
 
 def missing(provider: Provider, split: Split) -> frozenset[Capability]:
     """What the split needs that the provider cannot do."""
     return split.needs() - CAPABILITIES[provider]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """What the traffic provider saw of a shadow's answers against the live ones, summed over its
+    replicas; `error` says why nothing could be read."""
+
+    compared: int = 0
+    agreed: int = 0
+    disagreed: int = 0
+    errors: int = 0
+    dropped: int = 0
+    latency_ratio: float | None = None
+    error: str | None = None

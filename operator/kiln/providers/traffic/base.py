@@ -1,4 +1,5 @@
-"""The TrafficRouter protocol: carry a plan's traffic split out, and read back what is in force."""
+"""The TrafficRouter protocol: carry a plan's traffic split out, read back what is in force, and
+say how a shadow's answers compare."""
 
 from __future__ import annotations
 
@@ -36,4 +37,9 @@ class TrafficRouter(Protocol):
 
     def observe(self, kube: client.Api, target: Target) -> traffic.Split | None:
         """The split in force, or None when none has been applied."""
+        ...
+
+    def comparison(self, kube: client.Api, target: Target) -> traffic.Comparison:
+        """How the mirrored variant's answers compare with the live ones so far (shadow); a
+        Comparison with `error` when the provider cannot tell."""
         ...

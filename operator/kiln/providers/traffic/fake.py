@@ -16,6 +16,8 @@ class FakeTrafficRouter:
     splits: dict[tuple[str, str], traffic.Split] = dataclasses.field(default_factory=dict)
     applied: list[tuple[str, str, traffic.Split]] = dataclasses.field(default_factory=list)
     """Every split that changed what was in force, oldest first."""
+    compared: traffic.Comparison = dataclasses.field(default_factory=traffic.Comparison)
+    """What `comparison` answers; tests set it."""
 
     def apply(self, kube: client.Api, target: base.Target, split: traffic.Split) -> None:
         key = (target.owner.namespace, target.owner.name)
@@ -25,3 +27,6 @@ class FakeTrafficRouter:
 
     def observe(self, kube: client.Api, target: base.Target) -> traffic.Split | None:
         return self.splits.get((target.owner.namespace, target.owner.name))
+
+    def comparison(self, kube: client.Api, target: base.Target) -> traffic.Comparison:
+        return self.compared

@@ -313,3 +313,8 @@ class GatewayAPI:
         if not _settings(target).http_route and not _owned_by(route, target.owner.uid):
             return None
         return split_of(route, _ours(target, route, None), namespace)
+
+    def comparison(self, kube: client.Api, target: base.Target) -> traffic.Comparison:
+        return traffic.Comparison(
+            error="a Gateway discards the mirrored answers, so traffic provider gatewayAPI cannot compare them"
+        )

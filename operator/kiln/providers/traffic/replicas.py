@@ -64,3 +64,6 @@ class Replicas:
                 for (variant, version), name, weight in zip(variants, names, shares(ready), strict=True)
             )
         )
+
+    def comparison(self, kube: client.Api, target: base.Target) -> traffic.Comparison:
+        return traffic.Comparison(error="traffic provider replicas mirrors nothing, so it has nothing to compare")
