@@ -7,6 +7,7 @@ import json
 import re
 
 from kiln_cluster import Kiln, condition, model_version, reason_of
+from polling import eventually
 
 MODEL_BYTES = b"weights"
 
@@ -140,7 +141,12 @@ def test_kiln_lineage_shows_the_training_job_its_inputs_and_the_deployments_serv
     for manifest in (job, deployment, elsewhere):
         kiln.apply(namespace, manifest)
 
-    shown = kiln.kiln("lineage", "mv/iris-1-2-0", "-n", namespace).stdout
+    def lineage() -> str | None:
+        # The operator serves the pinned version as stable once the ModelVersion is Validated.
+        text = kiln.kiln("lineage", "mv/iris-1-2-0", "-n", namespace).stdout
+        return text if "ModelDeployment iris-pinned (stable, pinned)" in text else None
+
+    shown: str = eventually(lineage, "the lineage to show iris-pinned serving 1.2.0 as stable", 60)
 
     assert "ModelVersion iris-1-2-0: iris 1.2.0" in shown
     assert f"artifact {artifact[0]} sha256:{artifact[1]} (skops)" in shown
@@ -148,7 +154,7 @@ def test_kiln_lineage_shows_the_training_job_its_inputs_and_the_deployments_serv
     assert "dataset pvc://datasets/iris.csv sha256:bbbbbbbbbbbb" in shown
     assert "code https://git.example.com/iris @ 3f9c2e1a7b4d" in shown
     assert "n_estimators = 200" in shown
-    assert "ModelDeployment iris-pinned (pinned)" in shown
+    assert "ModelDeployment iris-pinned (stable, pinned)" in shown
     assert "wine" not in shown
 
 

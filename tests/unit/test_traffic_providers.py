@@ -356,6 +356,7 @@ def test_replica_shares_sum_to_100(counts: list[int], shares: list[int]) -> None
     [
         (3, 10, (2, 1)),
         (10, 15, (8, 2)),
+        (10, 12, (8, 2)),
         (10, 50, (5, 5)),
         (1, 10, (1, 1)),
         (3, 100, (0, 3)),

@@ -107,13 +107,12 @@ def replicas_for_weight(replicas: int, weight: int) -> int:
 
 def replica_split(replicas: int, weight: int) -> tuple[int, int]:
     """(stable, candidate) pods for a weight when the replica counts are the split (provider
-    replicas): together spec.replicas, the candidate's share rounded (half up), at least one pod on
+    replicas): together spec.replicas, the candidate's share rounded up as for every provider
+    (`replicas_for_weight`, so a setWeight waits for exactly the pods it gets), at least one pod on
     each side that has any weight."""
     if replicas == 0:
         return 0, 0
-    candidate = math.floor(replicas * weight / 100 + 0.5)
-    if weight > 0:
-        candidate = max(1, candidate)
+    candidate = min(replicas, replicas_for_weight(replicas, weight))
     stable = replicas - candidate
     if weight < 100:
         stable = max(1, stable)

@@ -50,10 +50,11 @@ def _record(draft: rollout.Draft, seen: traffic.Comparison | None) -> None:
 def _verdict(shadow: modeldeployment.Shadow, figures: modeldeployment.ShadowStatus) -> str | None:
     """Why the shadow fails its comparison, or None when it passes."""
     comparison = shadow.comparison
-    if figures.agreement is not None and 1 - figures.agreement > comparison.max_disagreement:
+    # Counted, not subtracted: 1 - 0.95 is a hair over 0.05 in floating point.
+    if figures.compared and figures.disagreed > comparison.max_disagreement * figures.compared:
         return (
             f"the shadow disagreed with stable on {figures.disagreed} of {figures.compared} requests "
-            f"({1 - figures.agreement:.1%}), more than maxDisagreement {comparison.max_disagreement:.1%}"
+            f"({figures.disagreed / figures.compared:.1%}), more than maxDisagreement {comparison.max_disagreement:.1%}"
         )
     ratio, limit = figures.latency_ratio, comparison.max_latency_ratio
     if ratio is not None and limit is not None and ratio > limit:
@@ -75,6 +76,7 @@ def _shadowing(draft: rollout.Draft, shadow: modeldeployment.Shadow) -> bool:
             reasons.WEIGHT_SET, f"{shadow.mirror_percent}% of requests mirrored to version {status.candidate_version}"
         )
     _record(draft, draft.observed.comparison)
+    verdict = Verdict.SUCCESSFUL
     if shadow.analysis is not None:
         verdict = moves.analyse(draft, list(shadow.analysis.metrics), SHADOW_STEP)
         if verdict in (Verdict.FAILED, Verdict.INCONCLUSIVE):
@@ -85,6 +87,9 @@ def _shadowing(draft: rollout.Draft, shadow: modeldeployment.Shadow) -> bool:
             Phase.PROGRESSING,
             f"shadowing version {status.candidate_version}: {agreement} over {figures.compared} requests",
         )
+        return False
+    if verdict is Verdict.RUNNING:
+        draft.set_phase(Phase.PROGRESSING, "the shadow period is over; waiting for the shadow's analysis to finish")
         return False
     failure = _verdict(shadow, figures)
     if failure is not None:
