@@ -204,7 +204,7 @@ def test_observe_reads_back_what_apply_put_in_force(kind: str, case: Case) -> No
     assert w.router.observe(w.api, w.target) is None or kind == "replicas"
     want = expected(kind, case)
     if want is None:
-        with pytest.raises(base.TrafficError, match="replicas cannot do .*mirroring"):
+        with pytest.raises(base.TrafficError, match=r"replicas cannot do .*mirroring"):
             w.apply(case)
         return
     w.apply(case)
