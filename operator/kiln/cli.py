@@ -133,6 +133,12 @@ _DATA_DIR = click.option(
     default=None,
     help="How requests are authorized: by Roles and bindings, or all allowed [default: RBAC, or the config's].",
 )
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path),
+    help="Inject API faults: a YAML file of fault rules, the config's `faults:` (see kiln.devcluster.faults).",
+)
 def cluster_start(
     port: int,
     data_dir: pathlib.Path | None,
@@ -146,9 +152,10 @@ def cluster_start(
     gpu_taint: bool,
     prometheus: bool,
     authorization: str | None,
+    faults_file: pathlib.Path | None,
 ) -> None:
     """Start the dev cluster in the background and write its kubeconfig."""
-    from kiln.devcluster import admission_plugins, config
+    from kiln.devcluster import admission_plugins, config, faults
     from kiln.devcluster import cluster as devcluster
 
     home = data_dir or devcluster.DEFAULT_HOME
@@ -163,6 +170,11 @@ def cluster_start(
             gpu_taint=gpu_taint,
         )
         overrides["nodePools"] = [pool]
+    if faults_file is not None:
+        try:
+            overrides["faults"] = faults.load_file(faults_file).dump()
+        except faults.FaultError as error:
+            raise click.ClickException(str(error)) from None
     try:
         settings = config.load(config_file, overrides)
         url = devcluster.start_background(home, port, persist=not in_memory, settings=settings)
@@ -173,6 +185,8 @@ def cluster_start(
     click.echo(f"nodes: {', '.join(pools)}")
     click.echo(f"authorization: {settings.authorization}")
     click.echo(f"admission plugins: {', '.join(admission_plugins.ENABLED)}")
+    if settings.faults.rules:
+        click.echo(f"fault injection: on ({len(settings.faults.rules)} rules)")
     prometheus_url = home / "prometheus-url"
     click.echo(f"export KUBECONFIG={home / 'kubeconfig'}")
     click.echo(f"export KILN_PVC_ROOT={home / 'volumes'}")

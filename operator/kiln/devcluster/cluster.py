@@ -141,7 +141,7 @@ class DevCluster:
         self.registry = registry.Registry(objects_store)
         self.registry.admission.extend([network.allocate_cluster_ip, jobs.default_selector])
         admission_plugins.install(self.registry)
-        self.api = server.ApiServer(self.registry, self.audit_path, self.settings.authorization)
+        self.api = server.ApiServer(self.registry, self.audit_path, self.settings.authorization, self.settings.faults)
         self.port = await self._stack.enter_async_context(server.serving(self.api, self.host, self.requested_port))
         self._install_addons()
         self.kubelet = kubelet.Kubelet(self.registry, self.settings, self.state_dir, self.url)

@@ -20,6 +20,8 @@ localImages: [registry.example.com/team/trainer]
 simulatedJobDuration: 2
 crashLoopBackOff: {initialSeconds: 1, maxSeconds: 60}
 authorization: RBAC   # or AlwaysAllow
+faults:               # API fault injection, off by default (see kiln.devcluster.faults)
+  rules: [{verbs: ["*"], resources: ["*"], status: 503, rate: 0.1, retryAfterSeconds: 1}]
 ```
 """
 
@@ -27,13 +29,15 @@ from __future__ import annotations
 
 import pathlib
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from kiln import quantity
+from kiln.devcluster import faults
 
 
 class _Config(BaseModel):
@@ -75,6 +79,16 @@ class CrashLoopBackOff(_Config):
     max_seconds: float = Field(60.0, gt=0)
 
 
+def _faults(value: object) -> faults.FaultConfig:
+    try:
+        return faults.parse(value)
+    except faults.FaultError as error:
+        raise PydanticCustomError("faults", str(error)) from None
+
+
+Faults = Annotated[faults.FaultConfig, PlainValidator(_faults), PlainSerializer(lambda config: config.dump())]
+
+
 class ClusterConfig(_Config):
     node_pools: tuple[NodePool, ...] = (NodePool(),)
     local_images: tuple[str, ...] = ()
@@ -87,6 +101,8 @@ class ClusterConfig(_Config):
     authorization: Literal["AlwaysAllow", "RBAC"] = "RBAC"
     """How requests are authorized: by the cluster's Roles and bindings, as kube-apiserver's RBAC
     mode does (the kubeconfig's admin is in system:masters), or every request allowed."""
+    faults: Faults = faults.FaultConfig()
+    """API fault injection for reliability tests of clients; no rules, none injected."""
 
 
 class ConfigError(ValueError):

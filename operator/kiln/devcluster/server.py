@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import logging
@@ -25,6 +26,7 @@ from kiln.devcluster import (
     admission_plugins,
     discovery,
     errors,
+    faults,
     identity,
     kinds,
     openapi,
@@ -47,6 +49,8 @@ LogFollower = Callable[[str, str, str | None], AsyncIterator[str]]
 
 BOOKMARK_INTERVAL_SECONDS = 5.0
 DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
+WATCH_CUT = "kiln.injected-watch-cut"
+"""The request key of an injected faults.WatchCut, for the watch it starts."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,14 @@ class ApiServer:
     """The REST API over a Registry; `app` is the aiohttp application to serve."""
 
     def __init__(
-        self, cluster: registry.Registry, audit_log: pathlib.Path | None = None, authorization: str = "AlwaysAllow"
+        self,
+        cluster: registry.Registry,
+        audit_log: pathlib.Path | None = None,
+        authorization: str = "AlwaysAllow",
+        fault_config: faults.FaultConfig | None = None,
     ) -> None:
         self.registry = cluster
+        self.faults = faults.Injector(fault_config)
         self.access = access.Access(cluster, authorization)
         self.audit_log = audit_log.open("a", buffering=1) if audit_log else None
         self.log_reader: LogReader = lambda namespace, pod, container, tail, previous: ""
@@ -88,7 +97,8 @@ class ApiServer:
         try:
             return await self._dispatch(request)
         except errors.ApiError as error:
-            return web.json_response(error.status(), status=error.code)
+            headers = error.headers if isinstance(error, faults.InjectedError) else None
+            return web.json_response(error.status(), status=error.code, headers=headers)
         except Exception:  # a bug must answer like kube-apiserver does, not drop the connection
             log.exception("internal error serving %s %s", request.method, request.path)
             internal = errors.ApiError(500, "InternalError", "an internal error occurred in the dev cluster")
@@ -105,7 +115,10 @@ class ApiServer:
         if target is None:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         verb = self._verb(request, target)
-        self._audit(request, user, verb, target)
+        injection = self.faults.decide(_fault_request(verb, target))
+        self._audit(request, user, verb, target, injection.annotations if injection else None)
+        if injection is not None:
+            await _inject(request, injection)
         if target.resource.kind == "SelfSubjectReview" and verb == "create":
             return web.json_response(identity.self_subject_review(user), status=201)
         if self.access.reviews(target.resource) and verb == "create":
@@ -186,7 +199,14 @@ class ApiServer:
             raise errors.method_not_allowed("the server does not allow this method on the requested resource")
         return verbs[method]
 
-    def _audit(self, request: web.Request, user: identity.UserInfo, verb: str, target: Target) -> None:
+    def _audit(
+        self,
+        request: web.Request,
+        user: identity.UserInfo,
+        verb: str,
+        target: Target,
+        annotations: dict[str, str] | None = None,
+    ) -> None:
         if not self.audit_log:
             return
         entry = {
@@ -202,6 +222,8 @@ class ApiServer:
             "userAgent": request.headers.get("User-Agent", ""),
             "query": dict(request.query),
         }
+        if annotations:
+            entry["annotations"] = annotations
         self.audit_log.write(json.dumps(entry) + "\n")
 
     async def _serve(self, request: web.Request, verb: str, target: Target) -> web.StreamResponse:
@@ -344,9 +366,9 @@ class ApiServer:
         timeout = float(request.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_SECONDS)
         bookmarks = request.query.get("allowWatchBookmarks", "").lower() in ("1", "true")
         try:
-            for event in initial + missed:
-                await response.write(_watch_line(rt, event.type, event.object))
-            await self._stream(response, rt, watcher, timeout, bookmarks)
+            await self._stream(
+                response, rt, watcher, timeout, bookmarks, backlog=initial + missed, cut=request.get(WATCH_CUT)
+            )
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -362,22 +384,33 @@ class ApiServer:
         watcher: store.Watcher,
         timeout: float,
         bookmarks: bool,
+        *,
+        backlog: list[store.Event],
+        cut: faults.WatchCut | None,
     ) -> None:
+        """The backlog (the initial and missed events), then events as they come, until the timeout."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self.stopping.is_set():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+        deadline = loop.time() + (cut.timeout(timeout) if cut else timeout)
+        pending, sent = collections.deque(backlog), 0
+        while pending or not self.stopping.is_set():
+            if cut and cut.spent(sent):  # an injected fault: the stream ends early
                 return
-            try:
-                event = await asyncio.wait_for(watcher.queue.get(), min(remaining, BOOKMARK_INTERVAL_SECONDS))
-            except TimeoutError:
-                if bookmarks:
-                    await response.write(_bookmark_line(rt, self.registry.store.resource_version))
-                continue
+            if pending:
+                event: store.Event | None = pending.popleft()
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                try:
+                    event = await asyncio.wait_for(watcher.queue.get(), min(remaining, BOOKMARK_INTERVAL_SECONDS))
+                except TimeoutError:
+                    if bookmarks:
+                        await response.write(_bookmark_line(rt, self.registry.store.resource_version))
+                    continue
             if event is None:
                 return
             await response.write(_watch_line(rt, event.type, event.object))
+            sent += 1
 
     # subresources that speak another kind: Scale and Binding
 
@@ -457,6 +490,22 @@ class ApiServer:
                 await response.write(chunk.encode())
             await response.write_eof()
         return response
+
+
+def _fault_request(verb: str, target: Target) -> faults.Request:
+    rt = target.resource
+    return faults.Request(verb, rt.group, rt.plural, target.subresource, target.namespace, target.name)
+
+
+async def _inject(request: web.Request, injection: faults.Injection) -> None:
+    """Slow the request, fail it, or mark the watch it starts to be cut short."""
+    if injection.delay_seconds:
+        await asyncio.sleep(injection.delay_seconds)
+    error = injection.error()
+    if error is not None:
+        raise error
+    if injection.watch is not None:
+        request[WATCH_CUT] = injection.watch
 
 
 def _scale_of(obj: Object) -> Object:
