@@ -246,14 +246,21 @@ def test_every_example_applies_and_prints_its_columns(crds: Kubectl) -> None:
         "trainingjob.kiln.dev/iris-2-0-0": "1",
         "trainingjob.kiln.dev/iris-2-1-0": "1",
         "trainingjob.kiln.dev/iris-2-2-0": "1",
+        # and so do examples/blue-green/versions and examples/shadow/versions
+        "trainingjob.kiln.dev/iris-3-0-0": "1",
+        "trainingjob.kiln.dev/iris-3-1-0": "1",
+        "trainingjob.kiln.dev/iris-3-2-0": "1",
+        "trainingjob.kiln.dev/iris-4-0-0": "1",
+        "trainingjob.kiln.dev/iris-4-1-0": "1",
+        "trainingjob.kiln.dev/iris-4-2-0": "1",
     }
     assert [(row["NAME"], row["MODEL"], row["VERSION"]) for row in versions] == [
         ("modelversion.kiln.dev/iris-1.2.0", "iris", "1.2.0")
     ]
     assert {row["NAME"]: row["MODEL"] for row in deployments} == {
-        "modeldeployment.kiln.dev/churn": "churn",
-        "modeldeployment.kiln.dev/fraud-scorer": "fraud-scorer",
         "modeldeployment.kiln.dev/iris": "iris",
+        "modeldeployment.kiln.dev/iris-blue-green": "iris",
+        "modeldeployment.kiln.dev/iris-shadow": "iris",
     }
     # no operator runs here, so nothing has a status yet: the status columns are empty
     assert {row["PHASE"] for block in (jobs, versions, deployments) for row in block} == {""}
@@ -307,9 +314,15 @@ def test_objects_round_trip_through_yaml_and_json_with_schema_defaults(examples:
     latency = canary["analysis"]["metrics"][1]
     assert (latency["initialDelay"], latency["consecutiveErrorLimit"], latency["inconclusiveLimit"]) == ("0s", 4, 0)
 
-    blue_green = get_json(kubectl, "md", "fraud-scorer")["spec"]
+    blue_green = get_json(kubectl, "md", "iris-blue-green")["spec"]
     assert blue_green["progressDeadlineSeconds"] == 600
-    assert blue_green["traffic"]["provider"] == "gatewayAPI"
+    assert blue_green["traffic"]["provider"] == "router"
+    answered = blue_green["analysis"]["metrics"][0]
+    assert (answered["failureLimit"], answered["consecutiveErrorLimit"]) == (0, 4)
+
+    shadow = get_json(kubectl, "md", "iris-shadow")["spec"]["strategy"]["shadow"]
+    assert shadow["comparison"]["tolerance"] == 0.0001
+    assert shadow["then"]["steps"][0] == {"setWeight": 50}
 
 
 def test_server_side_dry_run_leaves_nothing_behind(devcluster: cluster.DevCluster, crds: Kubectl) -> None:
@@ -480,8 +493,8 @@ def test_a_model_versions_identity_cannot_be_patched(examples: Kubectl) -> None:
 def test_labels_annotations_and_label_selectors(examples: Kubectl) -> None:
     kubectl = examples
     assert kubectl("label", "md", "iris", "tier=gold").stdout.strip() == "modeldeployment.kiln.dev/iris labeled"
-    kubectl("label", "md", "churn", "tier=silver")
-    kubectl("label", "md", "fraud-scorer", "team=risk")
+    kubectl("label", "md", "iris-shadow", "tier=silver")
+    kubectl("label", "md", "iris-blue-green", "team=risk")
     kubectl("annotate", "md", "iris", "kiln.dev/owner=ml-platform@example.com")
     metadata = get_json(kubectl, "md", "iris")["metadata"]
     assert metadata["labels"] == {"app.kubernetes.io/part-of": "iris", "tier": "gold"}
@@ -490,14 +503,16 @@ def test_labels_annotations_and_label_selectors(examples: Kubectl) -> None:
     def selected(selector: str) -> set[str]:
         return set(kubectl("get", "md", "-l", selector, "-o", "name").stdout.split())
 
-    iris, churn, fraud = (f"modeldeployment.kiln.dev/{name}" for name in ("iris", "churn", "fraud-scorer"))
+    iris, shadow, blue_green = (
+        f"modeldeployment.kiln.dev/{name}" for name in ("iris", "iris-shadow", "iris-blue-green")
+    )
     assert selected("tier=gold") == {iris}
     assert selected("tier==gold") == {iris}
-    assert selected("tier!=gold") == {churn, fraud}, "!= also matches objects without the label"
-    assert selected("tier in (gold,silver)") == {iris, churn}
-    assert selected("tier notin (gold)") == {churn, fraud}
-    assert selected("tier") == {iris, churn}
-    assert selected("!tier") == {fraud}
+    assert selected("tier!=gold") == {shadow, blue_green}, "!= also matches objects without the label"
+    assert selected("tier in (gold,silver)") == {iris, shadow}
+    assert selected("tier notin (gold)") == {shadow, blue_green}
+    assert selected("tier") == {iris, shadow}
+    assert selected("!tier") == {blue_green}
     assert selected("app.kubernetes.io/part-of=iris,tier=gold") == {iris}
     assert selected("tier=bronze") == set()
     # the category honours selectors too: the TrainingJobs labelled part-of=iris come along

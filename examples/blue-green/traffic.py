@@ -1,0 +1,58 @@
+"""Live traffic for the blue-green example: iris inference requests through the ModelDeployment's
+Service for a while, a share of them sent to the preview (header `x-kiln-variant: preview`), then a
+count of who answered (variant and model version) and how, live and preview requests apart.
+
+    python examples/blue-green/traffic.py --seconds 240
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import subprocess
+import time
+
+import httpx
+
+ROWS = ([5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3])
+
+
+def service_address(namespace: str, name: str) -> str:
+    """The ClusterIP of the ModelDeployment's Service: on the dev cluster it is reachable from here."""
+    command = ["kubectl", "get", "service", name, "-n", namespace, "-o", "jsonpath={.spec.clusterIP}"]
+    return "http://" + subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--namespace", "-n", default="default")
+    parser.add_argument("--name", default="iris-blue-green", help="The ModelDeployment.")
+    parser.add_argument("--model", default="iris", help="The model it serves.")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=50.0, help="Requests per second.")
+    parser.add_argument(
+        "--preview-percent", type=float, default=10.0, help="The share of requests that ask for the preview."
+    )
+    arguments = parser.parse_args()
+    url = service_address(arguments.namespace, arguments.name) + f"/v2/models/{arguments.model}/infer"
+    answered: collections.Counter[tuple[str, int, str, str]] = collections.Counter()
+    deadline = time.monotonic() + arguments.seconds
+    with httpx.Client(timeout=10) as client:
+        while time.monotonic() < deadline:
+            asked = "preview" if random.random() * 100 < arguments.preview_percent else "live"
+            headers = {"x-kiln-variant": "preview"} if asked == "preview" else {}
+            body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": random.choice(ROWS)}]}
+            try:
+                response = client.post(url, json=body, headers=headers)
+                version = response.json().get("model_version", "-") if response.status_code == 200 else "-"
+                answered[(asked, response.status_code, response.headers.get("x-kiln-variant", "-"), version)] += 1
+            except httpx.HTTPError as error:
+                answered[(asked, 0, type(error).__name__, "-")] += 1
+            time.sleep(1 / arguments.rate)
+    for (asked, status, variant, version), count in sorted(answered.items()):
+        print(f"{count:6d}  {asked:8s} HTTP {status}  {variant:10s} {version}")
+
+
+if __name__ == "__main__":
+    main()
