@@ -22,16 +22,28 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install Kiln with its dev tools
 
 .PHONY: crds
-crds: $(STAMP) ## Regenerate crds/ from the pydantic models in kiln.api
+crds: $(STAMP) ## Regenerate crds/ and the chart's charts/kiln/crds/ from the pydantic models in kiln.api
 	$(BIN)/kiln crds --output-dir crds
+	$(BIN)/kiln crds --output-dir charts/kiln/crds
+
+.PHONY: manifests
+manifests: $(STAMP) ## Render manifests/install.yaml from charts/kiln with default values (the real Helm engine)
+	$(BIN)/python tests/chart/chartgen.py manifests
+
+.PHONY: chart-docs
+chart-docs: $(STAMP) ## Regenerate the values table of charts/kiln/README.md from the comments in values.yaml
+	$(BIN)/python tests/chart/chartgen.py docs
 
 .PHONY: lint
-lint: $(STAMP) ## ruff, mypy (strict), import-linter, and a check that crds/ matches the models
+lint: $(STAMP) ## ruff, mypy (strict), import-linter, and checks that crds/, the chart and manifests/ are not stale
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/kiln crds --output-dir crds --check
+	$(BIN)/kiln crds --output-dir charts/kiln/crds --check
+	$(BIN)/python tests/chart/chartgen.py manifests --check
+	$(BIN)/python tests/chart/chartgen.py docs --check
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff's fixes and formatting

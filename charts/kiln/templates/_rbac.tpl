@@ -1,0 +1,89 @@
+{{/*
+The rules the operator needs in every namespace it watches, derived from kiln.kube.client's resources and
+what the controllers and kopf do with them (tests/chart checks every resource of kiln.kube.client.KNOWN
+and every Kiln kind is here). Nothing is watched but the Kiln kinds: the controllers read their children
+by get and list.
+
+RBAC refuses to let the operator create a Role granting what it does not hold itself (unless it has
+`escalate`, which it deliberately does not): the kiln-trainer Role grants modelversions create/get/list and
+trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so the operator holds those.
+*/}}
+{{- define "kiln.namespacedRules" -}}
+# The Kiln kinds: kopf watches them and patches its finalizer and progress annotations; a finished
+# TrainingJob with a TTL is deleted; trained ModelVersions are created (and granted to kiln-trainer).
+- apiGroups: ["kiln.dev"]
+  resources: ["trainingjobs"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["kiln.dev"]
+  resources: ["modelversions"]
+  verbs: ["get", "list", "watch", "patch", "create"]
+- apiGroups: ["kiln.dev"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kiln.dev"]
+  resources: ["trainingjobs/status", "modelversions/status", "modeldeployments/status"]
+  verbs: ["get", "patch"]
+# Training workers: created, read, restarted as a gang; their last log lines explain a failure.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "create", "delete"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# Rendezvous and serving Services, checkpoint and dataset claims.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "create", "delete"]
+- apiGroups: [""]
+  resources: ["endpoints"]
+  verbs: ["get", "list"]
+# kiln-router's weights; watch is held only because the kiln-router Role grants it.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The kiln-trainer and kiln-router identities: a ServiceAccount, a Role and a RoleBinding each.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "patch"]
+# The stable, canary, blue, green and shadow Deployments.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+# Gang scheduling through coscheduling or Volcano.
+- apiGroups: ["scheduling.x-k8s.io", "scheduling.volcano.sh"]
+  resources: ["podgroups"]
+  verbs: ["get", "create", "patch", "delete"]
+# Traffic split and mirroring through the Gateway API.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "create", "patch"]
+# Events that `kubectl describe` shows: Kiln's own and kopf's.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* What is cluster-scoped, in either mode: GPU placement and gang admission read node capacity and
+priorities; kopf discovers the CRDs it serves. */}}
+{{- define "kiln.clusterRules" -}}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list"]
+- apiGroups: ["scheduling.k8s.io"]
+  resources: ["priorityclasses"]
+  verbs: ["list"]
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+# `kiln whoami`-style identity checks (kiln.kube.client.SELF_SUBJECT_REVIEWS); every authenticated user
+# holds this through system:basic-user too.
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["selfsubjectreviews"]
+  verbs: ["create"]
+{{- end -}}
