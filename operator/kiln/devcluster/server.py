@@ -11,6 +11,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import contextvars
 import json
 import logging
 import pathlib
@@ -49,8 +50,8 @@ LogFollower = Callable[[str, str, str | None], AsyncIterator[str]]
 
 BOOKMARK_INTERVAL_SECONDS = 5.0
 DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
-WATCH_CUT = "kiln.injected-watch-cut"
-"""The request key of an injected faults.WatchCut, for the watch it starts."""
+_WATCH_CUT: contextvars.ContextVar[faults.WatchCut | None] = contextvars.ContextVar("watch_cut", default=None)
+"""The injected cut of the watch the request being served starts, if any; set for every request."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ class ApiServer:
         injection = self.faults.decide(_fault_request(verb, target))
         self._audit(request, user, verb, target, injection.annotations if injection else None)
         if injection is not None:
-            await _inject(request, injection)
+            await _inject(injection)
+        _WATCH_CUT.set(injection.watch if injection else None)
         if target.resource.kind == "SelfSubjectReview" and verb == "create":
             return web.json_response(identity.self_subject_review(user), status=201)
         if self.access.reviews(target.resource) and verb == "create":
@@ -367,7 +369,7 @@ class ApiServer:
         bookmarks = request.query.get("allowWatchBookmarks", "").lower() in ("1", "true")
         try:
             await self._stream(
-                response, rt, watcher, timeout, bookmarks, backlog=initial + missed, cut=request.get(WATCH_CUT)
+                response, rt, watcher, timeout, bookmarks, backlog=initial + missed, cut=_WATCH_CUT.get()
             )
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -497,15 +499,13 @@ def _fault_request(verb: str, target: Target) -> faults.Request:
     return faults.Request(verb, rt.group, rt.plural, target.subresource, target.namespace, target.name)
 
 
-async def _inject(request: web.Request, injection: faults.Injection) -> None:
-    """Slow the request, fail it, or mark the watch it starts to be cut short."""
+async def _inject(injection: faults.Injection) -> None:
+    """Slow the request, then fail it if the injection says so."""
     if injection.delay_seconds:
         await asyncio.sleep(injection.delay_seconds)
     error = injection.error()
     if error is not None:
         raise error
-    if injection.watch is not None:
-        request[WATCH_CUT] = injection.watch
 
 
 def _scale_of(obj: Object) -> Object:
