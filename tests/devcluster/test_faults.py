@@ -12,6 +12,8 @@ import json
 import logging
 import pathlib
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -58,10 +60,10 @@ def configmap(name: str) -> dict[str, Any]:
     return {"metadata": {"name": name}, "data": {"key": name}}
 
 
-def without_retries(kube: Kube) -> client.CoreV1Api:
+def without_retries(kubeconfig: pathlib.Path) -> client.CoreV1Api:
     """A `kubernetes` client that hands back a Retry-After answer instead of retrying it."""
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kube.cluster.kubeconfig_path), client_configuration=configuration)
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     configuration.retries = False
     return client.CoreV1Api(client.ApiClient(configuration))
 
@@ -108,7 +110,7 @@ def test_the_python_client_sees_429_and_503_with_retry_after_and_kube_apiservers
         "details": {"retryAfterSeconds": 2}, "code": 429,
     }  # fmt: skip
 
-    plain = without_retries(kube)
+    plain = without_retries(kube.cluster.kubeconfig_path)
     with pytest.raises(ApiException) as unavailable:
         plain.list_namespaced_config_map("unavailable")
     assert unavailable.value.status == 503
@@ -203,6 +205,48 @@ def test_a_watch_closed_after_n_events_is_resumed_by_the_client(start_kube: Star
     assert events == []
     assert time.monotonic() - started < 5  # closed after half a second, not the 30 asked for
     assert injected(kube, "cut") == [("watch", "watch closed after 0.5s")]
+
+
+def test_kiln_cluster_start_faults_file_turns_injection_on(tmp_path: pathlib.Path) -> None:
+    kiln = [str(pathlib.Path(sys.executable).parent / "kiln"), "cluster"]
+    data_dir = tmp_path / "cli"
+    rules = tmp_path / "faults.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {verbs: [list], resources: [configmaps], namespaces: [busy], status: 429, retryAfterSeconds: 3, rate: 1}\n"
+        "  - {verbs: [watch], resources: ['*'], watch: {closeAfterEvents: 1}, rate: 0.5}\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules: [{verbs: [list], resources: [pods], status: 500, rate: 5}]\n")
+
+    def start(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [*kiln, "start", "--in-memory", "--data-dir", str(data_dir), *flags]
+        return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+
+    refused = start("--faults", str(broken))
+    assert refused.returncode == 1
+    assert f"{broken}: rules[0].rate: must be from 0 to 1, not 5.0" in refused.stderr
+    try:
+        started = start("--faults", str(rules))
+        assert started.returncode == 0, started.stderr
+        assert "fault injection: on (2 rules)" in started.stdout.splitlines()
+        core = without_retries(data_dir / "kubeconfig")
+        with pytest.raises(ApiException) as throttled:
+            core.list_namespaced_config_map("busy")
+        core.api_client.close()
+        assert (throttled.value.status, throttled.value.headers["Retry-After"]) == (429, "3")
+        entries = [json.loads(line) for line in (data_dir / "audit.jsonl").read_text().splitlines()]
+        assert [e["annotations"] for e in entries if e["namespace"] == "busy"] == [
+            {faults.ANNOTATION: "429", faults.RULE_ANNOTATION: "rules[0]"}
+        ]
+    finally:
+        subprocess.run([*kiln, "stop", "--data-dir", str(data_dir)], capture_output=True, timeout=60, check=False)
+    plain = start()
+    try:
+        assert plain.returncode == 0, plain.stderr
+        assert not any(line.startswith("fault injection") for line in plain.stdout.splitlines())
+    finally:
+        subprocess.run([*kiln, "stop", "--data-dir", str(data_dir)], capture_output=True, timeout=60, check=False)
 
 
 # A kopf operator keeps reconciling through a fifth of its requests failing and its watches cut.
