@@ -44,6 +44,7 @@ lint: $(STAMP) ## ruff, mypy (strict), import-linter, and checks that crds/, the
 	$(BIN)/kiln crds --output-dir charts/kiln/crds --check
 	$(BIN)/python tests/chart/chartgen.py manifests --check
 	$(BIN)/python tests/chart/chartgen.py docs --check
+	$(BIN)/hadolint operator/images/*.Dockerfile
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff's fixes and formatting
