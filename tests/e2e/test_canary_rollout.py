@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import pathlib
 from typing import Any
 
 import httpx
@@ -260,11 +261,11 @@ def test_abort_promote_full_and_rollback_move_all_traffic_at_once(world: World, 
 EXAMPLE = REPO / "examples" / "canary-rollout"
 
 
-def train(world: World, namespace: str, version: str) -> None:
-    """Apply the example's TrainingJob for `version` and wait, as its README does, until the
-    ModelVersion it registers is Ready."""
+def train(world: World, namespace: str, version: str, example: pathlib.Path = EXAMPLE) -> None:
+    """Apply the example's TrainingJob for `version` (from `example`/versions) and wait, as its
+    README does, until the ModelVersion it registers is Ready."""
     kubectl = world.kiln.kubectl
-    kubectl("apply", "-n", namespace, "-f", str(EXAMPLE / "versions" / f"iris-{version}.yaml"))
+    kubectl("apply", "-n", namespace, "-f", str(example / "versions" / f"iris-{version}.yaml"))
     job = f"tj/iris-{version.replace('.', '-')}"
     kubectl("wait", "-n", namespace, "--for=condition=Succeeded", job, "--timeout=180s", timeout=200)
     kubectl("wait", "-n", namespace, "--for=condition=Ready", f"mv/iris-{version}", "--timeout=60s", timeout=80)
