@@ -318,7 +318,7 @@ def test_objects_round_trip_through_yaml_and_json_with_schema_defaults(examples:
     assert blue_green["progressDeadlineSeconds"] == 600
     assert blue_green["traffic"]["provider"] == "router"
     answered = blue_green["analysis"]["metrics"][0]
-    assert (answered["failureLimit"], answered["consecutiveErrorLimit"]) == (0, 4)
+    assert (answered["failureLimit"], answered["consecutiveErrorLimit"]) == (1, 4), "given, and the default"
 
     shadow = get_json(kubectl, "md", "iris-shadow")["spec"]["strategy"]["shadow"]
     assert shadow["comparison"]["tolerance"] == 0.0001
