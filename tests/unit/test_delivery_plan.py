@@ -780,3 +780,20 @@ def test_with_provider_gateway_api_no_router_runs_and_the_url_is_the_routes_host
     assert result.status.url == "http://iris.example.com"
     assert "iris" not in fx.objects(result, "Service")
     assert set(fx.objects(result, "Deployment")) == {"iris-v1-0-0"}
+
+
+def test_with_provider_replicas_promote_full_brings_the_candidate_to_full_size_and_finishes() -> None:
+    world = serving_v1(
+        replicas=4, traffic={"provider": "replicas"}, **fx.canary_spec(steps=[{"setWeight": 25}, {"pause": {}}])
+    )
+    roll_out(world)
+    world.ready("1.1.0", 1)
+    assert world.reconcile(20).status.current_step_index == 1
+
+    world.act("promote-full", "p-1")
+    promoting = world.reconcile(30)
+    assert fx.replicas_of(promoting, "1.1.0") == 4
+    world.ready("1.1.0", 4)
+    done = world.reconcile(40)
+    assert done.status.stable_version == "1.1.0"
+    assert done.status.candidate_version is None

@@ -46,6 +46,11 @@ def _unsupported_traffic(spec: modeldeployment.ModelDeploymentSpec) -> str | Non
     return None
 
 
+def _promoting(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus) -> bool:
+    """Whether the candidate is being brought to full size: past its last step, or sent straight there."""
+    return status.candidate_version is not None and (status.direct_promotion or canary.promoting(spec, status))
+
+
 def _replica_counts(
     spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus, observed: rollout.Observed
 ) -> tuple[int, int]:
@@ -56,7 +61,7 @@ def _replica_counts(
     stable, _ = serving.replica_split(spec.replicas, asked)
     if status.candidate_version is None:
         return spec.replicas, 0
-    if canary.promoting(spec, status):
+    if _promoting(spec, status):
         found = observed.deployments.get(serving.version_label(status.stable_version or ""))
         return (found.replicas if found is not None else stable), spec.replicas
     steps = canary.steps_of(spec)
@@ -71,7 +76,7 @@ def _achieved_weights(draft: rollout.Draft) -> None:
     if spec.traffic.provider is not _REPLICAS_PROVIDER or status.candidate_version is None:
         return
     asked = status.weights.canary
-    if canary.promoting(spec, status):
+    if _promoting(spec, status):
         stable, candidate = _replica_counts(spec, status, draft.observed)
     else:
         stable, candidate = serving.replica_split(spec.replicas, asked)
