@@ -80,12 +80,21 @@ def _read(path: pathlib.Path) -> str | None:
     default=None,
     help="The Prometheus that analysis metrics without prometheus.address query [env KILN_PROMETHEUS_URL].",
 )
+@click.option(
+    "--metrics-port",
+    envvar="KILN_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=9090,
+    show_default=True,
+    help="Serve the operator's Prometheus metrics on /metrics at this port; 0 for none [env KILN_METRICS_PORT].",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every handler and API call.")
 def run(
     namespaces: tuple[str, ...],
     liveness_endpoint: str | None,
     standalone: bool,
     prometheus_url: str | None,
+    metrics_port: int,
     verbose: bool,
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
@@ -94,7 +103,7 @@ def run(
     if prometheus_url:
         os.environ[handlers.PROMETHEUS_URL_ENV] = prometheus_url
 
-    handlers.run_operator(namespaces, liveness_endpoint, standalone, verbose)
+    handlers.run_operator(namespaces, liveness_endpoint, standalone, verbose, metrics_port)
 
 
 @main.group()

@@ -18,7 +18,7 @@ import pydantic
 
 from kiln import artifacts
 from kiln.api import base, resources
-from kiln.controllers import modeldeployment, modelversion, trainingjob
+from kiln.controllers import metrics, modeldeployment, modelversion, trainingjob
 from kiln.delivery import serving
 from kiln.kube import client
 from kiln.training import plan as training_plan
@@ -26,6 +26,8 @@ from kiln.training import workers
 
 FINALIZER = f"{base.GROUP}/finalizer"
 RETRY_DELAY_SECONDS = 5
+METRICS = metrics.Metrics()
+"""The operator's own metrics, which `run_operator` serves on its metrics port."""
 
 
 @kopf.on.startup()
@@ -44,10 +46,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def connect(memo: kopf.Memo, **_: Any) -> None:
     """One API client and the artifact stores' settings, shared by every reconcile."""
     kube = client.connect()
-    memo.model_versions = modelversion.Controller(kube, artifacts.Settings.from_environment())
-    memo.training_jobs = trainingjob.Controller(kube, training_settings())
+    memo.model_versions = modelversion.Controller(kube, artifacts.Settings.from_environment(), metrics=METRICS)
+    memo.training_jobs = trainingjob.Controller(kube, training_settings(), metrics=METRICS)
     memo.model_deployments = modeldeployment.Controller(
-        kube, serving_settings(), default_prometheus=os.environ.get(PROMETHEUS_URL_ENV) or None
+        kube, serving_settings(), default_prometheus=os.environ.get(PROMETHEUS_URL_ENV) or None, metrics=METRICS
     )
 
 
@@ -182,10 +184,17 @@ def forget_model_deployment(name: str, namespace: str | None, memo: Any, **_: An
 
 
 def run_operator(
-    namespaces: Sequence[str], liveness_endpoint: str | None, standalone: bool, verbose: bool = False
+    namespaces: Sequence[str],
+    liveness_endpoint: str | None,
+    standalone: bool,
+    verbose: bool = False,
+    metrics_port: int = 0,
 ) -> None:
-    """Run the operator until it is stopped: every namespace when none are named."""
+    """Run the operator until it is stopped: every namespace when none are named; with a metrics port,
+    /metrics is served on it (all addresses)."""
     kopf.configure(verbose=verbose, log_prefix=True)
+    if metrics_port:
+        METRICS.serve(metrics_port)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),

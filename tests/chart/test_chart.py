@@ -35,6 +35,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "namespaced": {"watchNamespaces": ["a", "b"]},
     "own-namespace": {"namespaceScoped": True},
     "monitoring": {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}},
+    "dashboard": {"monitoring": {"dashboard": {"enabled": True, "namespace": "grafana", "labels": {"team": "ml"}}}},
     "one-replica": {"replicas": 1},
     "custom-image": {"image": {"repository": "registry.example/kiln", "tag": "1.2.3", "pullPolicy": "Always"}},
     "prometheus": {"prometheusUrl": "http://prometheus.monitoring:9090"},
@@ -143,7 +144,7 @@ def test_the_operator_pod_is_restricted(name: str) -> None:
 def test_defaults_run_two_peering_replicas_cluster_wide() -> None:
     objects = _render({})
     assert _deployment(objects)["spec"]["replicas"] == 2
-    assert _args(objects) == ["run", "--liveness", "http://0.0.0.0:8080/healthz", "--peering"]
+    assert _args(objects) == ["run", "--liveness", "http://0.0.0.0:8080/healthz", "--metrics-port", "9090", "--peering"]
     assert [o["metadata"]["name"] for o in _of_kind(objects, "ClusterKopfPeering")] == ["default"]
     (budget,) = _of_kind(objects, "PodDisruptionBudget")
     assert budget["spec"]["minAvailable"] == 1
@@ -151,6 +152,7 @@ def test_defaults_run_two_peering_replicas_cluster_wide() -> None:
     assert not _of_kind(objects, "Role")
     assert not _of_kind(objects, "ServiceMonitor")
     assert not _of_kind(objects, "PrometheusRule")
+    assert not _of_kind(objects, "ConfigMap")
     image = f"ghcr.io/kiln-dev/kiln:{kiln.__version__}"
     assert _env(objects)["KILN_SERVING_IMAGE"] == _env(objects)["KILN_TRAINER_IMAGE"] == image
 
@@ -163,6 +165,14 @@ def test_the_admission_policy_is_on_by_default_and_exempts_the_releases_account(
     off = _render({"admissionPolicy": {"enabled": False}})
     assert not _of_kind(off, "ValidatingAdmissionPolicy")
     assert not _of_kind(off, "ValidatingAdmissionPolicyBinding")
+
+
+def test_the_metrics_port_reaches_the_operator_and_its_container_port() -> None:
+    objects = _render({"metrics": {"port": 9100}})
+    args = _args(objects)
+    assert args[args.index("--metrics-port") + 1] == "9100"
+    ports = _deployment(objects)["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in ports
 
 
 def test_one_replica_runs_standalone_without_a_budget() -> None:

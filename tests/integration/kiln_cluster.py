@@ -197,15 +197,18 @@ def _healthy(url: str) -> bool:
 
 class OperatorProcess:
     """`kiln run` over every namespace, its output appended to the log; it can be killed and started
-    again, as a crashed operator is."""
+    again, as a crashed operator is. Its metrics are served on `metrics_port` (none when 0, so
+    operators of tests running side by side never contend for one port)."""
 
-    def __init__(self, setup: Kiln) -> None:
+    def __init__(self, setup: Kiln, metrics_port: int = 0) -> None:
         self.setup = setup
+        self.metrics_port = metrics_port
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         liveness = f"http://127.0.0.1:{_free_port()}/healthz"
         command = [sys.executable, "-m", "kiln", "run", "--verbose", "--liveness", liveness]
+        command += ["--metrics-port", str(self.metrics_port)]
         with self.setup.operator_log.open("a") as output:
             self.process = subprocess.Popen(command, env=self.setup.env, stdout=output, stderr=subprocess.STDOUT)
         eventually(lambda: _healthy(liveness), "the operator's liveness probe", 30)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kiln.api import modeldeployment, resources
+from kiln.controllers import metrics as operator_metrics
 from kiln.controllers import shared
 from kiln.delivery import analysis, rollout, serving
 from kiln.delivery import plan as delivery_plan
@@ -82,6 +83,7 @@ class Controller:
         default_factory=lambda: traffic_providers.PROVIDERS
     )
     clock: shared.Clock = shared.utcnow
+    metrics: operator_metrics.Metrics = dataclasses.field(default_factory=operator_metrics.Metrics)
     _applied: dict[tuple[str, str, str], tuple[str, float]] = dataclasses.field(default_factory=dict)
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
 
@@ -93,7 +95,7 @@ class Controller:
 
     def reconcile(self, namespace: str, name: str) -> None:
         """Bring one ModelDeployment's serving objects, traffic and status up to date."""
-        with self._locks.hold(namespace, name):
+        with self._locks.hold(namespace, name), self.metrics.reconciling(resources.MODEL_DEPLOYMENT.kind):
             body = self.kube.get(MODEL_DEPLOYMENTS, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
@@ -187,5 +189,7 @@ class Controller:
                 self._applied.pop((resource.kind, namespace, name), None)
         wire = planned.status.to_wire()
         if body.get("status") != wire:
+            old = body.get("status")
             body = self.kube.patch_status(MODEL_DEPLOYMENTS, body, wire)
+            self.metrics.deployment_status_written(old, wire)
         shared.post_events(self.kube, body, planned.events, log)

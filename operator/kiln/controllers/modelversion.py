@@ -18,6 +18,7 @@ from typing import Any
 
 from kiln import artifacts
 from kiln.api import modelversion, resources
+from kiln.controllers import metrics as operator_metrics
 from kiln.controllers import shared
 from kiln.kube import client
 from kiln.registry import observed as registry_observed
@@ -61,9 +62,14 @@ class Controller:
     artifact_settings: artifacts.Settings
     artifact_timeout: float = DEFAULT_ARTIFACT_TIMEOUT
     clock: shared.Clock = shared.utcnow
+    metrics: operator_metrics.Metrics = dataclasses.field(default_factory=operator_metrics.Metrics)
 
     def reconcile(self, namespace: str, name: str) -> None:
         """Bring one ModelVersion's status, and its model's Production stage, up to date."""
+        with self.metrics.reconciling(resources.MODEL_VERSION.kind):
+            self._reconcile(namespace, name)
+
+    def _reconcile(self, namespace: str, name: str) -> None:
         versions = self.kube.list(MODEL_VERSIONS, namespace)
         body = next((version for version in versions if version["metadata"]["name"] == name), None)
         if body is None:

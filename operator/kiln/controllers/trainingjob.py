@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kiln.api import resources, trainingjob
+from kiln.controllers import metrics as operator_metrics
 from kiln.controllers import shared
 from kiln.kube import client
 from kiln.providers import gang
@@ -40,18 +41,21 @@ class Controller:
     kube: client.Api
     settings: training_plan.Settings = dataclasses.field(default_factory=training_plan.Settings)
     clock: shared.Clock = shared.utcnow
+    metrics: operator_metrics.Metrics = dataclasses.field(default_factory=operator_metrics.Metrics)
     _admission: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the lock of a deleted job."""
         self._locks.forget(namespace, name)
+        self.metrics.training_job_seen(namespace, name, None)
 
     def reconcile(self, namespace: str, name: str) -> None:
         """Bring one TrainingJob's children and status up to date."""
-        with self._locks.hold(namespace, name):
+        with self._locks.hold(namespace, name), self.metrics.reconciling(resources.TRAINING_JOB.kind):
             body = self.kube.get(TRAINING_JOBS, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
+                self.metrics.training_job_seen(namespace, name, None)
                 return
             finished = (body.get("status") or {}).get("phase") in training_plan.FINISHED
             nodes = [] if finished else self.kube.list(client.NODES, None)  # only placement reads them
@@ -141,6 +145,9 @@ class Controller:
         wire = planned.status.to_wire()
         if body.get("status") != wire and not planned.delete_job:
             body = self.kube.patch_status(TRAINING_JOBS, body, wire)
+        job = workers.Job.from_body(body)
+        gpus = job.spec.resources.gpus.count * job.spec.workers if job.spec.resources.gpus else 0
+        self.metrics.training_job_seen(namespace, job.name, None if planned.delete_job else planned.status.phase, gpus)
         shared.post_events(self.kube, body, planned.events, log)
         if planned.delete_job:
             self._expire(body)
