@@ -1,8 +1,11 @@
 {{/*
 The rules the operator needs in every namespace it watches, derived from kiln.kube.client's resources and
 what the controllers and kopf do with them (tests/chart checks every resource of kiln.kube.client.KNOWN
-and every Kiln kind is here). Nothing is watched but the Kiln kinds: the controllers read their children
-by get and list.
+and every Kiln kind is here). Besides the Kiln kinds, kopf watches only training pods (a worker's exit
+wakes its TrainingJob) and Kiln's serving Deployments (a rollout's replicas becoming ready wake its
+ModelDeployment); the controllers read their other children by get and list.
+tests/integration/test_operator_rbac.py runs the operator with exactly these rules and checks every
+request it makes against them, and every rule against its requests.
 
 RBAC refuses to let the operator create a Role granting what it does not hold itself (unless it has
 `escalate`, which it deliberately does not): the kiln-trainer Role grants modelversions create/get/list and
@@ -23,10 +26,10 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 - apiGroups: ["kiln.dev"]
   resources: ["trainingjobs/status", "modelversions/status", "modeldeployments/status"]
   verbs: ["get", "patch"]
-# Training workers: created, read, restarted as a gang; their last log lines explain a failure.
+# Training workers: created, read, watched, restarted as a gang; their last log lines explain a failure.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
@@ -51,10 +54,10 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "create", "patch"]
-# The stable, canary, blue, green and shadow Deployments.
+# The stable, canary, blue, green and shadow Deployments, watched for their rollouts' progress.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Gang scheduling through coscheduling or Volcano.
 - apiGroups: ["scheduling.x-k8s.io", "scheduling.volcano.sh"]
   resources: ["podgroups"]
