@@ -179,7 +179,9 @@ def test_gateway_api_an_existing_route_keeps_the_rules_kiln_does_not_manage(
     assert weights(rules()[1]) == [(V2, 100)]
 
 
-def test_gateway_api_refuses_a_shadow(world: World, namespace: str, routes: client.Client) -> None:
+def test_gateway_api_refuses_a_shadow_with_nothing_to_judge_it(
+    world: World, namespace: str, routes: client.Client
+) -> None:
     spec = {
         "model": "iris",
         "version": "1.0.0",
@@ -192,7 +194,7 @@ def test_gateway_api_refuses_a_shadow(world: World, namespace: str, routes: clie
     )
     assert refused.returncode != 0, refused.stdout
     assert "spec.traffic.provider" in refused.stderr, refused.stderr
-    assert "which traffic provider gatewayAPI cannot do" in refused.stderr, refused.stderr
+    assert "a shadow over it needs strategy.shadow.analysis" in refused.stderr, refused.stderr
     listed = world.kiln.kubectl("get", "md", "-n", namespace, "-o", "name").stdout
     assert listed.strip() == ""
 

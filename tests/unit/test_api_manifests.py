@@ -343,7 +343,7 @@ INVALID = [
         "spec.traffic",
         {"provider": "gatewayAPI", "gatewayAPI": {"httpRoute": "iris"}},
         field="spec.traffic.provider",
-        message="the shadow strategy compares the mirrored answers with stable's, which traffic provider gatewayAPI",
+        message="traffic provider gatewayAPI mirrors but cannot compare the mirrored answers",
     ),
     cel_rule(
         "gateway-api-provider-without-settings",

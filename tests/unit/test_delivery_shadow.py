@@ -480,3 +480,20 @@ def test_a_spec_change_mid_shadow_supersedes_the_shadow(version: str, candidate:
         fresh = figures(changed)
         assert (fresh.phase, fresh.started, fresh.compared, fresh.agreement) == (ShadowPhase.SHADOWING, None, 0, None)
         assert fx.replicas_of(changed, candidate) == 2
+
+
+def test_over_a_provider_that_only_mirrors_the_shadow_is_judged_by_its_analysis() -> None:
+    world = serving_v1(analysis={"metrics": ["error-rate"]}, autoPromotion=True)
+    world.spec["traffic"] = {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
+    roll_out(world)
+    world.ready("1.1.0", 2)
+    world.comparison = traffic.Comparison(error="a Gateway discards the mirrored answers")
+
+    good = {"error-rate": analysis.Answer(value=0.0)}
+    mirrored = world.reconcile(STARTED, good)
+    assert mirror_of(mirrored) is not None
+    for seconds in range(STARTED + 30, END + 60, 30):
+        passed = world.reconcile(seconds, good)
+    assert figures(passed).compared == 0
+    assert figures(passed).message == "a Gateway discards the mirrored answers"
+    assert figures(passed).phase is ShadowPhase.PROMOTING

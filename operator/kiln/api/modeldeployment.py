@@ -502,9 +502,9 @@ class ModelDeploymentSpec(base.KilnModel):
         ),
         base.Rule(
             "!has(self.strategy) || !has(self.strategy.shadow) || !has(self.traffic)"
-            " || self.traffic.provider != 'gatewayAPI'",
-            "the shadow strategy compares the mirrored answers with stable's, which traffic provider gatewayAPI"
-            " cannot do (the Gateway discards them)",
+            " || self.traffic.provider != 'gatewayAPI' || has(self.strategy.shadow.analysis)",
+            "traffic provider gatewayAPI mirrors but cannot compare the mirrored answers (the Gateway discards"
+            " them): a shadow over it needs strategy.shadow.analysis to judge the candidate",
             field_path=".traffic.provider",
         ),
         base.Rule(

@@ -6,7 +6,9 @@ with stable's on the same request, and the running figures (agreement, samples, 
 errors, drops) are kept in `status.shadow`. Analysis named by the shadow runs alongside. At the
 end of `duration` the comparison decides: more disagreement than `maxDisagreement`, or a p99
 latency ratio over `maxLatencyRatio`, discards the candidate with the figures in the reason; no
-compared request at all holds the rollout (nothing to judge is not a pass). A pass promotes with
+compared request at all holds the rollout (nothing to judge is not a pass). A provider that only
+mirrors (gatewayAPI: the Gateway discards the copies' answers) leaves the decision to the shadow's
+analysis, which the API then requires. A pass promotes with
 `autoPromotion` (directly, or through the canary steps of `then`) or waits for `kiln promote`.
 """
 
@@ -75,6 +77,7 @@ def _shadowing(draft: rollout.Draft, shadow: modeldeployment.Shadow) -> bool:
         draft.event(
             reasons.WEIGHT_SET, f"{shadow.mirror_percent}% of requests mirrored to version {status.candidate_version}"
         )
+    comparing = traffic.Capability.COMPARISON in traffic.CAPABILITIES[draft.spec.traffic.provider]
     _record(draft, draft.observed.comparison)
     verdict = Verdict.SUCCESSFUL
     if shadow.analysis is not None:
@@ -91,6 +94,8 @@ def _shadowing(draft: rollout.Draft, shadow: modeldeployment.Shadow) -> bool:
     if verdict is Verdict.RUNNING:
         draft.set_phase(Phase.PROGRESSING, "the shadow period is over; waiting for the shadow's analysis to finish")
         return False
+    if not comparing:
+        return True  # the provider only mirrors: the analysis, which the API requires then, has passed
     failure = _verdict(shadow, figures)
     if failure is not None:
         draft.roll_back(Outcome.DISCARDED, reasons.SHADOW_DISCARDED, f"discarded after the shadow period: {failure}")
