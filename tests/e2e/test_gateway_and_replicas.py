@@ -199,6 +199,38 @@ def test_gateway_api_refuses_a_shadow_with_nothing_to_judge_it(
     assert listed.strip() == ""
 
 
+def test_gateway_api_the_route_mirrors_while_a_shadow_runs(world: World, namespace: str, routes: client.Client) -> None:
+    metric = {
+        "name": "answered",
+        "provider": "prometheus",
+        "query": "vector(1)",
+        "interval": "2s",
+        "count": 1000,
+        "successCondition": "result > 0",
+    }
+    spec = {
+        "model": "iris",
+        "version": "1.0.0",
+        "strategy": {"shadow": {"mirrorPercent": 40, "duration": "10m", "analysis": {"metrics": ["answered"]}}},
+        "analysis": {"metrics": [metric]},
+        "traffic": GATEWAY,
+    }
+    healthy(world, namespace, spec, "1.0.0", "1.1.0")
+
+    world.set_version(namespace, "1.1.0")
+    shadowing = world.wait_for(namespace, "shadowing", lambda s: (s.get("weights") or {}).get("mirror") == 40)
+    (rule, *_) = route(routes, namespace, "iris")["spec"]["rules"]
+    mirrors = [f["requestMirror"] for f in rule.get("filters") or [] if f.get("type") == "RequestMirror"]
+    assert weights(rule)[0] == (V1, 100)
+    assert [(m["backendRef"]["name"], m.get("percent")) for m in mirrors] == [(V2, 40)]
+    assert "cannot compare" in shadowing["shadow"]["message"] or "discards" in shadowing["shadow"]["message"]
+
+    world.set_version(namespace, "1.0.0")  # back to stable: the shadow stops and so does the mirror
+    world.wait_for(namespace, "the shadow superseded", lambda s: not s.get("candidateVersion"))
+    (rule, *_) = route(routes, namespace, "iris")["spec"]["rules"]
+    assert not [f for f in rule.get("filters") or [] if f.get("type") == "RequestMirror"]
+
+
 # -- replicas -----------------------------------------------------------------------------------
 
 

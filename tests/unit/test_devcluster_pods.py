@@ -449,6 +449,12 @@ def test_next_free_address(network_: ipaddress.IPv4Network, used: set[str], expe
     assert network.next_free_address(network_, used) == expected
 
 
+def test_addresses_start_at_an_offset_and_wrap_around() -> None:
+    small = ipaddress.ip_network("127.250.0.0/29")  # .2 to .6 are handed out
+    assert network.next_free_address(small, set(), offset=2) == "127.250.0.4"
+    assert network.next_free_address(small, {"127.250.0.4", "127.250.0.5", "127.250.0.6"}, offset=2) == "127.250.0.2"
+
+
 def test_a_full_range_is_an_internal_error() -> None:
     small = ipaddress.ip_network("127.250.0.0/30")  # hosts .1 (the gateway) and .2
     with pytest.raises(errors.ApiError, match="is full") as raised:

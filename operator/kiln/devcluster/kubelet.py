@@ -694,7 +694,7 @@ class Kubelet(controllers.Controller):
     def allocate_ip(self) -> str:
         used = {p.get("status", {}).get("podIP", "") for p in self.client.list(POD)}
         used |= {worker.ip for worker in self.workers.values()}
-        return network.next_free_address(network.POD_NETWORK, used)
+        return network.next_free_address(network.POD_NETWORK, used, network.ALLOCATION_OFFSET)
 
     def cluster_addresses(self, values: Iterable[str], namespace: str) -> dict[str, str | None]:
         """Each value that names a cluster host, with its address now (None: not yet resolvable)."""

@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import itertools
 import logging
+import random
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -36,10 +37,19 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 PROXY_CONNECT_TIMEOUT_SECONDS = 5.0
 
 
-def next_free_address(network: ipaddress.IPv4Network | ipaddress.IPv6Network, used: set[str]) -> str:
-    for address in itertools.islice(network.hosts(), 1, None):  # .1 is the network's gateway by convention
-        if str(address) not in used:
-            return str(address)
+ALLOCATION_OFFSET = random.SystemRandom().randrange(0, 250) * 256
+"""Where this process starts handing out addresses in each range: dev clusters running side by side
+on one machine (a demo and a test run, say) share the loopback, so each starts at a random /24."""
+
+
+def next_free_address(network: ipaddress.IPv4Network | ipaddress.IPv6Network, used: set[str], offset: int = 0) -> str:
+    """The first address of the range not in `used`, counting from `offset` and wrapping around."""
+    first = network.network_address + 2  # .0 is the network, .1 its gateway by convention
+    count = network.num_addresses - 3  # and the last is the broadcast address
+    for step in range(count):
+        address = str(first + (offset + step) % count)
+        if address not in used:
+            return address
     raise errors.ApiError(500, "InternalError", f"the range {network} is full")
 
 
@@ -55,7 +65,7 @@ def allocate_cluster_ip(cluster: registry.Registry, rt: kinds.ResourceType, obj:
         return
     if not spec.get("clusterIP"):
         used = {s.get("spec", {}).get("clusterIP", "") for s in cluster.store.list(SERVICE)}
-        spec["clusterIP"] = next_free_address(SERVICE_NETWORK, used)
+        spec["clusterIP"] = next_free_address(SERVICE_NETWORK, used, ALLOCATION_OFFSET)
     if spec["clusterIP"] != "None":
         spec.setdefault("clusterIPs", [spec["clusterIP"]])
         spec.setdefault("ipFamilies", ["IPv4"])
