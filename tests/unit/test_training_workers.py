@@ -303,6 +303,56 @@ def test_service_account(spec: Object, account: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("spec", "token"),
+    [
+        pytest.param({}, False, id="container-job"),
+        pytest.param({"serviceAccountName": "kiln-trainer"}, True, id="container-as-kiln-trainer"),
+        pytest.param({"serviceAccountName": "ml-bot"}, False, id="container-as-users-account"),
+        pytest.param({"sklearn": fx.sklearn_spec()}, True, id="sklearn-job"),
+        pytest.param({"sklearn": fx.sklearn_spec(), "serviceAccountName": "ml-bot"}, True, id="sklearn-users-account"),
+    ],
+)
+def test_only_a_trainer_that_registers_model_versions_keeps_its_token(spec: Object, token: bool) -> None:
+    assert build(**spec)["spec"]["automountServiceAccountToken"] is token
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({}, id="container-job"),
+        pytest.param({"sklearn": fx.sklearn_spec(), "output": IRIS_OUTPUT}, id="sklearn-job"),
+        pytest.param({"workers": 4, "resources": {"gpus": {"count": 8}}}, id="distributed-gpu-job"),
+    ],
+)
+def test_a_worker_meets_the_restricted_pod_security_profile(spec: Object) -> None:
+    pod = build(**spec)
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == 65532
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = trainer(pod)["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in container
+    # Restricted allows only these volume types; none is a hostPath.
+    allowed = {"emptyDir", "persistentVolumeClaim", "configMap", "secret", "projected", "downwardAPI"}
+    for volume in pod["spec"]["volumes"]:
+        assert set(volume) - {"name"} <= allowed
+    mounts = {mount["mountPath"]: mount["name"] for mount in trainer(pod)["volumeMounts"]}
+    assert {"name": mounts[env(pod)["TMPDIR"]], "emptyDir": {}} in pod["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(("workers", "shm"), [(1, False), (2, True)])
+def test_distributed_workers_get_shared_memory(workers: int, shm: bool) -> None:
+    pod = build(workers=workers)
+    mounts = {mount["mountPath"]: mount["name"] for mount in trainer(pod)["volumeMounts"]}
+    assert ("/dev/shm" in mounts) is shm
+    if shm:
+        assert {"name": mounts["/dev/shm"], "emptyDir": {"medium": "Memory"}} in pod["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(
     ("checkpoint", "claim"),
     [
         pytest.param({"size": "50Gi"}, "resnet-checkpoint", id="kiln-made-claim"),
@@ -322,7 +372,7 @@ def test_a_job_without_checkpoint_has_no_checkpoint_dir() -> None:
     pod = build()
 
     assert "KILN_CHECKPOINT_DIR" not in env_names(pod)
-    assert [volume["name"] for volume in pod["spec"]["volumes"]] == ["kiln-output"]
+    assert [volume["name"] for volume in pod["spec"]["volumes"]] == ["kiln-output", "tmp"]
 
 
 @pytest.mark.parametrize(

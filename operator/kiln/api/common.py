@@ -130,3 +130,25 @@ class Gate(base.KilnModel):
             field_path=".min",
         ),
     )
+
+
+RESTRICTED_UID = 65532
+"""The user and group Kiln's pods run as: the runtime images' non-root user."""
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """A pod securityContext that meets the Pod Security "restricted" profile, for every pod Kiln
+    creates; fsGroup makes mounted volumes writable by the non-root user."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RESTRICTED_UID,
+        "runAsGroup": RESTRICTED_UID,
+        "fsGroup": RESTRICTED_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """A container securityContext that meets the Pod Security "restricted" profile: programs
+    write only to the volumes their pod mounts."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}

@@ -153,14 +153,6 @@ def owned_metadata(owner: Owner, name: str, labels: Mapping[str, str] | None = N
     return _metadata(owner, name, {**MANAGED_BY, DEPLOYMENT_LABEL: owner.name, **(labels or {})})
 
 
-def _pod_security() -> Object:
-    return {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def _container_security() -> Object:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-
-
 def resources(compute: common.ComputeResources) -> Object:
     requests, limits = compute.requests_and_limits()
     return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
@@ -222,12 +214,12 @@ def _server_pod(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, live: L
         "readinessProbe": probe,
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
         "resources": resources(spec.resources),
-        "securityContext": _container_security(),
+        "securityContext": common.restricted_container_security(),
         "volumeMounts": mounts,
     }
     pod_spec: Object = {
         "automountServiceAccountToken": False,
-        "securityContext": _pod_security(),
+        "securityContext": common.restricted_pod_security(),
         "containers": [container],
         "volumes": volumes,
         # kiln-server drains for 2 s after SIGTERM, then waits for requests in flight.
@@ -320,7 +312,7 @@ def router_objects(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, sett
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": _container_security(),
+        "securityContext": common.restricted_container_security(),
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -337,7 +329,7 @@ def router_objects(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, sett
                 },
                 "spec": {
                     "serviceAccountName": name,
-                    "securityContext": _pod_security(),
+                    "securityContext": common.restricted_pod_security(),
                     "containers": [container],
                 },
             },

@@ -42,6 +42,9 @@ OUTPUT_DIR = "/var/run/kiln/output"
 RESULT_FILE = f"{OUTPUT_DIR}/result.json"
 MODEL_STORE_DIR = "/var/run/kiln/models"
 DATASETS_DIR = "/var/run/kiln/datasets"
+TMP_DIR = "/var/run/kiln/tmp"
+"""The trainer's writable temporary directory (TMPDIR): the root filesystem is read-only."""
+SHM_DIR = "/dev/shm"
 ARTIFACT_FILE = "model.skops"
 
 
@@ -178,6 +181,7 @@ def _kiln_env(job: Job, rank: int, attempt: int) -> list[Object]:
         {"name": "KILN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         _value("KILN_ATTEMPT", attempt),
         _value("KILN_RESULT_FILE", RESULT_FILE),
+        _value("TMPDIR", TMP_DIR),
         *_distributed_env(job, rank),
     ]
     if spec.checkpoint is not None:
@@ -217,8 +221,16 @@ def _sklearn_env(sklearn: trainingjob.SklearnTrainer, output: trainingjob.Output
 def _volumes(job: Job) -> tuple[list[Object], list[Object]]:
     """The pod's volumes and the trainer's mounts of them."""
     spec = job.spec
-    volumes: list[Object] = [{"name": "kiln-output", "emptyDir": {}}]
-    mounts: list[Object] = [{"name": "kiln-output", "mountPath": OUTPUT_DIR}]
+    # The root filesystem is read-only: the trainer writes its result, temporary files and (torch's
+    # collectives between ranks) shared memory to volumes.
+    volumes: list[Object] = [{"name": "kiln-output", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    mounts: list[Object] = [
+        {"name": "kiln-output", "mountPath": OUTPUT_DIR},
+        {"name": "tmp", "mountPath": TMP_DIR},
+    ]
+    if spec.workers > 1 or spec.elastic is not None:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": "dshm", "mountPath": SHM_DIR})
     claim = checkpoint_claim(job)
     if spec.checkpoint is not None and claim:
         volumes.append({"name": "checkpoint", "persistentVolumeClaim": {"claimName": claim}})
@@ -265,6 +277,7 @@ def _container(job: Job, rank: int, attempt: int, where: Placement, *, mounts: l
         # Rank 0's result reaches the operator in the pod's status, and a failure's last log lines.
         terminationMessagePath=RESULT_FILE,
         terminationMessagePolicy="FallbackToLogsOnError",
+        securityContext=common.restricted_container_security(),
     )
     return container
 
@@ -282,12 +295,17 @@ def worker_pod(job: Job, rank: int, attempt: int, where: Placement, trainer_imag
     labels = {RANK_LABEL: str(rank), ATTEMPT_LABEL: str(attempt)}
     metadata = _owned_metadata(job, name, labels)
     volumes, mounts = _volumes(job)
+    account = spec.service_account_name or (TRAINER_ACCOUNT if spec.sklearn else "default")
     pod_spec: Object = {
         "restartPolicy": "Never",
         # hostname.subdomain is rank's stable DNS name behind the headless Service.
         "hostname": name,
         "subdomain": job.name,
-        "serviceAccountName": spec.service_account_name or (TRAINER_ACCOUNT if spec.sklearn else "default"),
+        "serviceAccountName": account,
+        # Only a trainer that registers ModelVersions talks to the API: kiln-trainer, or a user's
+        # own trainer running as the kiln-trainer account.
+        "automountServiceAccountToken": spec.sklearn is not None or account == TRAINER_ACCOUNT,
+        "securityContext": common.restricted_pod_security(),
         "containers": [_container(job, rank, attempt, where, mounts=mounts, image=trainer_image)],
         "volumes": volumes,
     }
