@@ -198,19 +198,37 @@ def _healthy(url: str) -> bool:
 class OperatorProcess:
     """`kiln run` over every namespace, its output appended to the log; it can be killed and started
     again, as a crashed operator is. Its metrics are served on `metrics_port` (none when 0, so
-    operators of tests running side by side never contend for one port)."""
+    operators of tests running side by side never contend for one port). With `peering`, it runs
+    `kiln run --peering` as kopf peer `peer_id` (kopf's POD_ID), for a replica of an HA install;
+    `log` then gives it a log of its own."""
 
-    def __init__(self, setup: Kiln, metrics_port: int = 0) -> None:
+    def __init__(
+        self,
+        setup: Kiln,
+        metrics_port: int = 0,
+        *,
+        peering: bool = False,
+        peer_id: str | None = None,
+        log: pathlib.Path | None = None,
+    ) -> None:
         self.setup = setup
         self.metrics_port = metrics_port
+        self.peering = peering
+        self.peer_id = peer_id
+        self.log = log or setup.operator_log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         liveness = f"http://127.0.0.1:{_free_port()}/healthz"
         command = [sys.executable, "-m", "kiln", "run", "--verbose", "--liveness", liveness]
         command += ["--metrics-port", str(self.metrics_port)]
-        with self.setup.operator_log.open("a") as output:
-            self.process = subprocess.Popen(command, env=self.setup.env, stdout=output, stderr=subprocess.STDOUT)
+        env = dict(self.setup.env)
+        if self.peering:
+            command.append("--peering")
+            if self.peer_id:
+                env["POD_ID"] = self.peer_id
+        with self.log.open("a") as output:
+            self.process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
         eventually(lambda: _healthy(liveness), "the operator's liveness probe", 30)
 
     def kill(self) -> None:
