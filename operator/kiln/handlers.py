@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from kiln.training import workers
 
 FINALIZER = f"{base.GROUP}/finalizer"
 RETRY_DELAY_SECONDS = 5
+PEERING_LIFETIME_SECONDS = 15
 METRICS = metrics.Metrics()
 """The operator's own metrics, which `run_operator` serves on its metrics port."""
 
@@ -40,6 +42,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=base.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    # kopf pauses every peer that sees another of the same priority, itself included, so replicas that
+    # all kept the default would all stand by: each draws its own, and the highest is the active one.
+    settings.peering.priority = random.SystemRandom().randrange(1, 2**31)
+    # A replica killed without a goodbye counts as alive until its lifetime runs out; the standby
+    # takes over after at most this long.
+    settings.peering.lifetime = PEERING_LIFETIME_SECONDS
 
 
 @kopf.on.startup()
