@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 
+import kopf
 import pytest
 
 from kiln.devcluster import cluster
@@ -15,6 +16,19 @@ from kiln.devcluster import cluster
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(autouse=True)
+def fresh_kopf_registry() -> Iterator[None]:
+    """Each test's kopf operator registers its handlers into a registry of its own: `kopf run FILE`
+    in-process (KopfRunner) adds them to kopf's default registry, where an earlier test's would
+    still be handling the same kinds."""
+    previous = kopf.get_default_registry()
+    fresh = kopf.OperatorRegistry()
+    kopf.on.login(registry=fresh)(kopf.login_via_client)  # what kopf puts in its own default registry
+    kopf.set_default_registry(fresh)
+    yield
+    kopf.set_default_registry(previous)
 
 
 @pytest.fixture
