@@ -407,7 +407,8 @@ def test_a_job_of_a_simulated_image_completes(start_kube: StartKube) -> None:
 def test_active_deadline_fails_a_job_that_runs_too_long(kube: Kube) -> None:
     sleep = ["python", "-c", "import time; time.sleep(60)"]
     container = {"name": "slow", "image": "python:3.12-slim", "command": sleep}
-    kube.batch.create_namespaced_job(NS, job("slow", container, activeDeadlineSeconds=2))
+    # Long enough for the process to be seen running on a busy machine, short next to its 60 s sleep.
+    kube.batch.create_namespaced_job(NS, job("slow", container, activeDeadlineSeconds=8))
     (pid,) = eventually(
         lambda: [pid for pod in pods_of(kube, "job-name=slow") for pid in container_pids(pod)], "the job's process"
     )
