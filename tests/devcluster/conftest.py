@@ -156,7 +156,7 @@ def process_alive(pid: int) -> bool:
     """Whether a process still runs: it exists and is not a zombie waiting to be reaped."""
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, /proc was read
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
