@@ -127,20 +127,17 @@ class Controller:
             and serving.VERSION_LABEL in labels
         }
         router = next((d for d in deployments if d["metadata"]["name"] == serving.router_name(name)), None)
-        status = body.get("status") or {}
-        spec = modeldeployment.ModelDeploymentSpec.model_validate(body.get("spec") or {})
-        comparison = None
-        if spec.strategy.shadow is not None and status.get("candidateVersion"):
-            target = traffic_providers.Target(serving.Owner(name, namespace, uid), spec)
-            comparison = self._traffic(spec).comparison(self.kube, target)
-        return rollout.observed_from(
+        seen = rollout.observed_from(
             body,
             self.kube.list(MODEL_VERSIONS, namespace),
             deployments=serving_pods,
             router_ready=_pods_of(router).ready if router else 0,
-            comparison=comparison,
             default_prometheus=self.default_prometheus,
         )
+        if seen.spec.strategy.shadow is None or seen.status.candidate_version is None:
+            return seen
+        target = traffic_providers.Target(serving.Owner(name, namespace, uid), seen.spec)
+        return dataclasses.replace(seen, comparison=self._traffic(seen.spec).comparison(self.kube, target))
 
     def _measure(self, requests: Sequence[analysis.MeasurementRequest]) -> dict[str, analysis.Answer]:
         """Every requested measurement; one that outlives its timeout is an error, not a hang."""

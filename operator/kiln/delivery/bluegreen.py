@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 
 from kiln.api import modeldeployment
-from kiln.delivery import moves, reasons, rollout, serving
+from kiln.delivery import moves, reasons, rollout
 
 Phase = modeldeployment.ModelDeploymentPhase
 Verdict = modeldeployment.AnalysisPhase
@@ -60,7 +60,7 @@ def _switched(draft: rollout.Draft, blue_green: modeldeployment.BlueGreen) -> bo
     analysis (if any) has passed."""
     candidate = draft.status.candidate_version
     if draft.status.weights.canary < 100:
-        if not moves.pods_ready(draft, serving.replicas_for_weight(draft.spec.replicas, 100), "switching"):
+        if not moves.pods_ready(draft, draft.spec.replicas, "switching"):
             return False
         draft.set_weights(0, 100)
         draft.status.step_start_time = draft.now

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 
 from kiln.api import base, modeldeployment
-from kiln.delivery import analysis, reasons, rollout, serving
+from kiln.delivery import analysis, reasons, rollout
 
 Phase = modeldeployment.ModelDeploymentPhase
 Outcome = modeldeployment.RolloutOutcome
@@ -86,7 +86,7 @@ def analyse(draft: rollout.Draft, names: list[str], step: int | None) -> Verdict
 
 def promote(draft: rollout.Draft) -> None:
     """Once the candidate runs at full size, make it stable; the old version retires later."""
-    if pods_ready(draft, serving.replicas_for_weight(draft.spec.replicas, 100), "promoting"):
+    if pods_ready(draft, draft.spec.replicas, "promoting"):
         finish(draft)
 
 

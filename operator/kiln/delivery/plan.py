@@ -103,7 +103,7 @@ def _available(
     spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus, observed: rollout.Observed
 ) -> bool:
     """Whether stable answers: all the pods it should have are ready, and the router when there is one."""
-    needed = serving.replicas_for_weight(spec.replicas, 100)
+    needed = spec.replicas
     if spec.traffic.provider is _REPLICAS_PROVIDER:
         needed = _replica_counts(spec, status, observed)[0]
     available = status.stable_version is not None and observed.ready(status.stable_version) >= needed
@@ -146,7 +146,7 @@ def _roll_back_to_previous(draft: rollout.Draft, who: str) -> None:
         )
     )
     draft.event(reasons.ROLLED_BACK, message, warning=True)
-    running = draft.observed.ready(previous) >= serving.replicas_for_weight(draft.spec.replicas, 100)
+    running = draft.observed.ready(previous) >= draft.spec.replicas
     if running:  # still up within its scale-down delay: switch at once
         status.stable_version = previous
         status.retiring = [r for r in status.retiring if r.version != previous]
