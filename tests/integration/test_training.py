@@ -131,7 +131,10 @@ def test_second_gang_waits_queued_without_pods_and_is_admitted_when_the_first_fi
 
     wait_for_phase(kiln, namespace, "first", "Succeeded")
     wait_for_phase(kiln, namespace, "second", "Succeeded")
-    reasons = [event[1] for event in kiln.events(namespace, "second")]
+    posted = kiln.wait_for_events(
+        namespace, "second", ("Normal", "Queued"), ("Normal", "Admitted"), ("Normal", "Succeeded")
+    )
+    reasons = [event[1] for event in posted]
     assert reasons.index("Queued") < reasons.index("Admitted") < reasons.index("Succeeded"), reasons
 
 
@@ -248,8 +251,7 @@ def test_ttl_after_finished_deletes_the_job_and_its_workers(kiln: Kiln, namespac
         return "brief" not in names and pods_of(kiln, namespace, "brief") == []
 
     eventually(gone, "the finished job and its pods to be deleted", TIMEOUT)
-    reasons = [event[1] for event in kiln.events(namespace, "brief")]
-    assert "Succeeded" in reasons
+    kiln.wait_for_events(namespace, "brief", ("Normal", "Succeeded"))
 
 
 def test_active_deadline_fails_a_job_that_runs_too_long(kiln: Kiln, namespace: str) -> None:

@@ -61,7 +61,8 @@ def test_four_ddp_workers_rendezvous_as_one_gang_and_succeed(kiln: Kiln) -> None
     assert env["MASTER_ADDR"] == "ddp-worker-0.ddp"
     assert (env["WORLD_SIZE"], env["RANK"], env["NODE_RANK"], env["LOCAL_RANK"]) == ("4", "2", "2", "0")
     assert env["MASTER_PORT"] == "29541"
-    reasons = [event[1] for event in kiln.events("ddp", "ddp")]
+    posted = kiln.wait_for_events("ddp", "ddp", ("Normal", "Admitted"), ("Normal", "Running"), ("Normal", "Succeeded"))
+    reasons = [event[1] for event in posted]
     assert reasons.index("Admitted") < reasons.index("Running") < reasons.index("Succeeded"), reasons
 
 

@@ -275,6 +275,17 @@ def test_all_workers_running_makes_the_job_running_once() -> None:
     assert again.delete_pods == []
 
 
+def test_a_job_that_passes_two_phases_in_one_reconcile_announces_each() -> None:
+    # Its Admitted status write was refused after its workers were created: admitted again, it
+    # finds them all running, and says both what happened and in which order.
+    result = run(body(Phase.PENDING), at(40), pods=running(), admission=ADMIT, children=frozenset({"Service"}))
+
+    assert result.status.phase == Phase.RUNNING
+    assert events(result) == [("Normal", "Admitted"), ("Normal", "Running")]
+    assert "builtin gang scheduler" in result.events[0].message
+    assert result.events[1].message == "all 2 workers are running (attempt 0)"
+
+
 @pytest.mark.parametrize(
     ("pods", "message"),
     [

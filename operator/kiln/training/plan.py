@@ -138,6 +138,10 @@ class _Planner:
         self.status = self.previous.model_copy(deep=True)
         self.plan = Plan(self.status)
         self.reason = ""
+        self.transitions: list[tuple[Phase, str, str]] = []
+        """Each (phase, reason, message) this reconcile moved through: one reconcile may pass through
+        several phases (a job whose status write was refused finds its pods running when admitted
+        again), and each one is an Event."""
 
     # -- transitions --------------------------------------------------------------------------
 
@@ -145,6 +149,7 @@ class _Planner:
         self.status.phase = phase
         self.status.message = message[:_MESSAGE_LIMIT]
         self.reason = reason
+        self.transitions.append((phase, reason, self.status.message))
 
     def fail(self, reason: str, message: str) -> None:
         self.to(Phase.FAILED, reason, message)
@@ -388,11 +393,13 @@ class _Planner:
     def finish_status(self) -> None:
         status, previous = self.status, self.previous
         status.observed_generation = self.generation
-        if status.phase is not previous.phase or (status.phase is Phase.ADMITTED and self.reason == "Restarting"):
-            failed = status.phase is Phase.FAILED or self.reason == "Restarting"
-            self.plan.events.append(
-                events.Event("Warning" if failed else "Normal", self.reason or status.phase.value, status.message or "")
-            )
+        shown = previous.phase
+        for phase, reason, message in self.transitions:
+            if phase is shown and reason != "Restarting":
+                continue
+            failed = phase is Phase.FAILED or reason == "Restarting"
+            self.plan.events.append(events.Event("Warning" if failed else "Normal", reason, message))
+            shown = phase
         self.set_conditions()
 
     def set_conditions(self) -> None:
