@@ -4,7 +4,8 @@ It runs on aiohttp's low-level server with one handler that routes by splitting 
 than on `web.Application`: the router, middleware chain and signals cost more per request than
 everything else here together bar the model, and these few routes need none of them. Every answer
 outside a 2xx is a JSON `{"error": ...}`; 4xx for what the client got wrong, 503 for a model that is
-not ready, 500 only for a model that raised while predicting.
+not ready, 500 only for a model that raised while predicting. Ground truth posted to
+`/v2/models/{name}[/versions/{v}]/feedback` is joined to remembered predictions (see `feedback`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from kiln.runtime.server import loading, protocol, repository, settings
+from kiln.runtime.server import feedback, loading, protocol, repository, settings
 from kiln.runtime.server import metrics as server_metrics
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,15 @@ class InferenceServer:
         metrics: server_metrics.ServerMetrics,
         config: settings.ServerSettings,
         executor: concurrent.futures.Executor,
+        feedback_limits: feedback.Limits | None = None,
     ) -> None:
         self.models = models
         self.metrics = metrics
         self.config = config
         self.executor = executor
         self.draining = False
+        self.ledger = feedback.Ledger(feedback_limits or feedback.Limits())
+        metrics.remembered.set_function(lambda: self.ledger.rows)
         self.routes = {slot.key: VersionRoute(slot, metrics) for slot in models.slots}
         self._faults = config.faults if config.faults.active else None
         self._get: dict[tuple[str, ...], Callable[[], web.Response]] = {
@@ -88,6 +92,8 @@ class InferenceServer:
         route = self.routes[slot.key]
         if slot.served is not None and slot.served.classes is not None:
             route.observed.track_classes(slot.served.classes)
+        if slot.served is not None:
+            self.metrics.track_feedback(slot.name, slot.number, classifier=slot.served.classes is not None)
         self.metrics.model_ready.labels(slot.name, slot.number).set(1 if slot.state is repository.State.READY else 0)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -116,6 +122,9 @@ class InferenceServer:
         if rest == ("infer",):
             _require_method(request, "POST")
             return await self._infer(request, name, version)
+        if rest == ("feedback",):
+            _require_method(request, "POST")
+            return await self._feedback(request, name, version)
         if rest == ():
             _require_method(request, "GET")
             return self._model_metadata(name, version)
@@ -165,7 +174,60 @@ class InferenceServer:
             log.exception("model %s %s failed to predict", slot.name, slot.number)
             return 500, protocol.encode_error(f"the model failed to predict: {type(error).__name__}: {error}")
         route.observed.observe(features, predictions)
+        if decoded.id is not None and predictions is not None:
+            self.ledger.remember(slot.name, decoded.id, slot.number, predictions, time.monotonic())
         return 200, protocol.encode_response(slot.name, slot.number, decoded.id, outputs)
+
+    async def _feedback(self, request: web.BaseRequest, name: str, version: str | None) -> web.Response:
+        counted = self.metrics.feedback_requests
+        try:
+            self.models.find(name, version)
+        except protocol.RequestError:
+            counted.labels("", "", feedback.Outcome.UNKNOWN).inc()
+            raise
+        try:
+            posted = feedback.decode(await self._body(request))
+        except protocol.RequestError:
+            counted.labels(name, version or "", feedback.Outcome.INVALID).inc()
+            raise
+        found = self.ledger.find(name, posted.id, version, time.monotonic())
+        if found.served is None:
+            counted.labels(name, found.version or "", found.outcome).inc()
+            status = feedback.OUTCOME_STATUS[found.outcome]
+            return _json(status, {"error": found.message, "id": posted.id, "outcome": found.outcome})
+        served_by = found.served.version
+        served = self.models.find(name, served_by).served
+        try:
+            scored = feedback.score(
+                found.served.predictions, posted.truth, served is not None and served.classes is not None
+            )
+        except protocol.RequestError:
+            counted.labels(name, served_by, feedback.Outcome.INVALID).inc()
+            raise
+        self.ledger.labelled(name, posted.id)
+        counted.labels(name, served_by, feedback.Outcome.JOINED).inc()
+        return _json(200, self._judged(name, served_by, posted.id, scored))
+
+    def _judged(self, name: str, version: str, request_id: str, scored: feedback.Score) -> dict[str, object]:
+        """Count a joined truth's rows and describe them for the client."""
+        answer: dict[str, object] = {
+            "id": request_id,
+            "model_name": name,
+            "model_version": version,
+            "outcome": feedback.Outcome.JOINED,
+            "rows": scored.rows,
+        }
+        if scored.correct is not None:
+            judged = self.metrics.feedback_predictions
+            judged.labels(name, version, "correct").inc(scored.correct)
+            judged.labels(name, version, "incorrect").inc(scored.rows - scored.correct)
+            answer["correct"] = scored.correct
+        if scored.absolute_errors is not None:
+            histogram = self.metrics.feedback_absolute_error.labels(name, version)
+            for error in scored.absolute_errors.tolist():
+                histogram.observe(error)
+            answer["meanAbsoluteError"] = float(scored.absolute_errors.mean())
+        return answer
 
     async def _body(self, request: web.BaseRequest) -> bytes:
         content_type = request.headers.get("Content-Type")

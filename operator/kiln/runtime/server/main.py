@@ -19,7 +19,7 @@ import click
 from kiln import artifacts
 from kiln.api import modelversion
 from kiln.runtime import process
-from kiln.runtime.server import app, loading, repository, settings
+from kiln.runtime.server import app, feedback, loading, repository, settings
 from kiln.runtime.server import metrics as server_metrics
 
 log = logging.getLogger("kiln.runtime.server")
@@ -55,7 +55,11 @@ async def _load_all(server: app.InferenceServer, policy: loading.LoadPolicy) -> 
         log.info("all %d model version(s) ready", len(server.models.slots))
 
 
-async def serve(config: settings.ServerSettings, versions: list[modelversion.ModelVersion]) -> int:
+async def serve(
+    config: settings.ServerSettings,
+    versions: list[modelversion.ModelVersion],
+    feedback_limits: feedback.Limits | None = None,
+) -> int:
     _configure_sklearn()
     stop = process.stop_on_signals()
     policy = loading.LoadPolicy(
@@ -67,7 +71,9 @@ async def serve(config: settings.ServerSettings, versions: list[modelversion.Mod
     with concurrent.futures.ThreadPoolExecutor(
         max_workers=2, thread_name_prefix="kiln-predict", initializer=_configure_sklearn
     ) as executor:
-        server = app.InferenceServer(repository.Repository(versions), server_metrics.ServerMetrics(), config, executor)
+        server = app.InferenceServer(
+            repository.Repository(versions), server_metrics.ServerMetrics(), config, executor, feedback_limits
+        )
         runner = await process.listen(
             server.handle, app.request_factory(config.max_body_bytes), config.host, config.port, config.shutdown_timeout
         )
@@ -135,6 +141,22 @@ DEFAULTS = settings.ServerSettings()
     show_default=True,
     help="Let linear classifiers skip scikit-learn's input checks, which the server has already made.",
 )
+@click.option(
+    "--feedback-max-predictions",
+    default=feedback.DEFAULT_MAX_PREDICTIONS,
+    type=click.IntRange(min=1),
+    envvar="KILN_FEEDBACK_MAX_PREDICTIONS",
+    show_default=True,
+    help="Predicted rows (of requests with an id) remembered for ground truth posted to .../feedback.",
+)
+@click.option(
+    "--feedback-max-age",
+    default=feedback.DEFAULT_MAX_AGE_SECONDS,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="KILN_FEEDBACK_MAX_AGE",
+    show_default=True,
+    help="Seconds a prediction waits for its ground truth; a later truth is answered 410 (late).",
+)
 @process.log_level_option()
 def main(
     model_version_files: tuple[pathlib.Path, ...],
@@ -146,6 +168,8 @@ def main(
     drain_delay: float,
     shutdown_timeout: float,
     fast_predict: bool,
+    feedback_max_predictions: int,
+    feedback_max_age: float,
     log_level: str,
 ) -> None:
     """Serve ModelVersions over the Open Inference Protocol v2, with Prometheus metrics at /metrics.
@@ -169,4 +193,5 @@ def main(
         )
     except settings.SettingsError as error:
         raise click.UsageError(str(error)) from None
-    sys.exit(process.run(serve(config, versions)))
+    limits = feedback.Limits(max_predictions=feedback_max_predictions, max_age=feedback_max_age)
+    sys.exit(process.run(serve(config, versions, limits)))

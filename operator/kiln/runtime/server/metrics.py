@@ -7,6 +7,14 @@
 - `kiln_server_feature_values{model,version,feature}`: a histogram of each input feature on the
   edges of the ModelVersion baseline's bins (`le` = each edge), for comparison with training data.
 - `kiln_server_predictions_total{model,version,class}`: predicted classes.
+- `kiln_server_feedback_requests_total{model,version,outcome}`: posted ground truth by outcome
+  (`joined`, `late`, `duplicate`, `unknown`, `invalid`; see `feedback`).
+- `kiln_server_feedback_predictions_total{model,version,outcome}`: a classifier's labelled
+  predictions, `correct` or `incorrect`; live accuracy over a window is
+  `increase(...{outcome="correct"}[w]) / increase(...[w])`.
+- `kiln_server_feedback_absolute_error{model,version}`: a regressor's |prediction - truth| per
+  labelled row; `rate(_sum) / rate(_count)` is the live mean absolute error.
+- `kiln_server_feedback_remembered_predictions`: rows held for a later truth.
 
 Requests that name no served model are counted with empty model and version labels, so a client
 cannot grow the label space. The feature and class series are kept by a custom collector that
@@ -20,11 +28,17 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import numpy as np
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from kiln.api import modelversion
 from kiln.runtime import http_metrics
+
+ABSOLUTE_ERROR_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0,
+)  # fmt: skip
+"""A regressor's scale is unknown here; three decades either side of 1 cover most, and the mean
+comes from _sum and _count whatever the buckets."""
 
 FOLD_ROWS: Final = 8192
 """Queued rows beyond which a model's observations are binned at once rather than at the scrape."""
@@ -154,6 +168,38 @@ class ServerMetrics(http_metrics.RequestMetrics):
         self.observed = ObservationCollector()
         self.registry.register(self.observed)
         self.unknown = _recorder(self, "", "")
+        self.feedback_requests = Counter(
+            "kiln_server_feedback_requests",
+            "Ground-truth posts by outcome: joined, late, duplicate, unknown or invalid.",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.feedback_predictions = Counter(
+            "kiln_server_feedback_predictions",
+            "A classifier's predictions judged against posted ground truth: correct or incorrect.",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.feedback_absolute_error = Histogram(
+            "kiln_server_feedback_absolute_error",
+            "A regressor's absolute error against posted ground truth, per labelled row.",
+            ["model", "version"],
+            buckets=ABSOLUTE_ERROR_BUCKETS,
+            registry=self.registry,
+        )
+        self.remembered = Gauge(
+            "kiln_server_feedback_remembered_predictions",
+            "Predicted rows held for a later ground truth.",
+            registry=self.registry,
+        )
+
+    def track_feedback(self, model: str, version: str, classifier: bool) -> None:
+        """Start the version's judged series at 0, so an accuracy query reads 0 rather than nothing."""
+        if classifier:
+            for outcome in ("correct", "incorrect"):
+                self.feedback_predictions.labels(model, version, outcome)
+        else:
+            self.feedback_absolute_error.labels(model, version)
 
     def for_version(self, version: modelversion.ModelVersion) -> tuple[http_metrics.RequestRecorder, Observations]:
         spec = version.spec
