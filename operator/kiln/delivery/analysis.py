@@ -75,6 +75,63 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
 exceed stable's by 100 ms; both from kiln-server's own metrics."""
 
 
+def _increase(metric: str, version: str, matchers: str = "") -> str:
+    series = f'{metric}{{{_SELECTOR},version="{{{{{version}}}}}"{matchers}}}'
+    return f"sum(increase({series}[{LIVE_QUALITY_WINDOW}]))"
+
+
+_JUDGED = "kiln_server_feedback_predictions_total"
+_ABSOLUTE_ERROR = "kiln_server_feedback_absolute_error"
+
+
+def _live_accuracy(version: str) -> str:
+    correct = _increase(_JUDGED, version, ',outcome="correct"')
+    return f"({correct} / {_increase(_JUDGED, version)})"
+
+
+def _mean_absolute_error(version: str) -> str:
+    return f"({_increase(f'{_ABSOLUTE_ERROR}_sum', version)} / {_increase(f'{_ABSOLUTE_ERROR}_count', version)})"
+
+
+LIVE_QUALITY_WINDOW = "5m"
+LIVE_QUALITY_MIN_LABELS = 20
+"""Fewer labelled candidate predictions than this in the window give no value (Inconclusive): a
+handful of labels says little about accuracy."""
+
+LIVE_ACCURACY = Metric(
+    name="live-accuracy",
+    provider=modeldeployment.MetricProviderName.PROMETHEUS,
+    query=(
+        f"({_live_accuracy('stable')} - {_live_accuracy('candidate')})"
+        f" and on() ({_increase(_JUDGED, 'candidate')} >= {LIVE_QUALITY_MIN_LABELS})"
+    ),
+    success_condition="result <= 0.02",
+    failure_condition="result > 0.05",
+)
+"""A canary judged on live accuracy against stable's, from the ground truth clients post to
+kiln-server's /feedback: stable's accuracy minus the candidate's over the last 5 minutes. Two
+points worse passes, more than five fails (and rolls back); in between is inconclusive."""
+
+LIVE_ABSOLUTE_ERROR = Metric(
+    name="live-absolute-error",
+    provider=modeldeployment.MetricProviderName.PROMETHEUS,
+    query=(
+        f"({_mean_absolute_error('candidate')} / {_mean_absolute_error('stable')})"
+        f" and on() ({_increase(f'{_ABSOLUTE_ERROR}_count', 'candidate')} >= {LIVE_QUALITY_MIN_LABELS})"
+    ),
+    success_condition="result <= 1.05",
+    failure_condition="result > 1.2",
+)
+"""A regressor's canary judged on its live mean absolute error as a ratio to stable's: up to 5%
+worse passes, more than 20% fails."""
+
+TEMPLATES: Mapping[str, Metric] = {
+    metric.name: metric for metric in (*DEFAULT_METRICS, LIVE_ACCURACY, LIVE_ABSOLUTE_ERROR)
+}
+"""Ready-made metrics by name, to copy into spec.analysis.metrics (and adjust interval, count and
+limits): the defaults and the live-quality ones, which need clients to post ground truth."""
+
+
 def metrics_for(spec: modeldeployment.ModelDeploymentSpec, names: Sequence[str]) -> list[Metric]:
     """The metrics an analysis reference names: those names, every defined metric when it names
     none, or the defaults when none are defined."""

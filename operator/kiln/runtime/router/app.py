@@ -9,7 +9,11 @@ The configuration in force is one immutable `Routing`, replaced whole on a reloa
 it once, so it keeps the upstream it picked while a reload swaps the next requests' choice, and
 nothing in flight is dropped. A request names its variant with the `x-kiln-variant` header; a name
 the configuration does not have falls back to the weighted pick, as a header route that does not
-match falls back to the default route in a mesh. Upstreams that give no answer become 502 (or 504
+match falls back to the default route in a mesh. Without the header, a path that names a model
+version (`/v2/models/{name}/versions/{v}/...`) goes to the variant serving that version, so
+ground truth posted to `.../versions/{v}/feedback` reaches the variant that made the prediction;
+an unversioned `/feedback` is refused (400) while more than one variant is configured, since the
+router cannot tell which one served it. Upstreams that give no answer become 502 (or 504
 on a timeout) with a JSON `{"error": ...}`, counted against the variant.
 
 With `mirror.compare`, a request whose live variant is the one compared against has its copy's
@@ -76,6 +80,21 @@ _SET_BY_CLIENT: Final = HOP_BY_HOP | {"host", "content-length"}
 _SET_BY_SERVER: Final = HOP_BY_HOP | {"content-length"}
 """Response headers the router's server sets afresh for the client connection and body."""
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
+_VERSIONS: Final = "/versions/"
+_FEEDBACK: Final = "/feedback"
+_UNADDRESSED_FEEDBACK: Final = (
+    "more than one variant serves this model, so the router cannot tell which one made the prediction: "
+    "post the truth to /v2/models/{name}/versions/{model_version}/feedback with the model_version the "
+    f"inference answer gave, or send back its {VARIANT_HEADER} header"
+)
+
+
+def _version_in(path: str) -> str:
+    """The version a `/v2/models/{name}/versions/{v}/...` path names; empty for any other path."""
+    parts = path.split("/")
+    if len(parts) > 5 and parts[1:3] == ["v2", "models"] and parts[4] == "versions":
+        return parts[5]
+    return ""
 
 
 def _json(status: int, document: object) -> web.Response:
@@ -105,6 +124,8 @@ class Routing:
     routes: Mapping[str, Route]
     slots: tuple[Route, ...]
     """The configuration's weighted slots as routes, so a pick is one index."""
+    by_version: Mapping[str, Route]
+    """The variant serving each version, for paths that name one (the first in the configuration)."""
     mirror: Route | None
     mirror_share: float
     """The mirrored fraction of requests, 0..1."""
@@ -123,6 +144,9 @@ class Routing:
         previous: Routing | None = None,
     ) -> Routing:
         routes = {name: Route(variant, metrics) for name, variant in config.variants.items()}
+        by_version: dict[str, Route] = {}
+        for route in routes.values():
+            by_version.setdefault(route.version, route)
         mirror = routes[config.mirror.variant] if config.mirror.active and config.mirror.variant else None
         compare = config.mirror.compare
         window = shadow.window_for(config, generation, previous.shadow if previous is not None else None, metrics)
@@ -132,6 +156,7 @@ class Routing:
             origin=origin,
             routes=routes,
             slots=tuple(routes[name] for name in config.slots),
+            by_version=by_version,
             mirror=mirror,
             mirror_share=config.mirror.percent / router_config.TOTAL_WEIGHT,
             against=routes[compare.against] if compare is not None else None,
@@ -205,7 +230,11 @@ class Router:
         started = time.perf_counter()
         named = request.headers.get(VARIANT_HEADER)
         route = routing.routes.get(named) if named is not None else None
+        if route is None and _VERSIONS in request.path:
+            route = routing.by_version.get(_version_in(request.path))
         if route is None:
+            if len(routing.routes) > 1 and request.path.endswith(_FEEDBACK):
+                return _json(400, {"error": _UNADDRESSED_FEEDBACK})
             route = routing.slots[int(self._draw() * router_config.TOTAL_WEIGHT)]
         try:
             body = await request.read()
