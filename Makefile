@@ -30,6 +30,10 @@ crds: $(STAMP) ## Regenerate crds/ and the chart's charts/kiln/crds/ from the py
 manifests: $(STAMP) ## Render manifests/install.yaml from charts/kiln with default values (the real Helm engine)
 	$(BIN)/python tests/chart/chartgen.py manifests
 
+.PHONY: protos
+protos: $(STAMP) ## Re-extract the Kubernetes protobuf definitions the dev cluster decodes kubectl's bodies with, from the newest kubectl
+	$(BIN)/python -m kiln.devcluster.protodefs $$(ls $$(dirname $$(readlink -f $$(command -v kubectl)))/kubectl* | sort -V | tail -1)
+
 .PHONY: chart-docs
 chart-docs: $(STAMP) ## Regenerate the values table of charts/kiln/README.md from the comments in values.yaml
 	$(BIN)/python tests/chart/chartgen.py docs

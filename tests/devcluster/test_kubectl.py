@@ -835,11 +835,43 @@ def test_typed_create_generators_send_protobuf_which_the_dev_cluster_decodes(kub
     assert secret["type"] == "Opaque"
     assert kubectl("get", "serviceaccount", "bot", "-n", "team-a", "-o", "name").stdout.strip() == "serviceaccount/bot"
 
-    # a generator whose kind the dev cluster cannot decode is refused with a way out, and creates nothing
-    refused = kubectl("create", "deployment", "web", "--image=nginx", check=False)
-    assert refused.returncode != 0
-    assert "kubectl apply -f" in refused.stderr
-    assert kubectl("get", "deployments", "-o", "name").stdout.strip() == ""
+
+def test_every_typed_generator_users_type_creates_what_it_says(kubectl: Kubectl) -> None:
+    kubectl("create", "namespace", "gen")
+    ns = ("-n", "gen")
+    kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2", "--port=8080", *ns)
+    kubectl("create", "job", "once", "--image=busybox", *ns, "--", "echo", "hi")
+    kubectl("create", "cronjob", "nightly", "--image=busybox", "--schedule=0 3 * * *", *ns, "--", "date")
+    kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", *ns)
+    kubectl("create", "priorityclass", "urgent", "--value=100000", "--description=on call")
+    kubectl("create", "quota", "gpus", "--hard=requests.nvidia.com/gpu=4,pods=10", *ns)
+    kubectl("create", "role", "reader", "--verb=get,list", "--resource=pods,pods/log", *ns)
+    kubectl("create", "rolebinding", "reader", "--role=reader", "--serviceaccount=gen:default", *ns)
+    kubectl("create", "clusterrole", "watcher", "--verb=watch", "--resource=deployments.apps")
+    kubectl("create", "clusterrolebinding", "watcher", "--clusterrole=watcher", "--user=alice")
+
+    deployment = get_json(kubectl, "deployment", "web", *ns)
+    assert deployment["spec"]["replicas"] == 2
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert (container["image"], container["ports"][0]["containerPort"]) == ("nginx", 8080)
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": "25%"}
+    job = get_json(kubectl, "job", "once", *ns)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["echo", "hi"]
+    cronjob = get_json(kubectl, "cronjob", "nightly", *ns)
+    assert cronjob["spec"]["schedule"] == "0 3 * * *"
+    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] == ["date"]
+    service = get_json(kubectl, "service", "web", *ns)
+    assert service["spec"]["ports"][0] | {"port": 80, "targetPort": 8080} == service["spec"]["ports"][0]
+    priority = get_json(kubectl, "priorityclass", "urgent")
+    assert (priority["value"], priority["description"]) == (100000, "on call")
+    quota = get_json(kubectl, "quota", "gpus", *ns)
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4", "pods": "10"}
+    role = get_json(kubectl, "role", "reader", *ns)
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]
+    answer = kubectl("auth", "can-i", "get", "pods", "-n", "gen", "--as=system:serviceaccount:gen:default")
+    assert answer.stdout.strip() == "yes"
+    binding = get_json(kubectl, "clusterrolebinding", "watcher")
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
 
 
 def test_whoami_reports_the_admin_and_the_impersonated_user(kubectl: Kubectl) -> None:

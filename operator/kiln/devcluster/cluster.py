@@ -31,6 +31,7 @@ from kiln.devcluster import (
     aggregation,
     config,
     controllers,
+    cronjobs,
     identity,
     jobs,
     kubelet,
@@ -139,7 +140,7 @@ class DevCluster:
         objects_store = store.Store(self.data_dir / "objects" if self.persist and self.data_dir else None)
         self._stack.callback(objects_store.close)
         self.registry = registry.Registry(objects_store)
-        self.registry.admission.extend([network.allocate_cluster_ip, jobs.default_selector])
+        self.registry.admission.extend([network.allocate_cluster_ip, jobs.default_selector, cronjobs.validate])
         admission_plugins.install(self.registry)
         self.api = server.ApiServer(self.registry, self.audit_path, self.settings.authorization, self.settings.faults)
         self.port = await self._stack.enter_async_context(server.serving(self.api, self.host, self.requested_port))
@@ -154,6 +155,7 @@ class DevCluster:
             workloads.DeploymentController(self.registry),
             workloads.ReplicaSetController(self.registry),
             jobs.JobController(self.registry, self.settings.crash_loop_back_off.initial_seconds),
+            cronjobs.CronJobController(self.registry),
             network.EndpointsController(self.registry),
             admission_plugins.QuotaController(self.registry),
             network.DnsController(self.registry, self.kubelet.hosts_file),

@@ -91,6 +91,17 @@ def _job(obj: Object) -> None:
         template["spec"]["restartPolicy"] = template["spec"].get("restartPolicy") or "Never"
 
 
+def _cron_job(obj: Object) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job = spec.setdefault("jobTemplate", {})
+    if isinstance(job, dict):
+        _job(job)
+
+
 def _service(obj: Object) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
@@ -126,6 +137,7 @@ _BY_KIND: dict[tuple[str, str], Callable[[Object], None]] = {
     ("apps/v1", "Deployment"): _deployment,
     ("apps/v1", "ReplicaSet"): _replica_set,
     ("batch/v1", "Job"): _job,
+    ("batch/v1", "CronJob"): _cron_job,
 }
 
 

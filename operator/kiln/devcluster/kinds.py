@@ -132,6 +132,7 @@ BUILTINS: tuple[ResourceType, ...] = (
         subresources=("status",),
     ),
     _builtin("batch", "v1", "Job", "jobs", categories=("all",), subresources=("status",)),
+    _builtin("batch", "v1", "CronJob", "cronjobs", short_names=("cj",), categories=("all",), subresources=("status",)),
     _builtin("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", namespaced=False, short_names=("pc",)),
     _builtin("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False, short_names=("sc",)),
     _builtin("rbac.authorization.k8s.io", "v1", "Role", "roles"),

@@ -90,6 +90,11 @@ def _age(obj: Object) -> str:
     return objects.human_age(obj["metadata"].get("creationTimestamp"))
 
 
+def _last_schedule(cron_job: Object) -> str:
+    last = cron_job.get("status", {}).get("lastScheduleTime")
+    return objects.human_age(last) if last else "<none>"
+
+
 Column = tuple[str, str, Callable[[Object], Cell], int]  # name, type, cell, priority
 _MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
 
@@ -126,6 +131,14 @@ _BUILTIN_COLUMNS: dict[str, list[Column]] = {
         ("Status", "string", _job_status, 0),
         ("Completions", "string",
          lambda o: f"{o.get('status', {}).get('succeeded', 0)}/{o['spec'].get('completions', 1)}", 0),
+        ("Age", "string", _age, 0),
+    ],
+    "CronJob": [
+        ("Schedule", "string", lambda o: o["spec"].get("schedule", ""), 0),
+        ("Timezone", "string", lambda o: o["spec"].get("timeZone") or "<none>", 0),
+        ("Suspend", "boolean", lambda o: bool(o["spec"].get("suspend")), 0),
+        ("Active", "integer", lambda o: len(o.get("status", {}).get("active") or []), 0),
+        ("Last Schedule", "string", _last_schedule, 0),
         ("Age", "string", _age, 0),
     ],
     "Node": [
