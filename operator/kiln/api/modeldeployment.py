@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import cel
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt
@@ -353,17 +353,41 @@ class DriftMethod(StrEnum):
     KS = "ks"
 
 
+DEFAULT_DRIFT_THRESHOLDS: Final = {DriftMethod.PSI: 0.2, DriftMethod.KS: 0.1}
+"""The threshold each statistic is judged by when spec.monitoring.drift.threshold is unset.
+
+PSI 0.2 is the level Evidently (and the credit-scoring practice PSI comes from) calls a
+"significant" shift; 0.1 is its "moderate" one. Kiln picks 0.2 because what a detection starts is
+a retraining, which costs a training run and a rollout: a moderate shift is worth a look, not a new
+model. KS 0.1 is a tenth of the population's cumulative share moved at some value, well above
+the sampling noise of the default minSamples (1.36/sqrt(500) = 0.06, the 95% critical distance)."""
+
+
 class Drift(base.KilnModel):
-    """Drift detection: live feature distributions against the ModelVersion's baseline."""
+    """Drift detection: live feature distributions against the ModelVersion's baseline, and the live
+    prediction distribution against the one the stable version began with."""
 
     method: DriftMethod = DriftMethod.PSI
-    """The statistic: population stability index (`psi`) or Kolmogorov-Smirnov distance (`ks`)."""
-    threshold: StrictFloat = Field(default=0.2, gt=0)
-    """A feature whose statistic exceeds this has drifted."""
+    """The statistic per feature: population stability index (`psi`) or the Kolmogorov-Smirnov
+    distance (`ks`), both on the baseline's bins."""
+    threshold: StrictFloat | None = Field(default=None, gt=0)
+    """A feature whose statistic exceeds this has drifted; 0.2 for psi (Evidently's "significant"),
+    0.1 for ks when unset."""
+    prediction_threshold: StrictFloat = Field(default=0.2, gt=0)
+    """The PSI of the predicted classes' shares, against the shares when drift monitoring of the
+    stable version began, above which the predictions have drifted."""
     interval: base.Duration = "5m"
     """How often drift is computed."""
+    window: base.Duration = "30m"
+    """The live data each check compares (kiln-server's histograms, increase() over this window);
+    drift is detected once the threshold has been exceeded at every check for a whole window."""
     min_samples: StrictInt = Field(default=500, ge=1)
-    """Fewest live samples before drift is judged."""
+    """Fewest live samples in the window before drift is judged."""
+    prometheus: PrometheusSource | None = None
+    """The Prometheus server; the operator's default (`--prometheus-url`) when unset."""
+
+    def effective_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else DEFAULT_DRIFT_THRESHOLDS[self.method]
 
 
 CRON_PATTERN = (
@@ -375,15 +399,38 @@ CRON_PATTERN = (
 class TriggerType(StrEnum):
     DRIFT = "Drift"
     SCHEDULE = "Schedule"
+    DATA_VOLUME = "DataVolume"
+    QUALITY_DROP = "QualityDrop"
+
+
+DEFAULT_QUALITY_QUERY: Final = (
+    'min(kiln_server_live_accuracy{namespace="{{namespace}}",model="{{model}}",version="{{version}}"})'
+)
+"""What a QualityDrop trigger measures when it names no query: the stable version's live accuracy."""
 
 
 class RetrainingTrigger(base.KilnModel):
     """When to start a retraining TrainingJob."""
 
     type: TriggerType
-    """`Drift` (a feature drifted) or `Schedule` (a cron schedule)."""
+    """`Drift` (drift detected), `Schedule` (a cron schedule), `DataVolume` (a query's value reached
+    threshold, new labelled rows say) or `QualityDrop` (a query's value, live accuracy say, fell
+    below threshold)."""
+    name: base.DNSLabel | None = None
+    """The trigger's name in status and Events; its type when unset."""
     schedule: str | None = Field(default=None, max_length=128, pattern=CRON_PATTERN)
-    """A cron schedule (`0 3 * * 0`) for type Schedule."""
+    """A cron schedule in UTC (`0 3 * * 0`, `@daily`) for type Schedule."""
+    query: str | None = Field(default=None, min_length=1, max_length=8192)
+    """The PromQL of a DataVolume or QualityDrop trigger, a template: `{{namespace}}`, `{{model}}`,
+    `{{deployment}}`, `{{version}}` (the stable one) and `{{since}}` (the time since the last
+    retraining, or since monitoring began, as a PromQL duration: `3600s`) are replaced. QualityDrop
+    defaults to the stable version's `kiln_server_live_accuracy`."""
+    threshold: StrictFloat | None = None
+    """DataVolume fires when the query's value is at least this; QualityDrop when it is below."""
+    interval: base.Duration = "5m"
+    """How often a DataVolume or QualityDrop query runs."""
+    prometheus: PrometheusSource | None = None
+    """The Prometheus server; the operator's default (`--prometheus-url`) when unset."""
 
     cel_rules = (
         base.Rule(
@@ -392,19 +439,68 @@ class RetrainingTrigger(base.KilnModel):
             field_path=".schedule",
             reason="FieldValueRequired",
         ),
+        base.Rule(
+            "self.type == 'Schedule' || !has(self.schedule)",
+            "schedule applies only to a Schedule trigger",
+            field_path=".schedule",
+        ),
+        base.Rule(
+            "self.type != 'DataVolume' || has(self.query)",
+            "query is required for a DataVolume trigger",
+            field_path=".query",
+            reason="FieldValueRequired",
+        ),
+        base.Rule(
+            "!(self.type == 'DataVolume' || self.type == 'QualityDrop') || has(self.threshold)",
+            "threshold is required for DataVolume and QualityDrop triggers",
+            field_path=".threshold",
+            reason="FieldValueRequired",
+        ),
+        base.Rule(
+            "self.type == 'DataVolume' || self.type == 'QualityDrop' || !(has(self.query) || has(self.threshold))",
+            "query and threshold apply only to DataVolume and QualityDrop triggers",
+            field_path=".query",
+        ),
     )
+
+    @property
+    def key(self) -> str:
+        """The trigger's name, or its type."""
+        return self.name or self.type.value
+
+
+MAX_RETRAININGS_PER_DAY: Final = 20
+"""The most retrainings a day spec.monitoring.retraining.maxPerDay may allow, and status keeps."""
 
 
 class Retraining(base.KilnModel):
-    """Closing the loop: a TrainingJob started from a template when a trigger fires."""
+    """Closing the loop: a TrainingJob started from a template when a trigger fires, or when
+    `kiln retrain` asks."""
 
     template: trainingjob.TrainingJobSpec
-    """The spec of the TrainingJobs to create. Its output.version is replaced: each retraining
-    registers the next patch version after the model's highest."""
-    triggers: list[RetrainingTrigger] = Field(min_length=1, max_length=8)
-    """What starts a retraining."""
+    """The spec of the TrainingJobs to create. Its output.modelName and output.version are replaced:
+    each retraining registers the deployment's model at the next patch version after its highest."""
+    triggers: list[RetrainingTrigger] = Field(default_factory=list, max_length=8)
+    """What starts a retraining besides `kiln retrain`."""
     cooldown: base.Duration = "1h"
-    """The least time between two retrainings."""
+    """The least time between the start of one retraining and the next a trigger starts."""
+    max_per_day: StrictInt = Field(default=3, ge=1, le=MAX_RETRAININGS_PER_DAY)
+    """The most retrainings triggers start in any 24 hours."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.template.output)",
+            "template.output is required: a retraining registers a version",
+            field_path=".template.output",
+            reason="FieldValueRequired",
+        ),
+        base.Rule(
+            "!has(self.triggers) || self.triggers.all(t, self.triggers.exists_one(u,"
+            " (has(u.name) ? u.name : u.type) == (has(t.name) ? t.name : t.type)))",
+            "triggers must have distinct names (a trigger without one is named by its type)",
+            field_path=".triggers",
+        ),
+    )
 
 
 class Monitoring(base.KilnModel):
@@ -414,6 +510,15 @@ class Monitoring(base.KilnModel):
     """Drift detection."""
     retraining: Retraining | None = None
     """Retraining when a trigger fires."""
+
+    cel_rules = (
+        base.Rule(
+            "has(self.drift) || !has(self.retraining) || !has(self.retraining.triggers)"
+            " || !self.retraining.triggers.exists(t, t.type == 'Drift')",
+            "a Drift trigger needs spec.monitoring.drift",
+            field_path=".retraining.triggers",
+        ),
+    )
 
 
 def _names_defined_metrics(ref: str, guard: str) -> str:
@@ -600,28 +705,165 @@ class AnalysisResult(base.KilnModel):
     """Why the analysis ended as it did."""
 
 
-class DriftStatus(base.KilnModel):
-    """The last drift computation."""
+class FeatureDrift(base.KilnModel):
+    """One feature's drift at the last check."""
 
-    drifted: StrictBool = False
-    """Whether any feature exceeded the threshold."""
-    scores: dict[str, StrictFloat] = Field(default_factory=dict)
-    """The statistic per feature."""
+    name: str
+    """The feature, as the baseline names it."""
+    score: StrictFloat
+    """The statistic (spec.monitoring.drift.method) against the baseline's bins."""
+
+
+class PredictionDrift(base.KilnModel):
+    """The predicted classes' shares against those the stable version began with."""
+
+    reference_time: datetime.datetime
+    """The end of the window the reference shares were counted in: the first check of the stable
+    version with minSamples."""
+    score: StrictFloat | None = None
+    """The PSI of the live shares against the reference's; unset until a later check."""
+
+
+class DriftCheck(base.KilnModel):
+    """One drift check, as status.drift.history keeps it."""
+
+    time: datetime.datetime
+    """When it ran."""
+    score: StrictFloat | None = None
+    """The largest statistic of any feature; unset when too few samples or no answer."""
     samples: StrictInt = 0
-    """Live samples the statistic was computed from."""
+    """Live samples in the window."""
+    drifted: StrictBool = False
+    """Whether a feature or the predictions exceeded their threshold."""
+
+
+DRIFT_HISTORY_LIMIT: Final = 20
+"""Drift checks kept in status.drift.history, newest last."""
+
+
+class DriftStatus(base.KilnModel):
+    """The last drift computation, and the ones before it."""
+
+    version: str | None = None
+    """The stable version whose baseline and traffic were compared."""
+    drifted: StrictBool = False
+    """Whether a feature or the predictions exceeded their threshold at the last check."""
+    score: StrictFloat | None = None
+    """The largest statistic of any feature at the last check."""
+    feature: str | None = None
+    """The feature with that statistic."""
+    threshold: StrictFloat | None = None
+    """The threshold the features were judged by."""
+    features: list[FeatureDrift] = Field(default_factory=list, max_length=1024)
+    """The statistic per feature at the last check."""
+    predictions: PredictionDrift | None = None
+    """Drift of the predicted classes."""
+    samples: StrictInt = 0
+    """Live samples the statistics were computed from."""
+    since: datetime.datetime | None = None
+    """The first check of the current run of checks over a threshold; drift is detected one
+    window after it."""
     last_checked: datetime.datetime | None = None
     """When drift was last computed."""
+    message: str | None = None
+    """What the last check found, or why it could not judge."""
+    history: list[DriftCheck] = Field(default_factory=list, max_length=DRIFT_HISTORY_LIMIT)
+    """The last checks, newest last."""
+
+
+class RetrainingRun(base.KilnModel):
+    """One retraining Kiln started."""
+
+    training_job: str
+    """The TrainingJob's name."""
+    version: str
+    """The version it registers."""
+    trigger: str
+    """The trigger that fired (`manual` for `kiln retrain`)."""
+    reason: str
+    """Why: the drift values, the schedule tick, the measured volume."""
+    time: datetime.datetime
+    """When it was started."""
+
+
+class TriggerState(base.KilnModel):
+    """What a trigger last saw."""
+
+    trigger: str
+    """The trigger's name (or type)."""
+    since: datetime.datetime
+    """When Kiln began watching it; a schedule's first tick is the first one after."""
+    last_checked: datetime.datetime | None = None
+    """When its query last ran (DataVolume, QualityDrop) or its schedule was last looked at."""
+    last_tick: datetime.datetime | None = None
+    """The last schedule tick handled (Schedule)."""
+    value: StrictFloat | None = None
+    """The query's last value."""
+    message: str | None = None
+    """What it last saw, or why it could not."""
+
+
+class SkippedTrigger(base.KilnModel):
+    """A trigger that fired but started nothing."""
+
+    trigger: str
+    """The trigger's name."""
+    reason: str
+    """RetrainingInFlight, Cooldown or DailyCap."""
+    message: str
+    """Why, for people."""
+    time: datetime.datetime
+    """When."""
 
 
 class RetrainingStatus(base.KilnModel):
-    """The last retraining Kiln started."""
+    """Retrainings Kiln started, what the triggers saw, and the last trigger skipped."""
 
     training_job: str | None = None
-    """The TrainingJob's name."""
+    """The last TrainingJob started."""
     reason: str | None = None
-    """The trigger that fired."""
+    """Why it was started."""
     time: datetime.datetime | None = None
     """When it was started."""
+    runs: list[RetrainingRun] = Field(default_factory=list, max_length=MAX_RETRAININGS_PER_DAY)
+    """The last retrainings, newest last (enough to count a day's against maxPerDay)."""
+    triggers: list[TriggerState] = Field(default_factory=list, max_length=8)
+    """Each trigger's last observation."""
+    skipped: SkippedTrigger | None = None
+    """The last trigger that fired but started nothing, and why."""
+    handled_request: str | None = None
+    """The id of the last retrain-request annotation handled."""
+
+
+RETRAINING_FOR_LABEL: Final = f"{base.GROUP}/retraining-for"
+"""The label on a TrainingJob a retraining started: the ModelDeployment it retrains for (not
+kiln.dev/modeldeployment, which selects serving objects)."""
+RETRAINING_TRIGGER_LABEL: Final = f"{base.GROUP}/retraining-trigger"
+"""The label on a retraining TrainingJob: the trigger that started it (`manual` for `kiln retrain`)."""
+RETRAINING_REASON_ANNOTATION: Final = f"{base.GROUP}/retraining-reason"
+"""The annotation on a retraining TrainingJob: why it was started (drift values, schedule tick, volume)."""
+RETRAINED_FROM_ANNOTATION: Final = f"{base.GROUP}/retrained-from"
+"""The annotation on a retraining TrainingJob: the stable version it is to replace."""
+MANUAL_TRIGGER: Final = "manual"
+"""The trigger name of a retraining `kiln retrain` asked for."""
+
+RETRAIN_REQUEST_ANNOTATION: Final = f"{base.GROUP}/retrain-request"
+"""The annotation `kiln retrain` writes: a JSON RetrainRequest, handled once (status.retraining.handledRequest
+records its id)."""
+
+
+class RetrainRequest(base.KilnModel):
+    """A person's request to retrain now, carried in the retrain-request annotation. It starts a
+    retraining unless one is in flight; cooldown and maxPerDay hold back triggers, not people."""
+
+    id: str = Field(min_length=1, max_length=64)
+    """Unique per request, so a request is handled once."""
+    user: str = Field(default="", max_length=256)
+    """Who asked, as the API server authenticated them."""
+    time: datetime.datetime
+    """When it was asked."""
+    reason: str = Field(default="", max_length=1024)
+    """Why, in the asker's words."""
 
 
 class RolloutOutcome(StrEnum):
@@ -773,9 +1015,9 @@ class ModelDeploymentStatus(base.KilnModel):
     ready_replicas: StrictInt = 0
     """Serving pods ready across versions."""
     drift: DriftStatus | None = None
-    """The last drift computation."""
+    """Drift of the stable version's live traffic from its baseline."""
     retraining: RetrainingStatus | None = None
-    """The last retraining started."""
+    """Retrainings started and the triggers' state."""
 
 
 class ModelDeployment(base.KilnModel):
