@@ -28,6 +28,8 @@ class Artifact(base.KilnModel):
     `gs://bucket/key`."""
     sha256: base.Sha256
     """The sha256 digest of the artifact's bytes."""
+    size_bytes: StrictInt | None = Field(default=None, ge=0)
+    """The artifact's size in bytes, as its writer recorded it (`kiln models` shows it)."""
     format: ArtifactFormat = ArtifactFormat.SKOPS
     """How it is serialized. `joblib` and `pickle` can run code when loaded, so servers refuse them
     unless started with an explicit opt-in."""

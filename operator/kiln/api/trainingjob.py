@@ -142,6 +142,7 @@ class Checkpoint(base.KilnModel):
 
 
 _MAX_NAME = 253
+ARTIFACT_FILE = "model.skops"
 
 
 class ModelStore(base.KilnModel):
@@ -155,6 +156,11 @@ class ModelStore(base.KilnModel):
     """The size of the claim when Kiln creates it."""
     storage_class_name: str | None = Field(default=None, max_length=253)
     """The storage class of the claim when Kiln creates it; the cluster's default when unset."""
+    uri: str | None = Field(default=None, max_length=1024, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    """An object store prefix (`s3://bucket/models`) the trainer uploads the artifact to instead of
+    the claim, as `<uri>/<modelName>/<version>/model.skops`, so serving pods on any node can read it.
+    The trainer's standard AWS_* environment names the service (`AWS_ENDPOINT_URL` for MinIO, Ceph
+    or R2), the region and the credentials, or the pod's service account carries an IAM role (IRSA)."""
 
 
 class Output(base.KilnModel):
@@ -169,7 +175,14 @@ class Output(base.KilnModel):
     required_approvals: StrictInt = Field(default=0, ge=0, le=16)
     """Distinct approvals the version needs before it may enter stage Production."""
     store: ModelStore = Field(default_factory=ModelStore)
-    """Where the artifact is written: `pvc://<claimName>/<modelName>/<version>/model.skops`."""
+    """Where the artifact is written: `pvc://<claimName>/<modelName>/<version>/model.skops`, or
+    `<store.uri>/<modelName>/<version>/model.skops` when store.uri names an object store."""
+
+    def object_store_uri(self) -> str | None:
+        """The artifact's URI in the object store store.uri names; None when it names none."""
+        if self.store.uri is None:
+            return None
+        return f"{self.store.uri.rstrip('/')}/{self.model_name}/{self.version}/{ARTIFACT_FILE}"
 
     def model_version_name(self) -> str:
         """`<modelName>-<version>` (`iris-1.0.0`), made a valid object name: lower case, and any

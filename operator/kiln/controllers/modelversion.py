@@ -39,7 +39,7 @@ def check_artifact(
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-artifact")
     future = worker.submit(artifacts.verify, artifact.uri, artifact.sha256, settings, namespace)
     try:
-        future.result(timeout=timeout)
+        size = future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         message = f"{artifact.uri}: reading took longer than {timeout:g}s; the digest was not checked"
         return registry_observed.ArtifactCheck(Outcome.UNREACHABLE, message)
@@ -49,11 +49,12 @@ def check_artifact(
         return registry_observed.ArtifactCheck(Outcome.NOT_FOUND, str(error))
     except artifacts.UnsafeURIError as error:
         return registry_observed.ArtifactCheck(Outcome.UNSAFE, str(error))
-    except (artifacts.UnsupportedURIError, OSError) as error:
+    except (artifacts.UnsupportedURIError, artifacts.StoreUnavailableError, OSError) as error:
         return registry_observed.ArtifactCheck(Outcome.UNREACHABLE, f"{error}; the digest was not checked")
     finally:
         worker.shutdown(wait=False)  # a read still hanging keeps its thread, not the reconcile
-    return registry_observed.ArtifactCheck(Outcome.VERIFIED, f"{artifact.uri} has sha256 {artifact.sha256}")
+    verified = f"{artifact.uri} has sha256 {artifact.sha256} ({size} bytes)"
+    return registry_observed.ArtifactCheck(Outcome.VERIFIED, verified)
 
 
 @dataclasses.dataclass(frozen=True)

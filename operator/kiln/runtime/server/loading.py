@@ -2,28 +2,31 @@
 
 The order is the point. The format is checked before a byte is read: joblib and pickle run code
 while they load, so they are refused unless the ModelVersion declares that format and the server
-was started with an explicit opt-in. The artifact is then read through `kiln.artifacts`, which
-checks its sha256 against the digest the ModelVersion pins, so a swapped file never reaches a
-deserializer. A skops file is loaded only if every type in it that skops does not trust by itself
-is on the server's explicit trusted-types list. Last, one trial prediction proves the estimator
+was started with an explicit opt-in. The artifact is then copied through `kiln.artifacts` into
+the server's cache (an emptyDir in a serving pod), streamed and digested on the way and kept only
+when its sha256 is the digest the ModelVersion pins, so a swapped object never reaches a
+deserializer; the model is loaded from that verified file, never from a copy in memory, and a
+restarted container finds it there instead of downloading it again. A skops file is loaded only
+if every type in it that skops does not trust by itself is on the server's explicit trusted-types
+list. Last, one trial prediction proves the estimator
 answers for the input width it declares, so "ready" means "can serve".
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
+import pathlib
 import pickle
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
 from kiln import artifacts
 from kiln.api import modelversion
-from kiln.runtime.server import fastpath, protocol
+from kiln.runtime.server import fastpath, protocol, settings
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class LoadPolicy:
     trusted_types: frozenset[str] = frozenset(DEFAULT_TRUSTED_TYPES)
     fast_predict: bool = True
     """Whether linear classifiers may take the short predict path (`kiln.runtime.server.fastpath`)."""
+    cache_dir: pathlib.Path = field(default_factory=settings.artifact_cache_dir)
+    """Where verified artifacts are kept, one file per digest, shared by every version served."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +91,13 @@ class ServedModel:
 def load(version: modelversion.ModelVersion, policy: LoadPolicy) -> ServedModel:
     """The served model of `version`; LoadError says why it cannot be served."""
     spec = version.spec
-    estimator = _deserialize(_verified_bytes(version, policy), spec.artifact.format, policy)
+    estimator = _deserialize(_verified_file(version, policy), spec.artifact.format, policy)
     if not callable(getattr(estimator, "predict", None)):
         raise LoadError(f"the artifact holds a {type(estimator).__name__}, which has no predict method")
     return _trial_prediction(_served(estimator, spec, policy.fast_predict))
 
 
-def _verified_bytes(version: modelversion.ModelVersion, policy: LoadPolicy) -> bytes:
+def _verified_file(version: modelversion.ModelVersion, policy: LoadPolicy) -> pathlib.Path:
     artifact = version.spec.artifact
     if artifact.format not in SERVED_FORMATS:
         raise LoadError(f"format {artifact.format} is not served by kiln-server (it serves skops, joblib and pickle)")
@@ -102,32 +107,33 @@ def _verified_bytes(version: modelversion.ModelVersion, policy: LoadPolicy) -> b
             "--allow-unsafe-formats (KILN_ALLOW_UNSAFE_FORMATS=true) to serve it from a source you trust"
         )
     try:
-        return artifacts.read_verified(
-            artifact.uri, artifact.sha256, policy.artifact_settings, version.metadata.namespace
+        return artifacts.cached(
+            artifact.uri, artifact.sha256, policy.cache_dir, policy.artifact_settings, version.metadata.namespace
         )
     except artifacts.ArtifactError as error:
         raise LoadError(str(error)) from None
 
 
-def _deserialize(data: bytes, artifact_format: modelversion.ArtifactFormat, policy: LoadPolicy) -> Any:
+def _deserialize(path: pathlib.Path, artifact_format: modelversion.ArtifactFormat, policy: LoadPolicy) -> Any:
     if artifact_format is modelversion.ArtifactFormat.SKOPS:
-        return _load_skops(data, policy.trusted_types)
+        return _load_skops(path, policy.trusted_types)
     try:
         if artifact_format is modelversion.ArtifactFormat.JOBLIB:
             import joblib
 
-            return joblib.load(io.BytesIO(data))
+            return joblib.load(path)
         # Reached only with --allow-unsafe-formats and after the digest matched.
-        return pickle.loads(data)
+        with path.open("rb") as stream:
+            return pickle.load(stream)
     except Exception as error:
         raise LoadError(f"the {artifact_format} artifact could not be loaded: {error}") from None
 
 
-def _load_skops(data: bytes, trusted_types: Collection[str]) -> Any:
+def _load_skops(path: pathlib.Path, trusted_types: Collection[str]) -> Any:
     import skops.io
 
     try:
-        found = skops.io.get_untrusted_types(data=data)
+        found = skops.io.get_untrusted_types(file=path)
     except Exception as error:
         raise LoadError(f"the artifact is not a readable skops file: {error}") from None
     refused = sorted(set(found) - set(trusted_types))
@@ -137,7 +143,7 @@ def _load_skops(data: bytes, trusted_types: Collection[str]) -> Any:
             "--trusted-types only if you trust whoever wrote the artifact"
         )
     try:
-        return skops.io.loads(data, trusted=list(found))
+        return skops.io.load(path, trusted=list(found))
     except Exception as error:
         raise LoadError(f"the skops artifact could not be loaded: {error}") from None
 

@@ -9,7 +9,9 @@ version may appear once.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +82,13 @@ class ServerSettings:
     Endpoints and load balancers stop sending before the server stops accepting."""
     shutdown_timeout: float = 25.0
     """The longest the server waits for in-flight requests once it stops accepting."""
+
+
+def artifact_cache_dir() -> pathlib.Path:
+    """`KILN_ARTIFACT_CACHE`, where verified artifacts are kept (a serving pod's emptyDir, which
+    outlives a restart of the container); below the temporary directory when unset."""
+    configured = os.environ.get("KILN_ARTIFACT_CACHE")
+    return pathlib.Path(configured) if configured else pathlib.Path(tempfile.gettempdir()) / "kiln-artifacts"
 
 
 def model_versions(files: Sequence[pathlib.Path], env_value: str | None) -> list[modelversion.ModelVersion]:

@@ -1,4 +1,5 @@
-"""The model artifact: skops bytes that are the same for the same fitted model, written atomically.
+"""The model artifact: skops bytes that are the same for the same fitted model, written atomically
+to a mounted claim or uploaded to an object store.
 
 skops names the arrays of its zip archive after Python object ids (`139724176785200.npy`), records
 those ids in its schema, and stamps each entry with the current time, so two dumps of one model
@@ -20,6 +21,10 @@ import zipfile
 from typing import Any
 
 from skops import io as skops_io
+
+from kiln import artifacts
+from kiln.api import modelversion
+from kiln.runtime.trainer import errors
 
 SCHEMA = "schema.json"
 EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -81,6 +86,23 @@ def loads_trusted(data: bytes) -> Any:
     if foreign:
         raise ValueError(f"it holds type {foreign[0]}, which the trainer does not load")
     return skops_io.loads(data, trusted=untrusted)
+
+
+def save(
+    recorded: modelversion.Artifact, data: bytes, path: pathlib.Path | None, settings: artifacts.Settings
+) -> None:
+    """Write the artifact where the ModelVersion says it is: to `path` (its claim is mounted here),
+    or, with no path, uploaded to its object store URI, where the digest of what was sent must be
+    the one recorded."""
+    if path is not None:
+        write_atomically(path, data)
+        return
+    try:
+        sent = artifacts.write(recorded.uri, data, settings)
+    except artifacts.ArtifactError as error:
+        raise errors.TrainerError(f"uploading the artifact failed: {error}") from None
+    if sent.sha256 != recorded.sha256:
+        raise errors.TrainerError(f"{recorded.uri}: sent bytes with sha256 {sent.sha256}, not {recorded.sha256}")
 
 
 def write_atomically(path: pathlib.Path, data: bytes) -> None:

@@ -68,7 +68,9 @@ def train(
         spec_of_version = modelversion.ModelVersionSpec(
             model_name=config.output.model_name,
             version=config.output.version,
-            artifact=modelversion.Artifact(uri=config.artifact_uri, sha256=artifact.sha256(fitted.artifact)),
+            artifact=modelversion.Artifact(
+                uri=config.artifact_uri, sha256=artifact.sha256(fitted.artifact), size_bytes=len(fitted.artifact)
+            ),
             framework=estimator.framework,
             framework_version=version,
             metrics=metrics,
@@ -177,9 +179,9 @@ def register(
     """Write the artifact and create the ModelVersion; its name."""
     output = config.output
     assert output is not None
-    assert config.artifact_path is not None  # Settings checks it comes with the output
-    artifact.write_atomically(config.artifact_path, data)
-    say(f"saved {spec.artifact.uri} (sha256 {spec.artifact.sha256}, {len(data)} bytes)")
+    artifact.save(spec.artifact, data, config.artifact_path, config.artifact_settings)
+    saved = "uploaded" if config.artifact_path is None else "saved"
+    say(f"{saved} {spec.artifact.uri} (sha256 {spec.artifact.sha256}, {len(data)} bytes)")
     version = registration.build(
         output,
         namespace=config.namespace or "",

@@ -1,11 +1,13 @@
 """The pod contract: what the operator hands `kiln-trainer` through its environment.
 
 Every variable is read here, once, into `Settings`; nothing else in the trainer reads the
-environment (except the Kubernetes client's own KUBECONFIG), so the contract is this file.
+environment (except the Kubernetes client's own KUBECONFIG), so the contract is this file. The
+AWS_* variables of an object store are read by `kiln.artifacts.Settings`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,6 +17,7 @@ from typing import TypeVar
 
 import pydantic
 
+from kiln import artifacts
 from kiln.api import modelversion, trainingjob
 from kiln.runtime.trainer import errors
 
@@ -37,9 +40,13 @@ class Settings:
     namespace: str | None = None
     """`KILN_NAMESPACE`: where the ModelVersion is created."""
     artifact_uri: str | None = None
-    """`KILN_ARTIFACT_URI`: the URI the ModelVersion records (`pvc://kiln-models/iris/1.0.0/model.skops`)."""
+    """The URI the ModelVersion records: `KILN_ARTIFACT_URI` (`pvc://kiln-models/iris/1.0.0/model.skops`),
+    or the object store URI when the output's store.uri names one (`s3://models/iris/1.0.0/model.skops`)."""
     artifact_path: pathlib.Path | None = None
-    """`KILN_ARTIFACT_PATH`: where that URI is on this machine (the claim is mounted)."""
+    """`KILN_ARTIFACT_PATH`: where that URI is on this machine (the claim is mounted); None when the
+    artifact is uploaded to an object store."""
+    artifact_settings: artifacts.Settings = dataclasses.field(default_factory=artifacts.Settings)
+    """How object stores are reached: the AWS_* environment (`kiln.artifacts.s3`)."""
     dataset_path: pathlib.Path | None = None
     """`KILN_DATASET_PATH`: the local path of a `pvc://` dataset (its claim is mounted read-only)."""
     checkpoint_dir: pathlib.Path | None = None
@@ -53,14 +60,16 @@ class Settings:
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """The settings the environment gives; TrainerError names the variable that is wrong."""
         output = _model(environ, "KILN_OUTPUT", trainingjob.Output)
+        uploaded_to = output.object_store_uri() if output is not None else None
         settings = cls(
             sklearn=_required(_model(environ, "KILN_SKLEARN", trainingjob.SklearnTrainer), "KILN_SKLEARN"),
             output=output,
             training_job=environ.get("KILN_TRAINING_JOB") or None,
             training_job_uid=environ.get("KILN_TRAINING_JOB_UID") or None,
             namespace=environ.get("KILN_NAMESPACE") or None,
-            artifact_uri=environ.get("KILN_ARTIFACT_URI") or None,
-            artifact_path=_path(environ, "KILN_ARTIFACT_PATH"),
+            artifact_uri=uploaded_to or environ.get("KILN_ARTIFACT_URI") or None,
+            artifact_path=None if uploaded_to else _path(environ, "KILN_ARTIFACT_PATH"),
+            artifact_settings=_artifact_settings(environ),
             dataset_path=_path(environ, "KILN_DATASET_PATH"),
             checkpoint_dir=_path(environ, "KILN_CHECKPOINT_DIR"),
             result_file=_path(environ, "KILN_RESULT_FILE"),
@@ -71,7 +80,7 @@ class Settings:
                 name
                 for name, value in (
                     ("KILN_ARTIFACT_URI", settings.artifact_uri),
-                    ("KILN_ARTIFACT_PATH", settings.artifact_path),
+                    ("KILN_ARTIFACT_PATH", uploaded_to or settings.artifact_path),
                     ("KILN_NAMESPACE", settings.namespace),
                     ("KILN_TRAINING_JOB", settings.training_job),
                     ("KILN_TRAINING_JOB_UID", settings.training_job_uid),
@@ -81,6 +90,13 @@ class Settings:
             if missing:
                 raise errors.TrainerError(f"KILN_OUTPUT is set, so {', '.join(missing)} must be set too")
         return settings
+
+
+def _artifact_settings(environ: Mapping[str, str]) -> artifacts.Settings:
+    try:
+        return artifacts.Settings.from_environment(environ)
+    except ValueError as error:
+        raise errors.TrainerError(str(error)) from None
 
 
 def _required(value: T | None, name: str) -> T:
