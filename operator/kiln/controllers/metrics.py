@@ -6,11 +6,16 @@
     kiln_analysis_measurements_total{metric_phase}  analysis measurements taken: Successful, Failed, Inconclusive, Error
     kiln_training_jobs{phase}                   TrainingJobs by phase, as the controller last saw them
     kiln_queued_gpu_demand                      GPUs the Queued TrainingJobs ask for, as last seen
+    kiln_drift_score{namespace,deployment,feature}  each feature's drift statistic at the last check
+    kiln_drift_detected{namespace,deployment}   1 while DriftDetected is True, else 0
+    kiln_retrainings_total{trigger}             retrainings started, by trigger (`manual` for kiln retrain)
+    kiln_retrainings_skipped_total{reason}      triggers held back: RetrainingInFlight, Cooldown, DailyCap
 
 Rollouts and measurements are counted from the status a controller has written: what the new status
 has that the old one had not (a history entry that gained an outcome, analysis counters that grew),
-so a reconcile that writes nothing counts nothing and a finished rollout is counted once. The
-training gauges are the controller's last-known values; a scrape does no I/O.
+so a reconcile that writes nothing counts nothing and a finished rollout is counted once; so are
+retrainings (a new entry in status.retraining.runs) and skips (a new status.retraining.skipped). The
+training and drift gauges are the controllers' last-known values; a scrape does no I/O.
 """
 
 from __future__ import annotations
@@ -69,6 +74,47 @@ class _TrainingJobs(registry.Collector):
         return self.collect()
 
 
+class _Drift(registry.Collector):
+    """kiln_drift_score and kiln_drift_detected from the last status seen of each deployment."""
+
+    def __init__(self) -> None:
+        self._deployments: dict[tuple[str, str], tuple[dict[str, float], bool]] = {}
+        self._guard = threading.Lock()
+
+    def seen(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        drift = (status or {}).get("drift")
+        with self._guard:
+            if drift is None:
+                self._deployments.pop((namespace, name), None)
+                return
+            scores = {str(feature["name"]): float(feature["score"]) for feature in drift.get("features") or []}
+            detected = any(
+                condition.get("type") == "DriftDetected" and condition.get("status") == "True"
+                for condition in (status or {}).get("conditions") or []
+            )
+            self._deployments[(namespace, name)] = (scores, detected)
+
+    def collect(self) -> Iterable[core.Metric]:
+        with self._guard:
+            deployments = dict(self._deployments)
+        scores = core.GaugeMetricFamily(
+            "kiln_drift_score",
+            "Each feature's drift statistic against the stable version's baseline, at the last check.",
+            labels=["namespace", "deployment", "feature"],
+        )
+        detected = core.GaugeMetricFamily(
+            "kiln_drift_detected", "1 while the deployment's DriftDetected is True.", labels=["namespace", "deployment"]
+        )
+        for (namespace, name), (features, drifted) in sorted(deployments.items()):
+            for feature, score in sorted(features.items()):
+                scores.add_metric([namespace, name, feature], score)
+            detected.add_metric([namespace, name], 1.0 if drifted else 0.0)
+        return [scores, detected]
+
+    def describe(self) -> Iterable[core.Metric]:
+        return self.collect()
+
+
 @dataclasses.dataclass
 class Metrics:
     """One operator's metrics; the three controllers share one, and each test makes its own."""
@@ -99,6 +145,17 @@ class Metrics:
             self.measurements.labels(metric_phase=phase.value)
         self.training_jobs = _TrainingJobs()
         self.registry.register(self.training_jobs)
+        self.retrainings = prometheus_client.Counter(
+            "kiln_retrainings", "Retrainings started, by trigger.", ["trigger"], registry=self.registry
+        )
+        self.retrainings_skipped = prometheus_client.Counter(
+            "kiln_retrainings_skipped",
+            "Retraining triggers that fired but were held back, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.drift = _Drift()
+        self.registry.register(self.drift)
 
     @contextlib.contextmanager
     def reconciling(self, kind: str) -> Iterator[None]:
@@ -121,6 +178,21 @@ class Metrics:
             self.rollouts.labels(outcome=outcome).inc()
         for phase, count in new_measurements(old.get("analysis") or [], new.get("analysis") or []).items():
             self.measurements.labels(metric_phase=phase).inc(count)
+
+    def monitoring_status_written(self, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> None:
+        """Monitoring wrote a ModelDeployment's status: count the retrainings started and the skips."""
+        before, after = (old or {}).get("retraining") or {}, new.get("retraining") or {}
+        known = {(run.get("trainingJob"), run.get("time")) for run in before.get("runs") or []}
+        for run in after.get("runs") or []:
+            if (run.get("trainingJob"), run.get("time")) not in known:
+                self.retrainings.labels(trigger=str(run.get("trigger"))).inc()
+        skipped = after.get("skipped")
+        if skipped and skipped != before.get("skipped"):
+            self.retrainings_skipped.labels(reason=str(skipped.get("reason"))).inc()
+
+    def drift_seen(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        """The deployment's status as last written or read (wire form); None forgets a deleted deployment."""
+        self.drift.seen(namespace, name, status)
 
     def training_job_seen(self, namespace: str, name: str, phase: str | None, gpus: int = 0) -> None:
         """The job's phase as last seen, and the GPUs it asks for; None forgets a deleted job."""

@@ -7,7 +7,8 @@ answers at the same instant. Acting is: put the traffic split in force through t
 apply the serving objects (an object unchanged since it was last applied is not written again),
 delete the Deployments of versions no longer live (and their Services), write status (refused if
 the deployment changed meanwhile), then post Events, so a retried reconcile never posts an Event
-twice for one change.
+twice for one change. A steady deployment is then watched for drift and retrained when a trigger
+fires (`kiln.controllers.monitoring`), with the status just written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from kiln.api import modeldeployment, resources
 from kiln.controllers import metrics as operator_metrics
-from kiln.controllers import shared
+from kiln.controllers import monitoring, shared
 from kiln.delivery import analysis, rollout, serving
 from kiln.delivery import plan as delivery_plan
 from kiln.kube import client
@@ -90,6 +91,7 @@ class Controller:
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a deleted deployment."""
         self._locks.forget(namespace, name)
+        self.metrics.drift_seen(namespace, name, None)
         for key in [key for key in self._applied if key[1] == namespace and key[2].startswith(name)]:
             self._applied.pop(key, None)
 
@@ -105,7 +107,10 @@ class Controller:
             if planned.measure:
                 seen = dataclasses.replace(seen, answers=self._measure(planned.measure))
                 planned = delivery_plan.plan(seen, now, self.settings)
-            self._act(body, planned, seen)
+            written = self._act(body, planned, seen)
+            if written is not None:
+                monitor = monitoring.Monitor(self.kube, self._measure, self.metrics, self.default_prometheus)
+                monitor.reconcile(written, now)
 
     def reconcile_model(self, namespace: str, model: str) -> None:
         """A version of `model` changed: every deployment of that model looks again."""
@@ -169,7 +174,10 @@ class Controller:
         self.kube.create_or_patch(client.resource_of(obj), obj)
         self._applied[key] = (digest, time.monotonic())
 
-    def _act(self, body: Mapping[str, Any], planned: delivery_plan.Plan, seen: rollout.Observed) -> None:
+    def _act(
+        self, body: Mapping[str, Any], planned: delivery_plan.Plan, seen: rollout.Observed
+    ) -> Mapping[str, Any] | None:
+        """Apply the plan; the deployment as written, or None when the traffic provider refused the split."""
         namespace = body["metadata"].get("namespace") or "default"
         if planned.traffic is not None:
             target = traffic_providers.Target(serving.Owner(seen.name, seen.namespace, seen.uid), seen.spec)
@@ -177,7 +185,7 @@ class Controller:
                 self._traffic(seen.spec).apply(self.kube, target, planned.traffic)
             except traffic_providers.TrafficError as error:  # a person must fix it: nothing else is applied
                 log.warning("ModelDeployment %s/%s: %s", namespace, seen.name, error.message)
-                return
+                return None
         for obj in planned.apply:
             self._apply(obj)
         for name in planned.retire:
@@ -190,3 +198,4 @@ class Controller:
             body = self.kube.patch_status(MODEL_DEPLOYMENTS, body, wire)
             self.metrics.deployment_status_written(old, wire)
         shared.post_events(self.kube, body, planned.events, log)
+        return body
