@@ -38,6 +38,8 @@ UNEXERCISED = {
     ("kopf.dev", "clusterkopfpeerings", "patch"),
     # A finished TrainingJob with ttlSecondsAfterFinished is deleted.
     ("kiln.dev", "trainingjobs", "delete"),
+    # A retraining trigger of a steady ModelDeployment starts a TrainingJob (spec.monitoring.retraining).
+    ("kiln.dev", "trainingjobs", "create"),
     # Trained ModelVersions are created by kiln-trainer, and the operator grants that to it in a Role.
     ("kiln.dev", "modelversions", "create"),
     # Gang restarts after a worker fails; deleted children of a stopped rollout.

@@ -13,10 +13,11 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 */}}
 {{- define "kiln.namespacedRules" -}}
 # The Kiln kinds: kopf watches them and patches its finalizer and progress annotations; a finished
-# TrainingJob with a TTL is deleted; trained ModelVersions are created (and granted to kiln-trainer).
+# TrainingJob with a TTL is deleted; retraining triggers create TrainingJobs; trained ModelVersions are
+# created (and granted to kiln-trainer).
 - apiGroups: ["kiln.dev"]
   resources: ["trainingjobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete", "create"]
 - apiGroups: ["kiln.dev"]
   resources: ["modelversions"]
   verbs: ["get", "list", "watch", "patch", "create"]
