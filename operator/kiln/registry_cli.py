@@ -157,6 +157,18 @@ def _key_metrics(version: ModelVersion) -> str:
     return "  ".join(f"{metric}={version.spec.metrics[metric]:g}" for metric in gated if metric in version.spec.metrics)
 
 
+def size_text(size_bytes: int | None) -> str:
+    """`812 B`, `1.4 KiB`, `2.0 GiB`; `-` when the writer recorded no size."""
+    if size_bytes is None:
+        return "-"
+    size, unit = float(size_bytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{size_bytes} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
 def _sort_key(version: ModelVersion) -> tuple[str, str, semver.Version]:
     return (version.metadata.namespace or "", version.spec.model_name, semver.parse(version.spec.version))
 
@@ -165,7 +177,7 @@ def _models_table(versions: list[ModelVersion], all_namespaces: bool) -> rich.ta
     table = rich.table.Table(box=None, header_style="bold")
     if all_namespaces:
         table.add_column("NAMESPACE")
-    for column in ("MODEL", "VERSION", "NAME", "PHASE", "STAGE", "APPROVALS", "METRICS"):
+    for column in ("MODEL", "VERSION", "NAME", "PHASE", "STAGE", "APPROVALS", "METRICS", "SIZE", "ARTIFACT"):
         table.add_column(column)
     # Newest version first within each model, as semver orders them.
     for version in sorted(
@@ -185,6 +197,8 @@ def _models_table(versions: list[ModelVersion], all_namespaces: bool) -> rich.ta
             stage_text,
             approvals,
             _key_metrics(version),
+            size_text(version.spec.artifact.size_bytes),
+            version.spec.artifact.uri,
         ]
         table.add_row(*([version.metadata.namespace or ""] if all_namespaces else []), *row)
     return table
@@ -205,7 +219,7 @@ def _timeline_table(model: str, versions: list[ModelVersion]) -> rich.table.Tabl
 @click.option("--all-namespaces", "-A", is_flag=True, help="Every namespace.")
 @cli_access.cluster_options
 def models(model: str | None, all_namespaces: bool, access: cli_access.Access) -> None:
-    """List models and their versions: phase, stage, approvals, key metrics.
+    """List models and their versions: phase, stage, approvals, key metrics, artifact size and URI.
 
     Naming a MODEL also shows which of its versions was in Production when.
     """
@@ -274,7 +288,10 @@ def lineage(reference: str, access: cli_access.Access) -> None:
     tree = rich.tree.Tree(
         f"ModelVersion [bold]{name}[/]: {spec.model_name} {spec.version} ({status.phase}, {status.stage})"
     )
-    tree.add(f"artifact {spec.artifact.uri} sha256:{spec.artifact.sha256} ({spec.artifact.format})")
+    described = str(spec.artifact.format)
+    if spec.artifact.size_bytes is not None:
+        described += f", {size_text(spec.artifact.size_bytes)}"
+    tree.add(f"artifact {spec.artifact.uri} sha256:{spec.artifact.sha256} ({described})")
     _training_branch(tree, kube, namespace, version)
     serving = [(d["metadata"]["name"], _serving_roles(d, spec.model_name, spec.version)) for d in deployments]
     served = [(deployment, roles) for deployment, roles in serving if roles]

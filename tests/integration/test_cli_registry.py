@@ -100,9 +100,9 @@ def test_kiln_models_lists_versions_in_semver_order_and_the_production_timeline(
         ["iris", "1.9.0", "iris-a"],
         ["wine", "0.1.0", "wine-a"],
     ]
-    assert rows[2][3:] == ["Validated", "Production", "0/0", "accuracy=0.9"]
+    assert rows[2][3:] == ["Validated", "Production", "0/0", "accuracy=0.9", "-", artifact[0]]
     assert rows[3][3:5] == ["Validated", "Archived"]
-    assert rows[4][-1] == "rmse=1.5"
+    assert rows[4][6] == "rmse=1.5"
 
     timeline = kiln.kiln("models", "iris", "-n", namespace).stdout
     periods = [line.split() for line in timeline.split("iris in Production")[1].splitlines()[2:]]

@@ -193,6 +193,17 @@ def test_the_server_is_ready_on_the_health_endpoint_and_reads_its_claim_read_onl
     assert pod["automountServiceAccountToken"] is False
 
 
+def test_the_server_keeps_verified_artifacts_in_an_emptydir_that_outlives_a_container_restart() -> None:
+    result = fx.cluster(V("1.0.0"), version="1.0.0").reconcile(0)
+    deployment = fx.objects(result, "Deployment")["iris-v1-0-0"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+
+    assert {"name": "artifacts", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "artifacts", "mountPath": "/var/run/kiln/artifacts"} in container["volumeMounts"]
+    assert fx.env_of(deployment)["KILN_ARTIFACT_CACHE"] == "/var/run/kiln/artifacts"
+
+
 # -- a canary -----------------------------------------------------------------------------------
 
 

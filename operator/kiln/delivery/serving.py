@@ -2,7 +2,9 @@
 
 - one Deployment per live version (`<md>-v<version>`), running kiln-server with that ModelVersion
   in `KILN_MODEL_VERSIONS`, its model store claim mounted read-only, annotated for Prometheus,
-  ready on `/v2/health/ready`, under the restricted Pod Security profile;
+  ready on `/v2/health/ready`, under the restricted Pod Security profile; kiln-server copies the
+  artifact (from the claim, or downloads it from `s3://`) into an emptyDir cache, where it is
+  verified and loaded from, and which outlives a restart of the container;
 - a Service per live version (named as its Deployment), which the router sends to: a proxy's
   pooled connections stay with the pods they were opened to, so a version's address must never
   change whose pods it reaches;
@@ -42,6 +44,7 @@ ROUTER_CONFIG_KEY = "router.json"
 ROUTER_PORT = 8080
 SERVICE_PORT = 80
 PVC_DIR = "/var/run/kiln/pvc"
+ARTIFACT_CACHE_DIR = "/var/run/kiln/artifacts"
 GPU_TOLERATION: Object = {"key": common.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 STABLE, CANDIDATE, PREVIEW = "stable", "candidate", "preview"
 
@@ -178,6 +181,7 @@ def _server_env(spec: modeldeployment.ModelDeploymentSpec, live: Live) -> list[O
     env: list[Object] = [
         {"name": "KILN_MODEL_VERSIONS", "value": json.dumps([_served_version(live.version)], sort_keys=True)},
         {"name": "KILN_SERVER_PORT", "value": str(spec.server.port)},
+        {"name": "KILN_ARTIFACT_CACHE", "value": ARTIFACT_CACHE_DIR},
     ]
     claim = _claim_of(live.version.model.spec.artifact.uri)
     if claim is not None:
@@ -196,8 +200,11 @@ def _server_env(spec: modeldeployment.ModelDeploymentSpec, live: Live) -> list[O
 
 def _server_pod(owner: Owner, spec: modeldeployment.ModelDeploymentSpec, live: Live, settings: Settings) -> Object:
     port = spec.server.port
-    volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[Object] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}, {"name": "artifacts", "emptyDir": {}}]
+    mounts: list[Object] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "artifacts", "mountPath": ARTIFACT_CACHE_DIR},
+    ]
     claim = _claim_of(live.version.model.spec.artifact.uri)
     if claim is not None:
         volumes.append({"name": "model-store", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})

@@ -1,0 +1,242 @@
+"""s3:// artifacts end to end, as processes: kiln-trainer uploads to a real S3 protocol server (moto's
+server mode on loopback), the registry (`kiln run` against a dev cluster) verifies the object by its
+digest, and kiln-server downloads it into its cache and serves it.
+
+Given a TrainingJob whose output.store.uri names an S3 prefix, when its trainer runs, then the
+ModelVersion it registers points at the uploaded object, the registry marks it Validated with its
+digest checked, `kiln models` and `kiln lineage` show its URI and size, and kiln-server serves the
+model it downloaded, from its cache once it has it. A tampered object (same key, other bytes) is
+refused by the registry and by the server; missing credentials and a wrong endpoint are named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import s3_server
+from kiln_cluster import GROUP, VERSION, Kiln, condition, operated_cluster
+from polling import eventually
+from server_process import RunningServer, kiln_server
+
+TRAINER = str(pathlib.Path(sys.executable).with_name("kiln-trainer"))
+NAMESPACE = "ml"
+BUCKET = "models"
+PREFIX = f"s3://{BUCKET}/kiln"
+SKLEARN = {
+    "estimator": "sklearn.linear_model.LogisticRegression",
+    "params": {"max_iter": 500},
+    "dataset": {"builtin": "iris"},
+    "randomSeed": 1,
+}
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+@dataclass
+class World:
+    kiln: Kiln
+    s3: s3_server.S3Server
+    root: pathlib.Path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """An S3 server with a bucket, and a dev cluster whose operator reaches it by the AWS_* environment."""
+    root = tmp_path_factory.mktemp("s3-artifacts")
+    with s3_server.s3_server(root) as s3, operated_cluster(root, **s3.env()) as kiln:
+        s3.create_bucket(BUCKET)
+        kiln.kubectl("create", "namespace", NAMESPACE)
+        yield World(kiln, s3, root)
+
+
+def output(version: str) -> dict[str, Any]:
+    return {
+        "modelName": "iris",
+        "version": version,
+        "gates": [{"metric": "accuracy", "min": 0.8}],
+        "store": {"uri": PREFIX},
+    }
+
+
+def suspended_job(world: World, name: str, version: str) -> str:
+    """A TrainingJob the operator leaves alone (its trainer runs here instead); its uid."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {"sklearn": SKLEARN, "output": output(version), "suspend": True},
+    }
+    created = world.kiln.api().create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "trainingjobs", body)
+    return str(created["metadata"]["uid"])
+
+
+def train(world: World, version: str, **aws: str) -> subprocess.CompletedProcess[str]:
+    """kiln-trainer with the environment the operator gives a trainer pod, plus the AWS_* of `aws`."""
+    job = f"train-iris-{version.replace('.', '-')}"
+    env = {
+        **world.kiln.env,
+        **world.s3.env(),
+        **aws,
+        "KILN_SKLEARN": json.dumps(SKLEARN),
+        "KILN_OUTPUT": json.dumps(output(version)),
+        "KILN_TRAINING_JOB": job,
+        "KILN_TRAINING_JOB_UID": suspended_job(world, job, version),
+        "KILN_NAMESPACE": NAMESPACE,
+    }
+    return subprocess.run([TRAINER], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def served_version(world: World, name: str) -> dict[str, Any]:
+    """The ModelVersion as a serving pod is told it: what it is, without the cluster's bookkeeping."""
+    stored = world.kiln.model_version(NAMESPACE, name)
+    return {
+        "apiVersion": stored["apiVersion"],
+        "kind": "ModelVersion",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": stored["spec"],
+    }
+
+
+def server_env(world: World, cache: pathlib.Path, **overrides: str) -> dict[str, str]:
+    return {**world.s3.env(), "KILN_ARTIFACT_CACHE": str(cache), **overrides}
+
+
+@pytest.fixture(scope="module")
+def trained(world: World) -> dict[str, Any]:
+    """The trainer has run for iris 1.0.0 and the registry has validated what it uploaded."""
+    finished = train(world, "1.0.0")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    world.kiln.wait_for_phase(NAMESPACE, "iris-1.0.0", "Validated")
+    return {"run": finished, "version": served_version(world, "iris-1.0.0")}
+
+
+def test_the_trainer_uploads_and_the_registry_verifies_the_object(world: World, trained: dict[str, Any]) -> None:
+    artifact = trained["version"]["spec"]["artifact"]
+    uri = f"{PREFIX}/iris/1.0.0/model.skops"
+    uploaded = world.s3.get(BUCKET, "kiln/iris/1.0.0/model.skops")
+    assert f"kiln-trainer: uploaded {uri} (sha256 {artifact['sha256']}, {len(uploaded)} bytes)" in (
+        trained["run"].stdout.splitlines()
+    )
+    assert artifact == {"uri": uri, "sha256": hashlib.sha256(uploaded).hexdigest(), "sizeBytes": len(uploaded)} | {
+        "format": "skops"
+    }
+    verified = condition(world.kiln.status(NAMESPACE, "iris-1.0.0"), "ArtifactVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "DigestMatches")
+    assert verified["message"] == f"{uri} has sha256 {artifact['sha256']} ({len(uploaded)} bytes)"
+
+
+def test_kiln_models_and_lineage_show_the_uri_and_size(world: World, trained: dict[str, Any]) -> None:
+    artifact = trained["version"]["spec"]["artifact"]
+    size = f"{artifact['sizeBytes'] / 1024:.1f} KiB"
+    listed = world.kiln.kiln("models", "-n", NAMESPACE).stdout
+    row = next(line.split() for line in listed.splitlines() if " 1.0.0 " in line)
+    assert row[-3:] == [*size.split(), artifact["uri"]]
+    lineage = world.kiln.kiln("lineage", "mv/iris-1.0.0", "-n", NAMESPACE).stdout
+    assert f"artifact {artifact['uri']} sha256:{artifact['sha256']} (skops, {size})" in lineage
+
+
+def test_kiln_server_serves_the_model_it_downloaded_and_keeps_it_across_a_restart(
+    world: World, trained: dict[str, Any], tmp_path: pathlib.Path
+) -> None:
+    cache, version = tmp_path / "cache", trained["version"]
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": SETOSA}]}
+    with kiln_server(tmp_path, [version], env=server_env(world, cache), through_env=True) as server:
+        server.wait_ready()
+        answer = server.infer(body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [0]
+    digest = version["spec"]["artifact"]["sha256"]
+    assert [path.name for path in cache.iterdir()] == [digest]
+
+    # The container restarts over the same emptyDir, and the store is out of reach: the cached,
+    # verified file is served.
+    nowhere = f"http://127.0.0.1:{s3_server.free_port()}"
+    with kiln_server(
+        tmp_path, [version], env=server_env(world, cache, AWS_ENDPOINT_URL=nowhere), through_env=True
+    ) as restarted:
+        restarted.wait_ready()
+        assert restarted.infer(body).json()["outputs"][0]["data"] == [0]
+
+
+def test_a_tampered_object_is_refused_by_the_registry_and_by_the_server(
+    world: World, trained: dict[str, Any], tmp_path: pathlib.Path
+) -> None:
+    key = "kiln/iris/1.0.0/model.skops"
+    original = world.s3.get(BUCKET, key)
+    artifact = trained["version"]["spec"]["artifact"]
+    world.s3.put(BUCKET, key, original + b"tampered")
+    tampered = hashlib.sha256(original + b"tampered").hexdigest()
+    try:
+        # The same object registered again, as a new version pinning the digest it was uploaded with.
+        world.kiln.apply(
+            NAMESPACE,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelVersion",
+                "metadata": {"name": "iris-1.0.1"},
+                "spec": {"modelName": "iris", "version": "1.0.1", "artifact": artifact},
+            },
+        )
+        status = world.kiln.wait_for_phase(NAMESPACE, "iris-1.0.1", "Rejected")
+        refused = condition(status, "ArtifactVerified")
+        assert (refused["status"], refused["reason"]) == ("False", "DigestMismatch")
+        assert refused["message"] == (
+            f"the sha256 of {artifact['uri']} is {tampered}, not the {artifact['sha256']} the ModelVersion pins"
+        )
+
+        with kiln_server(
+            tmp_path, [trained["version"]], env=server_env(world, tmp_path / "cache"), through_env=True
+        ) as server:
+            reason = server_reason(server)
+            assert artifact["uri"] in reason
+            assert tampered in reason
+            assert artifact["sha256"] in reason
+        assert list((tmp_path / "cache").iterdir()) == []
+    finally:
+        world.s3.put(BUCKET, key, original)
+
+
+def server_reason(server: RunningServer) -> str:
+    """The reason readiness gives once loading has failed."""
+
+    def failed() -> str | None:
+        ready = server.get("/v2/health/ready")
+        reason = ready.json().get("reason", "") if ready.status_code == 503 else ""
+        return reason if reason and "loading the artifact" not in reason else None
+
+    found: str = eventually(failed, "kiln-server to say why it is not ready", 30)
+    return found
+
+
+def test_missing_credentials_are_named_by_the_server(
+    world: World, trained: dict[str, Any], tmp_path: pathlib.Path
+) -> None:
+    env = {"AWS_ENDPOINT_URL": world.s3.endpoint, "KILN_ARTIFACT_CACHE": str(tmp_path / "cache")}
+    with kiln_server(tmp_path, [trained["version"]], env=env, through_env=True) as server:
+        reason = server_reason(server)
+    assert "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in reason
+
+
+def test_a_wrong_endpoint_fails_the_trainer_naming_the_setting(world: World) -> None:
+    nowhere = f"http://127.0.0.1:{s3_server.free_port()}"
+    finished = train(world, "1.1.0", AWS_ENDPOINT_URL=nowhere)
+    assert finished.returncode == 1
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"kiln-trainer: failed: uploading the artifact failed: {PREFIX}/iris/1.1.0/model.skops: ")
+    assert f"the endpoint {nowhere} (AWS_ENDPOINT_URL) could not be used" in last
+
+
+def test_no_secret_reaches_a_log_a_status_or_an_event(world: World, trained: dict[str, Any]) -> None:
+    secret = s3_server.SECRET_ACCESS_KEY
+    assert secret not in trained["run"].stdout + trained["run"].stderr
+    assert secret not in world.kiln.operator_log.read_text()
+    recorded = world.kiln.kubectl("get", "modelversions,trainingjobs,events", "-n", NAMESPACE, "-o", "json").stdout
+    assert "DigestMatches" in recorded
+    assert secret not in recorded
