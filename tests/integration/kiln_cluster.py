@@ -165,8 +165,8 @@ class Kiln:
 
 
 @contextlib.contextmanager
-def cluster_with_crds(root: pathlib.Path, settings: config.ClusterConfig | None = None) -> Iterator[Kiln]:
-    """A dev cluster under `root` with Kiln's CRDs established; the operator not started."""
+def bare_cluster(root: pathlib.Path, settings: config.ClusterConfig | None = None) -> Iterator[Kiln]:
+    """A dev cluster under `root`, nothing of Kiln's installed."""
     with cluster.ThreadedDevCluster(root / "devcluster", settings=settings) as devcluster:
         pvc_root = devcluster.state_dir / "volumes"
         env = {
@@ -175,7 +175,13 @@ def cluster_with_crds(root: pathlib.Path, settings: config.ClusterConfig | None 
             "KUBECACHEDIR": str(devcluster.state_dir / "kubectl-cache"),
             "KILN_PVC_ROOT": str(pvc_root),
         }
-        setup = Kiln(devcluster, env, pvc_root, root / "operator.log")
+        yield Kiln(devcluster, env, pvc_root, root / "operator.log")
+
+
+@contextlib.contextmanager
+def cluster_with_crds(root: pathlib.Path, settings: config.ClusterConfig | None = None) -> Iterator[Kiln]:
+    """A dev cluster under `root` with Kiln's CRDs established; the operator not started."""
+    with bare_cluster(root, settings) as setup:
         setup.kubectl("apply", "-f", str(CRDS))
         setup.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
         setup.kubectl("apply", "-f", "-", input=PEOPLE_RBAC)

@@ -20,7 +20,7 @@ from typing import Any
 
 import cel
 
-from kiln.devcluster import identity, selectors
+from kiln.devcluster import celext, identity, selectors
 
 Object = dict[str, Any]
 
@@ -173,7 +173,7 @@ def _program(expression: str) -> Any:
 
 def evaluate(expression: str, variables: Object) -> Any:
     try:
-        return _program(expression).execute(variables)
+        return _program(expression).execute(celext.context(variables))
     except Exception as error:  # the CEL library raises several types, for compile and for evaluation errors
         raise EvaluationError(f"expression '{expression}' resulted in error: {_reason(error)}") from None
 

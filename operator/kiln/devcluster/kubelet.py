@@ -538,7 +538,12 @@ class PodWorker:
         mounts = self.container_mounts(spec)
         addresses = self.kubelet.cluster_addresses(env.values(), self.key[0])
         unresolved = [value for value, address in addresses.items() if address is None]
-        env = {name: podenv.translate_path(addresses.get(value) or value, mounts) for name, value in env.items()}
+        # The kubelet's own entries are host paths already: a pod that mounts a volume at /tmp must
+        # still find its kubeconfig when the dev cluster's data lives under /tmp.
+        env = {
+            name: value if base.get(name) == value else podenv.translate_path(addresses.get(value) or value, mounts)
+            for name, value in env.items()
+        }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM_DIR), env.get("PYTHONPATH")]))
         env.update(
             {

@@ -23,6 +23,8 @@ from typing import Any
 
 import cel
 
+from kiln.devcluster import celext
+
 Schema = dict[str, Any]
 
 # The error types of k8s.io/apimachinery/pkg/util/validation/field, with their cause reasons.
@@ -253,7 +255,7 @@ def _rule_errors(schema: Schema, value: Any, old: Any, path: str) -> Iterator[Fi
             variables["oldSelf"] = _cel_value(schema, old)
         field = path + rule.get("fieldPath", "") if path else rule.get("fieldPath", "").lstrip(".")
         try:
-            holds = _program(expression).execute(variables)
+            holds = _program(expression).execute(celext.context(variables))
         except Exception as error:  # the CEL library raises several types for evaluation errors
             yield FieldError(field, INVALID, f"rule evaluation error: {error}", _type_name(schema) or value)
             continue
