@@ -32,6 +32,76 @@ ESTIMATOR_MODULES = ("sklearn", "xgboost", "lightgbm", "catboost")
 ESTIMATOR_PATTERN = rf"^({'|'.join(ESTIMATOR_MODULES)})(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 
 
+DATASET_REJECTED_EXIT_CODE = 65
+"""The exit code (sysexits' EX_DATAERR) of a trainer that refused its dataset: retrying cannot
+help, so the job fails at once, with the trainer's last log line, which names what is wrong."""
+
+
+class ColumnType(StrEnum):
+    INTEGER = "integer"
+    FLOAT = "float"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    STRING = "string"
+
+
+class ColumnExpectation(base.KilnModel):
+    """What one column must hold; the column must exist."""
+
+    name: str = Field(min_length=1, max_length=256)
+    """The column's name (for a builtin dataset, scikit-learn's feature names and `target`)."""
+    type: ColumnType | None = None
+    """`integer`, `float`, `number` (either), `boolean` or `string`; any type when unset."""
+    max_nulls: StrictInt | None = Field(default=None, ge=0)
+    """The most empty values (nulls, and NaN in a float column) the column may hold."""
+    max_null_fraction: StrictFloat | None = Field(default=None, ge=0, le=1)
+    """The largest share of empty values, 0 to 1."""
+    min: StrictFloat | None = None
+    """The smallest value allowed (empty values aside); numeric columns only."""
+    max: StrictFloat | None = None
+    """The largest value allowed (empty values aside); numeric columns only."""
+
+    cel_rules = (
+        base.Rule(
+            "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "min must not exceed max",
+            field_path=".min",
+        ),
+    )
+
+
+class DriftExpectation(base.KilnModel):
+    """The data must not have drifted too far from the data a ModelVersion was trained on."""
+
+    model_version: str = Field(min_length=1, max_length=253)
+    """The ModelVersion (in the job's namespace) whose baseline the dataset is compared with,
+    usually the one this job retrains."""
+    max_psi: StrictFloat = Field(default=0.25, gt=0, alias="maxPSI")
+    """The largest population stability index any baseline feature may have, on the baseline's
+    bins. 0.25 is a common rule of thumb for a shift worth a look before training on it; a
+    retraining prompted by drift expects some, so set it above the drift threshold."""
+
+
+class DatasetExpectations(base.KilnModel):
+    """Checks the trainer makes on the data before fitting; any failing fails the job at once,
+    every failing expectation named in its status."""
+
+    min_rows: StrictInt | None = Field(default=None, ge=1)
+    """The fewest rows the dataset may have."""
+    columns: list[ColumnExpectation] = Field(default_factory=list, max_length=256)
+    """Columns that must exist, with their types, empty values and ranges."""
+    drift: DriftExpectation | None = None
+    """No feature may have drifted from a ModelVersion's baseline beyond maxPSI."""
+
+    cel_rules = (
+        base.Rule(
+            "self.columns.all(c, self.columns.exists_one(d, d.name == c.name))",
+            "column names must be unique",
+            field_path=".columns",
+        ),
+    )
+
+
 class Dataset(base.KilnModel):
     """Where the training data comes from: a file by URI, or a dataset scikit-learn ships."""
 
@@ -41,6 +111,8 @@ class Dataset(base.KilnModel):
     """A dataset that scikit-learn ships, loaded without any download."""
     format: Literal["csv", "parquet"] | None = None
     """The file format; guessed from the URI's extension when unset."""
+    expectations: DatasetExpectations | None = None
+    """What the data must meet before the trainer fits anything."""
 
     cel_rules = (
         base.Rule(

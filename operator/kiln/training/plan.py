@@ -310,7 +310,20 @@ class _Planner:
     def worker_failed(self, worker: Worker, current: Mapping[int, Worker]) -> None:
         how = f"exit code {worker.exit_code}" if worker.exit_code is not None else "no exit code"
         cause = f"{worker.name} failed ({how}{', ' + worker.reason if worker.reason else ''})"
+        if worker.exit_code == trainingjob.DATASET_REJECTED_EXIT_CODE:
+            self.dataset_rejected(worker)
+            return
         self.restart_or_fail(cause, worker, current)
+
+    def dataset_rejected(self, worker: Worker) -> None:
+        """The trainer refused its data before fitting; the same data fails the same way, so the job
+        fails now, with the trainer's last log line, which names every broken expectation."""
+        if self.seen.logs is None and not worker.message:
+            self.plan.needs_logs = worker.name
+            return
+        lines = [line for line in (worker.message or self.seen.logs or "").splitlines() if line.strip()]
+        said = lines[-1].strip() if lines else "no reason in its log"
+        self.fail("DatasetRejected", f"{worker.name} refused its dataset, nothing was fitted: {said}")
 
     def restart_or_fail(self, cause: str, worker: Worker | None, current: Mapping[int, Worker]) -> None:
         limit = self.spec.backoff_limit

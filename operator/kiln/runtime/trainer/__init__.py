@@ -2,13 +2,16 @@
 
 It runs inside a TrainingJob's pod and reads its whole contract from the environment
 (`settings.Settings`). The steps, one module each: `datasets` (load and digest the data),
-`estimators` (the allowlisted estimator), `evaluation` (held-out split and metrics), `baseline`
-(feature histograms for drift), `artifact` (canonical skops bytes, written atomically),
-`checkpoint` (resume without refitting), `registration` (the ModelVersion, through the API) and
-`result` (the result file the operator reads). `run` strings them together.
+`expectations` (data validation before fitting), `estimators` (the allowlisted estimator),
+`evaluation` (held-out split and metrics), `baseline` (feature histograms for drift), `artifact`
+(canonical skops bytes, written atomically), `checkpoint` (resume without refitting),
+`registration` (the ModelVersion, through the API) and `result` (the result file the operator
+reads). `run` strings them together.
 
 It logs one line per step to stdout; on failure it logs the reason as the last line, to stderr, and
-exits 1. Imports only kiln.api of Kiln, and the `kubernetes` client.
+exits 1, or `DATASET_REJECTED_EXIT_CODE` (65) when the data breaks its `expectations`. Imports only
+kiln.api of Kiln (and `kiln.monitoring.statistics`, the PSI drift detection uses), and the
+`kubernetes` client.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from kiln.runtime.trainer import errors, registration, run, settings
+from kiln.api import trainingjob
+from kiln.runtime.trainer import errors, expectations, registration, run, settings
 
 PREFIX = "kiln-trainer:"
 USAGE = "usage: kiln-trainer (takes no arguments; the KILN_* environment variables configure it)"
@@ -27,10 +31,10 @@ def say(message: str) -> None:
     print(f"{PREFIX} {message}", flush=True)
 
 
-def fail(reason: str) -> int:
+def fail(reason: str, code: int = 1) -> int:
     sys.stdout.flush()
     print(f"{PREFIX} failed: {reason}", file=sys.stderr, flush=True)
-    return 1
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if arguments in (["-h"], ["--help"]) else 2
     try:
         run.train(settings.Settings.from_environment(), registration.KubeModelVersions, say)
+    except expectations.DatasetRejected as error:
+        return fail(str(error), trainingjob.DATASET_REJECTED_EXIT_CODE)
     except errors.TrainerError as error:
         return fail(str(error))
     except Exception as error:

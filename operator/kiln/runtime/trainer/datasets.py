@@ -3,7 +3,9 @@
 A file is read once into memory, and the digest is the sha256 of exactly the bytes parsed. A
 builtin dataset has no file, so its digest is computed over a canonical encoding of the arrays
 (`builtin_digest`). Features must be numeric (integers, floats, booleans; nulls become NaN); the
-target may be numeric, boolean or text (class labels).
+target may be numeric, boolean or text (class labels). A `check` given to `load` sees the table as
+read (a builtin dataset as its feature columns and `target`) before any of that, so data validation
+(`expectations`) reports on the data itself.
 """
 
 from __future__ import annotations
@@ -49,11 +51,18 @@ class Data:
     feature_names: list[str]
 
 
-def load(spec: trainingjob.SklearnTrainer, dataset_path: pathlib.Path | None) -> Data:
-    """The dataset the spec names; TrainerError names the field at fault."""
+Check = Callable[[pa.Table], None]
+"""Looks at the table as read; raises a TrainerError to refuse it."""
+
+
+def load(spec: trainingjob.SklearnTrainer, dataset_path: pathlib.Path | None, check: Check | None = None) -> Data:
+    """The dataset the spec names, once `check` has seen it; TrainerError names the field at fault."""
     dataset = spec.dataset
     if dataset.builtin is not None:
-        return load_builtin(dataset.builtin)
+        loaded = load_builtin(dataset.builtin)
+        if check is not None:
+            check(builtin_table(loaded))
+        return loaded
     assert dataset.uri is not None  # the API's rule: exactly one of uri and builtin
     path = local_path(dataset.uri, dataset_path)
     try:
@@ -63,6 +72,8 @@ def load(spec: trainingjob.SklearnTrainer, dataset_path: pathlib.Path | None) ->
             f"sklearn.dataset.uri: cannot read {dataset.uri} at {path}: {error.strerror}"
         ) from None
     table = parse(data, file_format(dataset), dataset.uri)
+    if check is not None:
+        check(table)
     if spec.target_column is None:
         raise errors.TrainerError("sklearn.targetColumn: required for a dataset given by uri")
     features, target, names = split_columns(table, spec.target_column)
@@ -150,6 +161,15 @@ def load_builtin(name: str) -> Data:
     shipped = getattr(bunch, "feature_names", None)
     names = [str(n) for n in shipped] if shipped is not None else [f"feature-{i}" for i in range(features.shape[1])]
     return Data(f"{BUILTIN_SCHEME}{name}", builtin_digest(name, features, target, names), features, target, names)
+
+
+BUILTIN_TARGET = "target"
+
+
+def builtin_table(data: Data) -> pa.Table:
+    """A builtin dataset as a table: its feature columns by scikit-learn's names, then `target`."""
+    columns = {name: data.features[:, index] for index, name in enumerate(data.feature_names)}
+    return pa.table({**columns, BUILTIN_TARGET: data.target})
 
 
 def builtin_digest(name: str, features: npt.NDArray[np.float64], target: npt.NDArray[Any], names: list[str]) -> str:

@@ -21,6 +21,7 @@ from kiln.runtime.trainer import (
     datasets,
     estimators,
     evaluation,
+    expectations,
     registration,
     result,
     settings,
@@ -47,7 +48,7 @@ def train(
         result.clear(config.result_file)
     source = f"{datasets.BUILTIN_SCHEME}{spec.dataset.builtin}" if spec.dataset.builtin else spec.dataset.uri
     say(f"loading dataset {source}")
-    data = datasets.load(spec, config.dataset_path)
+    data = datasets.load(spec, config.dataset_path, expectations.checker(spec.dataset, config.namespace, api))
     rows, columns = data.features.shape
     say(f"loaded {rows} rows x {columns} features (sha256 {data.sha256})")
     estimator = estimators.build(spec)
