@@ -158,10 +158,19 @@ def test_defaults_run_two_peering_replicas_cluster_wide() -> None:
 
 
 def test_the_admission_policy_is_on_by_default_and_exempts_the_releases_account() -> None:
-    (policy,) = _of_kind(_render({"serviceAccount": {"name": "ops"}}), "ValidatingAdmissionPolicy")
-    (binding,) = _of_kind(_render({}), "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"] == {"policyName": "kiln-identities", "validationActions": ["Deny"]}
-    assert "'system:serviceaccount:kiln-system:ops'" in policy["spec"]["validations"][1]["expression"]
+    policies = {
+        p["metadata"]["name"]: p
+        for p in _of_kind(_render({"serviceAccount": {"name": "ops"}}), "ValidatingAdmissionPolicy")
+    }
+    bindings = [binding["spec"] for binding in _of_kind(_render({}), "ValidatingAdmissionPolicyBinding")]
+    assert sorted(policies) == ["kiln-identities", "kiln-version-names"]
+    assert bindings == [
+        {"policyName": "kiln-identities", "validationActions": ["Deny"]},
+        {"policyName": "kiln-version-names", "validationActions": ["Deny"]},
+    ]
+    assert (
+        "'system:serviceaccount:kiln-system:ops'" in policies["kiln-identities"]["spec"]["validations"][1]["expression"]
+    )
     off = _render({"admissionPolicy": {"enabled": False}})
     assert not _of_kind(off, "ValidatingAdmissionPolicy")
     assert not _of_kind(off, "ValidatingAdmissionPolicyBinding")

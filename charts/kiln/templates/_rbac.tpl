@@ -26,25 +26,23 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kiln.dev"]
   resources: ["trainingjobs/status", "modelversions/status", "modeldeployments/status"]
-  verbs: ["get", "patch"]
-# Training workers: created, read, watched, restarted as a gang; their last log lines explain a failure.
+  verbs: ["patch"]
+# Training workers: created, listed, watched, restarted as a gang; their last log lines explain a failure.
+# kiln-router lists its Deployment's pods for their readiness.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
 # Rendezvous and serving Services, checkpoint and dataset claims.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "create", "delete"]
-- apiGroups: [""]
-  resources: ["endpoints"]
-  verbs: ["get", "list"]
-# kiln-router's weights; watch is held only because the kiln-router Role grants it.
+  verbs: ["get", "create", "delete"]
+# kiln-router's weights; list and watch are held only because the kiln-router Role grants them.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -54,8 +52,9 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
   verbs: ["get", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "create", "patch"]
-# The stable, canary, blue, green and shadow Deployments, watched for their rollouts' progress.
+  verbs: ["create", "patch"]
+# The stable, canary, blue, green and shadow Deployments, watched for their rollouts' progress; the
+# replicas traffic provider reads each one's readiness by name.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -67,10 +66,10 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "create", "patch"]
-# Events that `kubectl describe` shows: Kiln's own and kopf's.
+# Events that `kubectl describe` shows: Kiln's own and kopf's (both only ever create them).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* What is cluster-scoped, in either mode: GPU placement and gang admission read node capacity and

@@ -84,7 +84,6 @@ PERSISTENT_VOLUME_CLAIMS = Resource("", "v1", "persistentvolumeclaims", "Persist
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 NODES = Resource("", "v1", "nodes", "Node", False)
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
-ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
@@ -96,7 +95,6 @@ KNOWN = (
     PODS,
     SERVICES,
     CONFIG_MAPS,
-    ENDPOINTS,
     DEPLOYMENTS,
     PERSISTENT_VOLUME_CLAIMS,
     SERVICE_ACCOUNTS,
