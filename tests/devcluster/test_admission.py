@@ -167,14 +167,41 @@ def test_a_policy_in_warn_mode_admits_and_kubectl_prints_the_warning(kube: Kube,
 # webhooks
 
 
+def test_a_policy_on_delete_sees_the_object_as_old_object_and_keeps_it(kube: Kube, namespace: str) -> None:
+    rules = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"], "resources": ["configmaps"]}]
+    validation = {
+        "expression": "object == null && !(has(oldObject.metadata.labels) && oldObject.metadata.labels.keep == 'yes')",
+        "messageExpression": "oldObject.metadata.name + ' is kept: remove its keep label first'",
+    }
+    apply(kube, policy("keep-labelled", [validation], matchConstraints={"resourceRules": rules}),
+          binding("keep-labelled", namespace))  # fmt: skip
+    kube.kubectl("-n", namespace, "create", "configmap", "kept")
+    kube.kubectl("-n", namespace, "label", "configmap", "kept", "keep=yes")
+    kube.kubectl("-n", namespace, "create", "configmap", "scratch")
+
+    refused = kube.kubectl("-n", namespace, "delete", "configmap", "kept", check=False)
+    kube.kubectl("-n", namespace, "delete", "configmap", "scratch")
+
+    assert refused.returncode != 0
+    assert "denied request: kept is kept: remove its keep label first" in refused.stderr
+    assert kube.core.read_namespaced_config_map("kept", namespace).metadata.labels == {"keep": "yes"}
+    names = [item.metadata.name for item in kube.core.list_namespaced_config_map(namespace).items]
+    assert "scratch" not in names
+    with pytest.raises(ApiException) as missing:
+        kube.core.delete_namespaced_config_map("never-was", namespace)
+    assert missing.value.status == 404  # a policy is not asked about an object that does not exist
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def webhook_configuration(name: str, namespace: str, url: str, failure_policy: str) -> dict[str, object]:
-    rules = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}]
+def webhook_configuration(
+    name: str, namespace: str, url: str, failure_policy: str, operations: tuple[str, ...] = ("CREATE",)
+) -> dict[str, object]:
+    rules = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": list(operations), "resources": ["configmaps"]}]
     selector = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -200,6 +227,19 @@ def test_a_webhook_that_is_down_refuses_under_fail_and_is_skipped_under_ignore(
             created.stderr
         )
         assert "connection refused" in created.stderr
+
+
+def test_a_webhook_on_delete_that_is_down_keeps_the_object_under_fail(kube: Kube, namespace: str) -> None:
+    kube.kubectl("-n", namespace, "create", "configmap", "settings")
+    url = f"http://127.0.0.1:{free_port()}/validate"
+    apply(kube, webhook_configuration("down-delete", namespace, url, "Fail", operations=("DELETE",)))
+
+    refused = kube.kubectl("-n", namespace, "delete", "configmap", "settings", check=False)
+
+    assert refused.returncode != 0
+    assert 'failed calling webhook "down-delete.kiln.dev"' in refused.stderr
+    assert kube.core.read_namespaced_config_map("settings", namespace).metadata.name == "settings"
+    kube.kubectl("delete", "validatingwebhookconfiguration", "down-delete")
 
 
 OPERATOR = """

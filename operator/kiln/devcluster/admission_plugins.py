@@ -197,10 +197,19 @@ def validating_policies(cluster: registry.Registry, rt: kinds.ResourceType, obj:
                         old: Object | None) -> None:  # fmt: skip
     if _phase(rt) in (MUTATING_PREVIEW, AFTER_WEBHOOKS):
         return
+    _apply_policies(cluster, rt, obj, old, admission.UPDATE if old is not None else admission.CREATE)
+
+
+def validate_deletion(cluster: registry.Registry, rt: kinds.ResourceType, old: Object) -> None:
+    """The policies on a DELETE: `object` is null, `oldObject` the object being deleted."""
+    _apply_policies(cluster, rt, None, old, admission.DELETE)
+
+
+def _apply_policies(cluster: registry.Registry, rt: kinds.ResourceType, obj: Object | None, old: Object | None,
+                    operation: str) -> None:  # fmt: skip
     bindings = cluster.store.list(BINDINGS)
     if not bindings:
         return
-    operation = admission.UPDATE if old is not None else admission.CREATE
     request = admission_request(cluster, rt, obj, old, operation=operation)
     failures: list[policies.Failure] = []
     for binding in bindings:
@@ -213,7 +222,7 @@ def validating_policies(cluster: registry.Registry, rt: kinds.ResourceType, obj:
             continue
         for params in found:
             failures += policies.evaluate(policy, binding, request, obj, old, params=params)
-    _enforce(rt, obj, policies.verdict(failures))
+    _enforce(rt, obj or old or {}, policies.verdict(failures))
 
 
 def _enforce(rt: kinds.ResourceType, obj: Object, verdict: policies.Verdict) -> None:

@@ -291,6 +291,7 @@ class ApiServer:
             case "delete":
                 assert target.name is not None
                 options = await _delete_options(request)
+                await self.webhooks.admit_deletion(rt, namespace, target.name)
                 deleted = self.registry.delete(rt, namespace, target.name, options, dry_run=dry_run)
                 return self._respond(request, rt, deleted)
         return self._delete_collection(request, target, dry_run)

@@ -151,6 +151,22 @@ class Dispatcher:
         with admission_plugins.phase(admission_plugins.AFTER_WEBHOOKS):
             return write(candidate, False)
 
+    async def admit_deletion(self, rt: kinds.ResourceType, namespace: str, name: str) -> None:
+        """Validating policies, then validating webhooks, for a DELETE of an object that exists (one that
+        does not gets its 404 from the delete itself); raises a denial."""
+        old = self.registry.store.get(rt.key, namespace if rt.namespaced else "", name)
+        if old is None:
+            return
+        admission_plugins.validate_deletion(self.registry, rt, old)
+        request = admission_plugins.admission_request(self.registry, rt, None, old, operation=admission.DELETE)
+        validating = self._configured(VALIDATING, request)
+        answers = await asyncio.gather(
+            *(self._call(webhook, request, None, old) for webhook in validating), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+
     async def _call(self, webhook: Object, request: admission.Request, obj: Object | None,
                     old: Object | None) -> Object | None:  # fmt: skip
         """The webhook's response if it applies and allows the request; raises its denial."""
