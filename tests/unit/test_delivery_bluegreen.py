@@ -181,7 +181,7 @@ def test_a_failed_pre_promotion_analysis_drops_the_candidate_before_any_traffic_
 
     assert rolled.status.phase is Phase.ROLLED_BACK
     assert (rolled.status.stable_version, rolled.status.candidate_version) == ("1.0.0", None)
-    assert "analysis at step 0 failed" in (rolled.status.message or "")
+    assert "pre-promotion analysis failed" in (rolled.status.message or "")
     assert fx.condition(rolled.status, reasons.PROGRESSING) == ("False", reasons.ANALYSIS_FAILED)
     assert outcomes(rolled)[-1] == ("1.1.0", Outcome.ROLLED_BACK)
     assert rolled.status.rolled_back_versions == ["1.1.0"]
@@ -330,7 +330,7 @@ def test_a_failed_post_promotion_analysis_switches_straight_back_with_the_old_ve
     assert fx.router_weights(back) == {"stable": 100}
     assert fx.router_upstreams(back) == {"stable": "iris-v1-0-0"}
     assert fx.selected_version(back, STABLE) == "1.0.0"
-    assert "analysis at step 1 failed" in (back.status.message or "")
+    assert "post-promotion analysis failed" in (back.status.message or "")
     assert outcomes(back)[-1] == ("1.1.0", Outcome.ROLLED_BACK)
     assert back.status.retiring == []
     assert fx.replicas_of(back, "1.1.0") == 0

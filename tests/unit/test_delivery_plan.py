@@ -273,6 +273,7 @@ def test_a_pause_step_holds_until_its_time_has_passed() -> None:
         assert held.status.current_step_index == 1
         assert fx.condition(held.status, reasons.PAUSED) == ("True", reasons.PAUSE_STEP)
         assert weights(held) == (80, 20)
+        assert (held.status.message or "").startswith("paused at step 2 of ")  # counted from 1, as kiln status counts
 
     over = world.reconcile(50)
     assert over.measure

@@ -37,7 +37,7 @@ def _previewed(draft: rollout.Draft, blue_green: modeldeployment.BlueGreen) -> b
         return False
     analysis = blue_green.pre_promotion_analysis
     if analysis is not None:
-        verdict = moves.analyse(draft, list(analysis.metrics), PREVIEW)
+        verdict = moves.analyse(draft, list(analysis.metrics), PREVIEW, "pre-promotion analysis")
         if verdict is not Verdict.SUCCESSFUL:
             if verdict is Verdict.RUNNING:
                 draft.set_phase(Phase.PROGRESSING, f"pre-promotion analysis of the preview of version {candidate}")
@@ -68,7 +68,7 @@ def _switched(draft: rollout.Draft, blue_green: modeldeployment.BlueGreen) -> bo
     analysis = blue_green.post_promotion_analysis
     if analysis is None:
         return True
-    verdict = moves.analyse(draft, list(analysis.metrics), SWITCHED)
+    verdict = moves.analyse(draft, list(analysis.metrics), SWITCHED, "post-promotion analysis")
     if verdict is Verdict.RUNNING:
         draft.set_phase(Phase.PROGRESSING, f"post-promotion analysis of version {candidate}")
     return verdict is Verdict.SUCCESSFUL

@@ -65,18 +65,25 @@ def candidate_replicas(spec: modeldeployment.ModelDeploymentSpec, status: modeld
     return serving.replicas_for_weight(spec.replicas, weight)
 
 
+def step_name(draft: rollout.Draft) -> str:
+    """The current step as people count, and as `kiln status` shows it: `step 2 of 5`."""
+    index = draft.status.current_step_index or 0
+    return f"step {index + 1} of {len(steps_of(draft.spec, draft.status))}"
+
+
 def _pause_over(draft: rollout.Draft, pause: modeldeployment.Pause) -> bool:
-    index = draft.status.current_step_index
     if draft.status.pause_start_time is None:
         draft.status.pause_start_time = draft.now
     if pause.duration is None:
-        moves.hold(draft, reasons.PAUSE_STEP, f"paused at step {index} until `kiln resume` or `kiln promote`")
+        moves.hold(draft, reasons.PAUSE_STEP, f"paused at {step_name(draft)} until `kiln resume` or `kiln promote`")
         return False
     left = base.duration_of(pause.duration) - draft.elapsed(draft.status.pause_start_time)
     if left <= datetime.timedelta(0):
         return True
     moves.hold(
-        draft, reasons.PAUSE_STEP, f"paused at step {index} for {pause.duration} ({left.total_seconds():.0f}s left)"
+        draft,
+        reasons.PAUSE_STEP,
+        f"paused at {step_name(draft)} for {pause.duration} ({left.total_seconds():.0f}s left)",
     )
     return False
 
@@ -92,7 +99,8 @@ def _background(draft: rollout.Draft) -> bool:
         or promoting(draft.spec, draft.status)
     ):
         return True
-    return moves.analyse(draft, list(canary.analysis.metrics), None) in (Verdict.RUNNING, Verdict.SUCCESSFUL)
+    verdict = moves.analyse(draft, list(canary.analysis.metrics), None, "background analysis")
+    return verdict in (Verdict.RUNNING, Verdict.SUCCESSFUL)
 
 
 def progress(draft: rollout.Draft) -> None:
@@ -111,22 +119,22 @@ def progress(draft: rollout.Draft) -> None:
         step = steps[index]
         if step.set_weight is not None:
             needed = serving.replicas_for_weight(draft.spec.replicas, step.set_weight)
-            if not moves.pods_ready(draft, needed, f"step {index}, setWeight {step.set_weight}"):
+            if not moves.pods_ready(draft, needed, f"{step_name(draft)}, setWeight {step.set_weight}"):
                 return
             draft.set_weights(100 - step.set_weight, step.set_weight)
             draft.event(
                 reasons.WEIGHT_SET,
-                f"step {index}: {step.set_weight}% of traffic to version {draft.status.candidate_version}",
+                f"{step_name(draft)}: {step.set_weight}% of traffic to version {draft.status.candidate_version}",
             )
         elif step.pause is not None:
             if not _pause_over(draft, step.pause):
                 return
         elif step.analysis is not None:
-            verdict = moves.analyse(draft, list(step.analysis.metrics), index)
+            verdict = moves.analyse(draft, list(step.analysis.metrics), index, f"analysis at {step_name(draft)}")
             if verdict is not Verdict.SUCCESSFUL:
                 if verdict is Verdict.RUNNING:
-                    draft.set_phase(Phase.PROGRESSING, f"analysing step {index}")
+                    draft.set_phase(Phase.PROGRESSING, f"analysing {step_name(draft)}")
                 return
-            draft.event(reasons.STEP_COMPLETED, f"step {index}: analysis successful")
+            draft.event(reasons.STEP_COMPLETED, f"{step_name(draft)}: analysis successful")
         draft.next_step()
-    draft.set_phase(Phase.PROGRESSING, f"at step {draft.status.current_step_index}")
+    draft.set_phase(Phase.PROGRESSING, f"at {step_name(draft)}")

@@ -49,8 +49,9 @@ def variables(draft: rollout.Draft) -> dict[str, str]:
     return values
 
 
-def analyse(draft: rollout.Draft, names: list[str], step: int | None) -> Verdict:
-    """Take the analysis at `step` (None: background) one measurement further; its verdict."""
+def analyse(draft: rollout.Draft, names: list[str], step: int | None, where: str) -> Verdict:
+    """Take the analysis at `step` (None: background) one measurement further; its verdict. `where`
+    names the analysis in messages (`analysis at step 2 of 5`, `pre-promotion analysis`)."""
     known = {result.metric for result in draft.results(step)}
     metrics = analysis.metrics_for(draft.spec, names)
     draft.status.analysis = [
@@ -76,7 +77,6 @@ def analyse(draft: rollout.Draft, names: list[str], step: int | None) -> Verdict
         draft.replace_result(folded)
     names_run = {metric.name for metric in metrics}
     verdict, message = analysis.verdict([r for r in draft.results(step) if r.metric in names_run])
-    where = "background analysis" if step is None else f"analysis at step {step}"
     if verdict is Verdict.FAILED:
         draft.roll_back(Outcome.ROLLED_BACK, reasons.ANALYSIS_FAILED, f"{where} failed: {message}")
     elif verdict is Verdict.INCONCLUSIVE:

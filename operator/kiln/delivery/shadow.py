@@ -81,7 +81,7 @@ def _shadowing(draft: rollout.Draft, shadow: modeldeployment.Shadow) -> bool:
     _record(draft, draft.observed.comparison)
     verdict = Verdict.SUCCESSFUL
     if shadow.analysis is not None:
-        verdict = moves.analyse(draft, list(shadow.analysis.metrics), SHADOW_STEP)
+        verdict = moves.analyse(draft, list(shadow.analysis.metrics), SHADOW_STEP, "shadow analysis")
         if verdict in (Verdict.FAILED, Verdict.INCONCLUSIVE):
             return False
     if draft.elapsed(figures.started) < base.duration_of(shadow.duration):
