@@ -313,7 +313,8 @@ def test_a_data_volume_trigger_fires_at_its_threshold_with_since_in_the_query() 
 def test_a_quality_drop_trigger_reads_live_accuracy_by_default() -> None:
     world = fx.World(fx.spec(triggers=[{"type": "QualityDrop", "threshold": 0.9}]))
     (query,) = [q for q in plan.plan(world.observed(), fx.at(0)).measure if q.key == "trigger:QualityDrop"]
-    assert query.expression == 'min(kiln_server_live_accuracy{namespace="ml",model="iris",version="1.0.0"})'
+    labelled = 'kiln_server_feedback_predictions_total{namespace="ml",model="iris",version="1.0.0"'
+    assert query.expression == (f'sum(increase({labelled},outcome="correct"}}[1h])) / sum(increase({labelled}}}[1h]))')
     assert world.step(0, {**fx.traffic(), query.key: Answer()}).create == ()
     assert world.status.retraining.triggers[0].message == "the query answered no data"  # type: ignore[union-attr]
     (job,) = world.step(300, {**fx.traffic(), query.key: Answer(value=0.62)}).create

@@ -403,10 +403,10 @@ class TriggerType(StrEnum):
     QUALITY_DROP = "QualityDrop"
 
 
-DEFAULT_QUALITY_QUERY: Final = (
-    'min(kiln_server_live_accuracy{namespace="{{namespace}}",model="{{model}}",version="{{version}}"})'
-)
-"""What a QualityDrop trigger measures when it names no query: the stable version's live accuracy."""
+_LABELLED = 'kiln_server_feedback_predictions_total{namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
+DEFAULT_QUALITY_QUERY: Final = f'sum(increase({_LABELLED},outcome="correct"}}[1h])) / sum(increase({_LABELLED}}}[1h]))'
+"""What a QualityDrop trigger measures when it names no query: the stable version's live accuracy over
+the last hour, from the ground truth clients post to kiln-server (`/v2/models/{name}/feedback`)."""
 
 
 class RetrainingTrigger(base.KilnModel):
@@ -424,7 +424,8 @@ class RetrainingTrigger(base.KilnModel):
     """The PromQL of a DataVolume or QualityDrop trigger, a template: `{{namespace}}`, `{{model}}`,
     `{{deployment}}`, `{{version}}` (the stable one) and `{{since}}` (the time since the last
     retraining, or since monitoring began, as a PromQL duration: `3600s`) are replaced. QualityDrop
-    defaults to the stable version's `kiln_server_live_accuracy`."""
+    defaults to the stable version's live accuracy over the last hour (kiln-server's
+    `kiln_server_feedback_predictions_total`, correct over all)."""
     threshold: StrictFloat | None = None
     """DataVolume fires when the query's value is at least this; QualityDrop when it is below."""
     interval: base.Duration = "5m"
