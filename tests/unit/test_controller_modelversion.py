@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kiln import artifacts
-from kiln.api.modelversion import ModelVersionPhase
+from kiln.api.modelversion import Artifact, ModelVersionPhase
 from kiln.controllers import modelversion
 from kiln.kube import client, fake
 from kiln.registry import reasons
@@ -144,3 +144,10 @@ def test_status_write_over_a_newer_object_is_refused_and_posts_no_event(artifact
 
     assert phase_of(api, "iris-1") is None
     assert api.events() == []
+
+
+def test_a_large_artifact_gets_the_time_to_be_read() -> None:
+    small = Artifact(uri="s3://models/m", sha256="a" * 64)
+    large = Artifact(uri="s3://models/m", sha256="a" * 64, size_bytes=100 << 30)
+    assert modelversion.read_timeout(small, 60) == 60
+    assert modelversion.read_timeout(large, 60) == 60 + 3200

@@ -26,16 +26,25 @@ from kiln.registry import plan as registry_plan
 
 MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
 DEFAULT_ARTIFACT_TIMEOUT = 60.0
+VERIFY_BYTES_PER_SECOND = 32 << 20
+"""The slowest a store is expected to stream: an artifact whose writer recorded its size gets the
+time to be read at this rate on top of the timeout, so a 100 GB artifact is verified, not timed out."""
 
 log = logging.getLogger(__name__)
 
 Outcome = registry_observed.ArtifactOutcome
 
 
+def read_timeout(artifact: modelversion.Artifact, timeout: float) -> float:
+    """How long reading the artifact may take: `timeout`, plus its recorded size at VERIFY_BYTES_PER_SECOND."""
+    return timeout + (artifact.size_bytes or 0) / VERIFY_BYTES_PER_SECOND
+
+
 def check_artifact(
     artifact: modelversion.Artifact, namespace: str | None, settings: artifacts.Settings, timeout: float
 ) -> registry_observed.ArtifactCheck:
     """Read the artifact and compare its digest; every failure is an outcome, never an exception."""
+    timeout = read_timeout(artifact, timeout)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-artifact")
     future = worker.submit(artifacts.verify, artifact.uri, artifact.sha256, settings, namespace)
     try:
