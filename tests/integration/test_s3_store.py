@@ -1,7 +1,8 @@
 """The s3:// store against a real S3 protocol server (moto's server mode, a process on loopback):
 uploads (multipart when large) and streamed reads digested as the bytes flow, downloads that land
-only when their digest matches, the registry's ArtifactVerified check, and clear messages naming
-the setting when credentials are missing or the endpoint is wrong. No secret reaches a message."""
+only when their digest matches, the registry's ArtifactVerified check, HTTPS with a private CA, and
+clear messages naming the setting when credentials are missing, the endpoint is wrong or its
+certificate is not trusted. No secret reaches a message."""
 
 from __future__ import annotations
 
@@ -142,3 +143,23 @@ def test_no_message_shows_the_secret(server: s3_server.S3Server, tmp_path: pathl
         repr(server.settings()),
     ]
     assert all(s3_server.SECRET_ACCESS_KEY not in message for message in messages), messages
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3_server.S3Server]:
+    with s3_server.s3_server(tmp_path_factory.mktemp("s3-tls"), tls=True) as running:
+        running.create_bucket(BUCKET)
+        yield running
+
+
+def test_an_endpoint_behind_a_private_ca_is_trusted_through_aws_ca_bundle(tls_server: s3_server.S3Server) -> None:
+    uri = f"s3://{BUCKET}/tls/model.skops"
+    assert tls_server.endpoint.startswith("https://")
+    written = artifacts.write(uri, b"over https", tls_server.settings())
+    assert artifacts.verify(uri, written.sha256, tls_server.settings()) == len(b"over https")
+
+    with pytest.raises(artifacts.StoreUnavailableError) as untrusted:
+        artifacts.verify(uri, written.sha256, tls_server.settings(AWS_CA_BUNDLE=""))
+    assert "its TLS certificate is not trusted here: name the CA's PEM file in AWS_CA_BUNDLE" in str(untrusted.value)
+    with pytest.raises(artifacts.StoreUnavailableError, match=re.escape("AWS_CA_BUNDLE /absent/ca.pem cannot be read")):
+        artifacts.verify(uri, written.sha256, tls_server.settings(AWS_CA_BUNDLE="/absent/ca.pem"))

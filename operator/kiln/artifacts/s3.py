@@ -25,7 +25,9 @@ Configuration is the standard AWS environment, read into `S3Settings`:
   Identity). With none of them the store refuses to start and names them: it never falls back to
   an instance metadata service, so a misconfigured pod fails with a reason instead of a timeout;
 - `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true` for `bucket.host/key` requests; path-style
-  (`host/bucket/key`), which MinIO and Ceph expect, is the default.
+  (`host/bucket/key`), which MinIO and Ceph expect, is the default;
+- `AWS_CA_BUNDLE`: a PEM file of the CA that signed a private endpoint's certificate (a MinIO
+  behind your own CA), trusted beside the system's roots.
 
 Secrets never reach a message, a log or a repr: errors carry the first line of what the service
 answered (a URL and a status) and the names of settings, not their values.
@@ -82,6 +84,7 @@ class S3Settings:
     container_credentials_uri: str | None = None
     container_token_file: str | None = None
     virtual_hosted_style: bool = False
+    ca_bundle: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> S3Settings:
@@ -103,6 +106,7 @@ class S3Settings:
             container_credentials_uri=get("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
             container_token_file=get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
             virtual_hosted_style=(get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST") or "false").lower() in ("true", "1"),
+            ca_bundle=get("AWS_CA_BUNDLE"),
         )
 
     @property
@@ -150,7 +154,8 @@ class S3Settings:
         return config
 
     def client_options(self) -> ClientConfig:
-        return {
+        """The HTTP client's options; StoreUnavailableError when AWS_CA_BUNDLE cannot be read."""
+        options: ClientConfig = {
             "allow_http": bool(self.endpoint and self.endpoint.startswith("http://")),
             "connect_timeout": datetime.timedelta(seconds=5),
             # A stalled connection fails after a minute without bytes; a whole transfer, which may be
@@ -158,6 +163,12 @@ class S3Settings:
             "read_timeout": datetime.timedelta(seconds=60),
             "timeout": datetime.timedelta(hours=24),
         }
+        if self.ca_bundle:
+            try:
+                options["root_certificate"] = pathlib.Path(self.ca_bundle).read_text()
+            except (OSError, UnicodeDecodeError) as error:
+                raise StoreUnavailableError(f"AWS_CA_BUNDLE {self.ca_bundle} cannot be read: {error}") from None
+        return options
 
 
 RETRIES: RetryConfig = {
@@ -209,6 +220,8 @@ class S3Store:
                 client_options=self.settings.client_options(),
                 retry_config=RETRIES,
             )
+        except StoreUnavailableError as error:
+            raise StoreUnavailableError(f"{uri} cannot be read or written here: {error}") from None
         except Exception as error:
             raise self._translated(uri, error) from None
         return store, key
@@ -266,6 +279,8 @@ class S3Store:
             if self.settings.endpoint
             else f"AWS S3 in region {self.settings.region} (AWS_REGION; set AWS_ENDPOINT_URL for another service)"
         )
+        if "InvalidCertificate" in str(error):
+            answer += "; its TLS certificate is not trusted here: name the CA's PEM file in AWS_CA_BUNDLE"
         return StoreUnavailableError(f"{uri}: {where} could not be used: {answer}")
 
 
