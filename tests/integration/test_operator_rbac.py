@@ -56,6 +56,10 @@ UNEXERCISED = {
     ("scheduling.volcano.sh", "podgroups", "create"),
     ("scheduling.volcano.sh", "podgroups", "patch"),
     ("scheduling.volcano.sh", "podgroups", "delete"),
+    # Autoscaled serving versions (spec.autoscaling); the autoscalers are listed on every reconcile.
+    ("autoscaling", "horizontalpodautoscalers", "create"),
+    ("autoscaling", "horizontalpodautoscalers", "patch"),
+    ("autoscaling", "horizontalpodautoscalers", "delete"),
     # Traffic through the Gateway API (traffic.provider gatewayAPI).
     ("gateway.networking.k8s.io", "httproutes", "get"),
     ("gateway.networking.k8s.io", "httproutes", "create"),

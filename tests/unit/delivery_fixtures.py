@@ -140,6 +140,7 @@ class Cluster:
     router_ready: int = 1
     stable_endpoints: frozenset[str] = frozenset()
     default_prometheus: str | None = PROMETHEUS
+    autoscalers: frozenset[str] = frozenset()
 
     @property
     def spec(self) -> Object:
@@ -155,6 +156,7 @@ class Cluster:
             "router_ready": self.router_ready,
             "answers": answers,
             "default_prometheus": self.default_prometheus,
+            "autoscalers": self.autoscalers,
         }
         if "stable_endpoints" in OBSERVED_FIELDS:  # read by plans that gate promotion on the Service
             observations["stable_endpoints"] = self.stable_endpoints
@@ -190,6 +192,7 @@ class Cluster:
                 replicas = deployment["spec"]["replicas"]
                 self.deployments[version] = rollout.Pods(deployment["metadata"]["name"], replicas, replicas)
         self.deployments = {key: pods for key, pods in self.deployments.items() if pods.name not in deleted(result)}
+        self.autoscalers = (self.autoscalers - set(result.unscale)) | set(objects(result, "HorizontalPodAutoscaler"))
         if result.apply:
             self.stable_endpoints = frozenset({selected_version(result, serving.stable_service(NAME))})
 

@@ -515,3 +515,24 @@ def test_a_retired_version_loses_its_deployment_and_service(api: fake.FakeApi, c
     assert api.get(client.SERVICES, fx.NAMESPACE, V2) is not None
     assert md_status(api)["retiring"] == []
     assert reasons.RETIRED in [event["reason"] for event in api.events(about=fx.NAME)]
+
+
+def test_autoscaling_creates_an_autoscaler_per_version_and_removing_it_deletes_them(
+    api: fake.FakeApi, clock: fake.ManualClock
+) -> None:
+    deploy(api, autoscaling={"minReplicas": 3, "maxReplicas": 6, "targetCPUUtilizationPercentage": 60})
+    operator = controller(api, clock)
+    reconcile(operator)
+
+    [hpa] = api.list(client.HORIZONTAL_POD_AUTOSCALERS, fx.NAMESPACE)
+    assert (hpa["metadata"]["name"], hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (V1, 3, 6)
+    assert hpa["metadata"]["ownerReferences"][0]["name"] == fx.NAME
+    assert api.get(client.DEPLOYMENTS, fx.NAMESPACE, V1)["spec"]["replicas"] == 3
+
+    body = api.get(MODEL_DEPLOYMENTS, fx.NAMESPACE, fx.NAME)
+    api.patch(MODEL_DEPLOYMENTS, fx.NAMESPACE, fx.NAME, {"spec": {**body["spec"], "autoscaling": None}})
+    clock.advance(1)
+    reconcile(operator)
+
+    assert api.list(client.HORIZONTAL_POD_AUTOSCALERS, fx.NAMESPACE) == []
+    assert api.get(client.DEPLOYMENTS, fx.NAMESPACE, V1)["spec"]["replicas"] == 2

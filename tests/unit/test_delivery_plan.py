@@ -809,3 +809,79 @@ def test_with_provider_replicas_promote_full_brings_the_candidate_to_full_size_a
     done = world.reconcile(40)
     assert done.status.stable_version == "1.1.0"
     assert done.status.candidate_version is None
+
+
+# -- autoscaling -----------------------------------------------------------------------------------
+
+AUTOSCALING = {"minReplicas": 4, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+
+
+def autoscalers(result: plan.Plan) -> dict[str, tuple[int, int]]:
+    return {
+        name: (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"])
+        for name, hpa in fx.objects(result, "HorizontalPodAutoscaler").items()
+    }
+
+
+def test_an_autoscaled_version_gets_an_autoscaler_at_min_replicas_that_scales_its_deployment() -> None:
+    world = serving_v1(autoscaling=AUTOSCALING)
+
+    steady = world.plan(2)
+
+    stable = serving.deployment_name(fx.NAME, "1.0.0")
+    assert autoscalers(steady) == {stable: (4, 10)}  # minReplicas is the full size, not spec.replicas
+    hpa = fx.objects(steady, "HorizontalPodAutoscaler")[stable]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": stable}
+    assert hpa["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    ]
+    assert fx.replicas_of(steady, "1.0.0") == 4
+    world.ready("1.0.0", 7)  # the autoscaler scaled it up under load
+    assert fx.replicas_of(world.plan(3), "1.0.0") == 7, "the operator does not undo the autoscaler"
+
+
+def test_a_canary_under_autoscaling_gets_its_share_of_min_replicas_as_its_floor() -> None:
+    world = serving_v1(autoscaling=AUTOSCALING | {"targetRequestsPerSecond": 25.0})
+    world.settle(world.plan(2))
+
+    first = roll_out(world)
+
+    candidate = serving.deployment_name(fx.NAME, "1.1.0")
+    assert autoscalers(first)[candidate] == (1, 10)  # 20% of 4 pods, rounded up
+    metrics = fx.objects(first, "HorizontalPodAutoscaler")[candidate]["spec"]["metrics"]
+    assert metrics[1] == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": serving.REQUESTS_PER_SECOND_METRIC},
+            "target": {"type": "AverageValue", "averageValue": "25"},
+        },
+    }
+    stable = serving.deployment_name(fx.NAME, "1.0.0")
+    assert autoscalers(first)[stable] == (4, 10)  # stable keeps its full floor beside the canary
+
+
+def test_a_rolled_back_candidate_loses_its_autoscaler_so_nothing_scales_it_up_again() -> None:
+    world = serving_v1(autoscaling=AUTOSCALING)
+    world.settle(world.plan(2))
+    world.settle(roll_out(world))
+    candidate = serving.deployment_name(fx.NAME, "1.1.0")
+    assert candidate in world.autoscalers
+
+    world.act("abort", "a-1")
+    aborted = world.reconcile(15)
+
+    assert candidate in aborted.unscale
+    assert fx.replicas_of(aborted, "1.1.0") == 0
+    assert candidate not in autoscalers(aborted)
+
+
+def test_without_autoscaling_every_autoscaler_left_is_deleted_and_spec_replicas_rules() -> None:
+    world = serving_v1(autoscaling=AUTOSCALING)
+    world.settle(world.plan(2))
+    del world.spec["autoscaling"]
+
+    fixed = world.plan(3)
+
+    assert fixed.unscale == (serving.deployment_name(fx.NAME, "1.0.0"),)
+    assert autoscalers(fixed) == {}
+    assert fx.replicas_of(fixed, "1.0.0") == 2

@@ -58,6 +58,10 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# spec.autoscaling: a HorizontalPodAutoscaler per serving version, listed to delete the ones no longer wanted.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "create", "patch", "delete"]
 # Gang scheduling through coscheduling or Volcano.
 - apiGroups: ["scheduling.x-k8s.io", "scheduling.volcano.sh"]
   resources: ["podgroups"]

@@ -568,13 +568,15 @@ class ModelDeploymentSpec(base.KilnModel):
     version) or `Production` (the version in stage Production). Pin when version is set, otherwise
     Production."""
     replicas: StrictInt = Field(default=1, ge=0, le=1000)
-    """Serving pods of the stable version."""
+    """Serving pods of the stable version (with autoscaling, minReplicas is that number instead)."""
     resources: common.ComputeResources = Field(default_factory=common.ComputeResources)
     """CPU, memory and GPUs for each serving pod."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """Model server settings."""
     autoscaling: Autoscaling | None = None
-    """Scale the serving pods with load instead of a fixed count."""
+    """Scale the serving pods with load instead of a fixed count: every serving version gets a
+    HorizontalPodAutoscaler, whose floor is the pods the rollout gives that version (minReplicas
+    at full size, a canary's share of it) and whose ceiling is maxReplicas."""
     strategy: Strategy = Field(default_factory=Strategy)
     """How a new version replaces the stable one."""
     traffic: Traffic = Field(default_factory=Traffic)
@@ -588,7 +590,18 @@ class ModelDeploymentSpec(base.KilnModel):
     monitoring: Monitoring | None = None
     """Drift monitoring and retraining."""
 
+    @property
+    def full_size(self) -> int:
+        """The pods a version has at full size: replicas, or the autoscaler's minReplicas, above
+        which it scales with load."""
+        return self.autoscaling.min_replicas if self.autoscaling is not None else self.replicas
+
     cel_rules = (
+        base.Rule(
+            "!has(self.autoscaling) || !has(self.traffic) || self.traffic.provider != 'replicas'",
+            "traffic provider replicas splits traffic by pod counts, which an autoscaler would change",
+            field_path=".autoscaling",
+        ),
         base.Rule(
             "!has(self.versionPolicy) || (self.versionPolicy == 'Pin') == has(self.version)",
             "version must be set with versionPolicy Pin and only then",

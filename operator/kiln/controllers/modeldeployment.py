@@ -132,10 +132,12 @@ class Controller:
             and serving.VERSION_LABEL in labels
         }
         router = next((d for d in deployments if d["metadata"]["name"] == serving.router_name(name)), None)
+        autoscalers = self.kube.list(client.HORIZONTAL_POD_AUTOSCALERS, namespace, selector)
         seen = rollout.observed_from(
             body,
             self.kube.list(MODEL_VERSIONS, namespace),
             deployments=serving_pods,
+            autoscalers=frozenset(a["metadata"]["name"] for a in autoscalers if shared.owned_by(a, uid)),
             router_ready=_pods_of(router).ready if router else 0,
             default_prometheus=self.default_prometheus,
         )
@@ -188,6 +190,9 @@ class Controller:
                 return None
         for obj in planned.apply:
             self._apply(obj)
+        for name in planned.unscale:  # before a retired Deployment goes, so nothing scales it meanwhile
+            self.kube.delete(client.HORIZONTAL_POD_AUTOSCALERS, namespace, name)
+            self._applied.pop((client.HORIZONTAL_POD_AUTOSCALERS.kind, namespace, name), None)
         for name in planned.retire:
             for resource in (client.DEPLOYMENTS, client.SERVICES):
                 self.kube.delete(resource, namespace, name)

@@ -26,8 +26,8 @@ PREVIEW, SWITCHED = 0, 1
 def candidate_replicas(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus) -> int:
     blue_green = spec.strategy.blue_green or modeldeployment.BlueGreen()
     if (status.current_step_index or 0) >= SWITCHED:
-        return spec.replicas
-    return blue_green.preview_replicas or spec.replicas
+        return spec.full_size
+    return blue_green.preview_replicas or spec.full_size
 
 
 def _previewed(draft: rollout.Draft, blue_green: modeldeployment.BlueGreen) -> bool:
@@ -60,7 +60,7 @@ def _switched(draft: rollout.Draft, blue_green: modeldeployment.BlueGreen) -> bo
     analysis (if any) has passed."""
     candidate = draft.status.candidate_version
     if draft.status.weights.canary < 100:
-        if not moves.pods_ready(draft, draft.spec.replicas, "switching"):
+        if not moves.pods_ready(draft, draft.spec.full_size, "switching"):
             return False
         draft.set_weights(0, 100)
         draft.status.step_start_time = draft.now

@@ -8,8 +8,9 @@ traffic, and the old version retires after `scaleDownDelaySeconds`. With no cana
 rollout starts at promotion.
 
 The candidate is ready before any weight moves to it: a setWeight waits until the candidate has
-that share of spec.replicas ready (at least one pod), and a candidate that is not ready within
-`progressDeadlineSeconds` of its step's start is rolled back.
+that share of the full size (spec.replicas, or autoscaling.minReplicas) ready (at least one pod),
+and a candidate that is not ready within `progressDeadlineSeconds` of its step's start is rolled
+back.
 """
 
 from __future__ import annotations
@@ -57,12 +58,12 @@ def promoting(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment
 def candidate_replicas(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus) -> int:
     """The candidate's pods: enough for the weight it has or is about to get; all at promotion."""
     if promoting(spec, status):
-        return spec.replicas
+        return spec.full_size
     steps = steps_of(spec, status)
     index = status.current_step_index or 0
     upcoming = steps[index].set_weight if index < len(steps) else None
     weight = max(status.weights.canary, upcoming or 0)
-    return serving.replicas_for_weight(spec.replicas, weight)
+    return serving.replicas_for_weight(spec.full_size, weight)
 
 
 def step_name(draft: rollout.Draft) -> str:
@@ -118,7 +119,7 @@ def progress(draft: rollout.Draft) -> None:
             return
         step = steps[index]
         if step.set_weight is not None:
-            needed = serving.replicas_for_weight(draft.spec.replicas, step.set_weight)
+            needed = serving.replicas_for_weight(draft.spec.full_size, step.set_weight)
             if not moves.pods_ready(draft, needed, f"{step_name(draft)}, setWeight {step.set_weight}"):
                 return
             draft.set_weights(100 - step.set_weight, step.set_weight)

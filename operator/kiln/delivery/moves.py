@@ -86,7 +86,7 @@ def analyse(draft: rollout.Draft, names: list[str], step: int | None, where: str
 
 def promote(draft: rollout.Draft) -> None:
     """Once the candidate runs at full size, make it stable; the old version retires later."""
-    if pods_ready(draft, draft.spec.replicas, "promoting"):
+    if pods_ready(draft, draft.spec.full_size, "promoting"):
         finish(draft)
 
 

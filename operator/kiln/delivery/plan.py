@@ -35,6 +35,9 @@ class Plan:
     """Objects to create or merge into the existing ones."""
     retire: tuple[str, ...] = ()
     """The Deployments, and the Services of the same names, of versions no longer live."""
+    unscale: tuple[str, ...] = ()
+    """HorizontalPodAutoscalers to delete: of versions retired or at zero pods, or every one once
+    spec.autoscaling is gone."""
     events: tuple[events.Event, ...] = ()
     measure: tuple[analysis.MeasurementRequest, ...] = ()
     """Take these measurements and plan again with the answers before acting."""
@@ -58,16 +61,16 @@ def _replica_counts(
     force; the candidate scaled ahead for the next setWeight, as with the router; at promotion the
     candidate at full size beside stable's pods as they were."""
     asked = status.weights.canary
-    stable, _ = serving.replica_split(spec.replicas, asked)
+    stable, _ = serving.replica_split(spec.full_size, asked)
     if status.candidate_version is None:
-        return spec.replicas, 0
+        return spec.full_size, 0
     if _promoting(spec, status):
         found = observed.deployments.get(serving.version_label(status.stable_version or ""))
-        return (found.replicas if found is not None else stable), spec.replicas
+        return (found.replicas if found is not None else stable), spec.full_size
     steps = canary.steps_of(spec)
     index = status.current_step_index or 0
     upcoming = steps[index].set_weight if index < len(steps) else None
-    return stable, serving.replica_split(spec.replicas, max(asked, upcoming or 0))[1]
+    return stable, serving.replica_split(spec.full_size, max(asked, upcoming or 0))[1]
 
 
 def _achieved_weights(draft: rollout.Draft) -> None:
@@ -79,7 +82,7 @@ def _achieved_weights(draft: rollout.Draft) -> None:
     if _promoting(spec, status):
         stable, candidate = _replica_counts(spec, status, draft.observed)
     else:
-        stable, candidate = serving.replica_split(spec.replicas, asked)
+        stable, candidate = serving.replica_split(spec.full_size, asked)
     achieved = serving.achieved_weight(stable, candidate)
     status.weights = modeldeployment.Weights(stable=100 - achieved, canary=achieved, mirror=0)
     if achieved != asked:
@@ -103,7 +106,7 @@ def _available(
     spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus, observed: rollout.Observed
 ) -> bool:
     """Whether stable answers: all the pods it should have are ready, and the router when there is one."""
-    needed = spec.replicas
+    needed = spec.full_size
     if spec.traffic.provider is _REPLICAS_PROVIDER:
         needed = _replica_counts(spec, status, observed)[0]
     available = status.stable_version is not None and observed.ready(status.stable_version) >= needed
@@ -146,7 +149,7 @@ def _roll_back_to_previous(draft: rollout.Draft, who: str) -> None:
         )
     )
     draft.event(reasons.ROLLED_BACK, message, warning=True)
-    running = draft.observed.ready(previous) >= draft.spec.replicas
+    running = draft.observed.ready(previous) >= draft.spec.full_size
     if running:  # still up within its scale-down delay: switch at once
         status.stable_version = previous
         status.retiring = [r for r in status.retiring if r.version != previous]
@@ -300,7 +303,7 @@ def _progress(draft: rollout.Draft) -> None:
 def candidate_replicas(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus) -> int:
     """The candidate's pods, as its strategy wants them now."""
     if status.direct_promotion:
-        return spec.replicas
+        return spec.full_size
     if spec.strategy.blue_green is not None:
         return bluegreen.candidate_replicas(spec, status)
     if spec.strategy.shadow is not None and canary.canary_of(spec, status) is None:
@@ -402,9 +405,9 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
     owner = serving.Owner(observed.name, observed.namespace, observed.uid)
     if status.stable_version is None:
         return [], []
-    replicas: dict[str, int] = {r.version: spec.replicas for r in status.retiring}
+    replicas: dict[str, int] = {r.version: spec.full_size for r in status.retiring}
     replicas.update({version: 0 for version in status.rolled_back_versions})
-    replicas[status.stable_version] = spec.replicas
+    replicas[status.stable_version] = spec.full_size
     if status.candidate_version is not None:
         replicas[status.candidate_version] = candidate_replicas(spec, status)
     if spec.traffic.provider is _REPLICAS_PROVIDER:  # no router keeps idle pods out of traffic
@@ -415,11 +418,18 @@ def _objects(draft: rollout.Draft, settings: serving.Settings) -> tuple[list[Obj
             replicas[status.candidate_version] = candidate_count
     deployments = []
     kept = set()
-    for version, count in replicas.items():
+    for version, floor in replicas.items():
         found = observed.find(version)
         kept.add(serving.version_label(version))
-        if found is not None:
-            deployments.append(serving.server_deployment(owner, spec, serving.Live(found, count), settings))
+        if found is None:
+            continue
+        count = floor
+        if spec.autoscaling is not None and floor > 0:
+            # The rollout sets the floor; above it the autoscaler's count stands.
+            deployments.append(serving.autoscaler(owner, spec.autoscaling, version, floor))
+            pods = observed.deployments.get(serving.version_label(version))
+            count = max(floor, pods.replicas if pods else 0)
+        deployments.append(serving.server_deployment(owner, spec, serving.Live(found, count), settings))
     services = [
         *(serving.version_service(owner, spec, version) for version in replicas if observed.find(version)),
         serving.variant_service(owner, spec, serving.stable_service(owner.name), status.stable_version),
@@ -451,10 +461,12 @@ def plan(observed: rollout.Observed, now: datetime.datetime, settings: serving.S
         return Plan(status=observed.status, measure=tuple(draft.measure))
     applied, stale = _objects(draft, settings or serving.Settings())
     owner = serving.Owner(observed.name, observed.namespace, observed.uid)
+    autoscaled = {obj["metadata"]["name"] for obj in applied if obj["kind"] == "HorizontalPodAutoscaler"}
     return Plan(
         status=draft.status,
         traffic=_split(owner, observed.spec, draft.status) if draft.status.stable_version else None,
         apply=tuple(applied),
         retire=tuple(stale),
+        unscale=tuple(sorted(observed.autoscalers - autoscaled)),
         events=tuple(draft.events),
     )

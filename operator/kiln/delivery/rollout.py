@@ -42,6 +42,8 @@ class Observed:
     """Every ModelVersion of spec.model in the namespace."""
     deployments: Mapping[str, Pods] = dataclasses.field(default_factory=dict)
     """The serving Deployments by the version they serve (the label value)."""
+    autoscalers: frozenset[str] = frozenset()
+    """The names of the HorizontalPodAutoscalers of its serving Deployments."""
     router_ready: int = 0
     action: modeldeployment.RolloutAction | None = None
     action_error: str | None = None

@@ -264,6 +264,35 @@ def server_deployment(
     }
 
 
+REQUESTS_PER_SECOND_METRIC = "kiln_server_requests_per_second"
+"""The per-pod metric a target of requests per second scales on; a custom metrics adapter (such as
+prometheus-adapter) serves it from kiln-server's `kiln_server_requests_total`."""
+
+
+def autoscaler(owner: Owner, autoscaling: modeldeployment.Autoscaling, version: str, floor: int) -> Object:
+    """The HorizontalPodAutoscaler of one version's Deployment: never below the pods the rollout gives
+    that version now, never above maxReplicas (or that floor, when a rollout asks for more)."""
+    name = deployment_name(owner.name, version)
+    metrics: list[Object] = []
+    if autoscaling.target_cpu_utilization_percentage is not None:
+        utilization = {"type": "Utilization", "averageUtilization": autoscaling.target_cpu_utilization_percentage}
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": utilization}})
+    if autoscaling.target_requests_per_second is not None:
+        average = {"type": "AverageValue", "averageValue": f"{autoscaling.target_requests_per_second:g}"}
+        metrics.append({"type": "Pods", "pods": {"metric": {"name": REQUESTS_PER_SECOND_METRIC}, "target": average}})
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner, name, _labels(owner, SERVER, {VERSION_LABEL: version_label(version)})),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": floor,
+            "maxReplicas": max(autoscaling.max_replicas, floor),
+            "metrics": metrics,
+        },
+    }
+
+
 def _service(owner: Owner, name: str, selector: Mapping[str, str], target_port: int, component: str) -> Object:
     return {
         "apiVersion": "v1",

@@ -27,8 +27,8 @@ SHADOW_STEP = 0
 def candidate_replicas(spec: modeldeployment.ModelDeploymentSpec, status: modeldeployment.ModelDeploymentStatus) -> int:
     shadow = spec.strategy.shadow or modeldeployment.Shadow()
     if status.shadow is not None and status.shadow.phase is ShadowPhase.PROMOTING:
-        return spec.replicas
-    return serving.replicas_for_weight(spec.replicas, max(shadow.mirror_percent, 1))
+        return spec.full_size
+    return serving.replicas_for_weight(spec.full_size, max(shadow.mirror_percent, 1))
 
 
 def mirroring(status: modeldeployment.ModelDeploymentStatus) -> bool:

@@ -141,6 +141,13 @@ _BUILTIN_COLUMNS: dict[str, list[Column]] = {
         ("Last Schedule", "string", _last_schedule, 0),
         ("Age", "string", _age, 0),
     ],
+    "HorizontalPodAutoscaler": [
+        ("Reference", "string", lambda o: "{kind}/{name}".format(**o["spec"]["scaleTargetRef"]), 0),
+        ("MinPods", "integer", lambda o: o["spec"].get("minReplicas", 1), 0),
+        ("MaxPods", "integer", lambda o: o["spec"]["maxReplicas"], 0),
+        ("Replicas", "integer", lambda o: o.get("status", {}).get("currentReplicas", 0), 0),
+        ("Age", "string", _age, 0),
+    ],
     "Node": [
         ("Status", "string", _node_status, 0),
         ("Roles", "string", lambda o: "<none>", 0),

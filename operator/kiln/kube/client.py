@@ -91,10 +91,12 @@ PRIORITY_CLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", "Prior
 COSCHEDULING_POD_GROUPS = Resource("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup")
 VOLCANO_POD_GROUPS = Resource("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+HORIZONTAL_POD_AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 KNOWN = (
     PODS,
     SERVICES,
     CONFIG_MAPS,
+    HORIZONTAL_POD_AUTOSCALERS,
     DEPLOYMENTS,
     PERSISTENT_VOLUME_CLAIMS,
     SERVICE_ACCOUNTS,
