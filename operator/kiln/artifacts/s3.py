@@ -74,7 +74,7 @@ class S3Settings:
     endpoint_setting: str = "AWS_ENDPOINT_URL"
     """Which variable named the endpoint, for messages."""
     region: str = DEFAULT_REGION
-    access_key_id: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
     web_identity_token_file: str | None = None
