@@ -51,6 +51,9 @@ def metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name}{labels} in /metrics")
 
 
+MAX_ROWS = 200
+
+
 @pytest.fixture(scope="module")
 def iris_server(
     tmp_path_factory: pytest.TempPathFactory, iris: Iris, iris_model: LogisticRegression
@@ -59,7 +62,9 @@ def iris_server(
     digest = write_skops(iris_model, directory / "model.skops")
     extra = {"signature": SIGNATURE, "baseline": baseline(iris.features)}
     versions = [model_version(directory / "model.skops", digest, extra=extra)]
-    with kiln_server(directory, versions, "--max-body-bytes", str(1 << 20)) as server:
+    with kiln_server(
+        directory, versions, "--max-body-bytes", str(1 << 20), "--max-batch-size", str(MAX_ROWS)
+    ) as server:
         server.wait_ready()
         yield server
 
@@ -96,6 +101,22 @@ def test_one_row_nested_data_and_a_chosen_output(
     assert [out["name"] for out in response.json()["outputs"]] == ["predict_proba"]
     expected = iris_model.predict_proba(row.astype(np.float32).astype(np.float64))
     np.testing.assert_array_equal(output(response, "predict_proba"), expected)
+
+
+def test_a_request_of_more_rows_than_the_batch_limit_is_refused_naming_the_limit(
+    iris_server: RunningServer, iris: Iris
+) -> None:
+    rows = np.resize(iris.features, (MAX_ROWS + 1, 4))
+
+    refused = iris_server.infer({"inputs": [tensor(rows)]})
+    at_limit = iris_server.infer({"inputs": [tensor(rows[:MAX_ROWS])]})
+
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith(
+        f"the request has {MAX_ROWS + 1} rows; this server takes at most {MAX_ROWS}"
+    )
+    assert at_limit.status_code == 200
+    assert len(output(at_limit, "predict")) == MAX_ROWS
 
 
 def test_server_and_model_metadata(iris_server: RunningServer) -> None:

@@ -204,6 +204,14 @@ def test_the_server_keeps_verified_artifacts_in_an_emptydir_that_outlives_a_cont
     assert fx.env_of(deployment)["KILN_ARTIFACT_CACHE"] == "/var/run/kiln/artifacts"
 
 
+def test_the_server_takes_at_most_spec_server_max_batch_size_rows_per_request() -> None:
+    default = fx.cluster(V("1.0.0"), version="1.0.0").reconcile(0)
+    small = fx.cluster(V("1.0.0"), version="1.0.0", server={"maxBatchSize": 8}).reconcile(0)
+
+    assert fx.env_of(fx.objects(default, "Deployment")["iris-v1-0-0"])["KILN_MAX_BATCH_SIZE"] == "64"
+    assert fx.env_of(fx.objects(small, "Deployment")["iris-v1-0-0"])["KILN_MAX_BATCH_SIZE"] == "8"
+
+
 # -- a canary -----------------------------------------------------------------------------------
 
 

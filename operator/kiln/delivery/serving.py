@@ -182,6 +182,7 @@ def _server_env(spec: modeldeployment.ModelDeploymentSpec, live: Live) -> list[O
         {"name": "KILN_MODEL_VERSIONS", "value": json.dumps([_served_version(live.version)], sort_keys=True)},
         {"name": "KILN_SERVER_PORT", "value": str(spec.server.port)},
         {"name": "KILN_ARTIFACT_CACHE", "value": ARTIFACT_CACHE_DIR},
+        {"name": "KILN_MAX_BATCH_SIZE", "value": str(spec.server.max_batch_size)},
     ]
     claim = _claim_of(live.version.model.spec.artifact.uri)
     if claim is not None:

@@ -161,6 +161,11 @@ class InferenceServer:
             decoded = protocol.decode_request(body, served.layout)
             wanted = _wanted_outputs(decoded.outputs, served)
             features = decoded.features
+            if 0 < self.config.max_batch_size < len(features):
+                raise protocol.bad_request(
+                    f"the request has {len(features)} rows; this server takes at most {self.config.max_batch_size}"
+                    " per request (KILN_MAX_BATCH_SIZE, a ModelDeployment's spec.server.maxBatchSize)"
+                )
             if len(features) <= INLINE_ROWS:
                 outputs, predictions = _predict(served, features, wanted)
             else:

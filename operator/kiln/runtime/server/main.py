@@ -118,6 +118,14 @@ DEFAULTS = settings.ServerSettings()
     help="Largest request body accepted; larger ones get 413.",
 )
 @click.option(
+    "--max-batch-size",
+    default=DEFAULTS.max_batch_size,
+    type=click.IntRange(min=0),
+    envvar="KILN_MAX_BATCH_SIZE",
+    show_default=True,
+    help="Most rows one inference request may carry (a ModelDeployment's spec.server.maxBatchSize); 0: no limit.",
+)
+@click.option(
     "--trusted-types",
     default="",
     envvar="KILN_TRUSTED_TYPES",
@@ -164,6 +172,7 @@ def main(
     port: int,
     allow_unsafe_formats: bool,
     max_body_bytes: int,
+    max_batch_size: int,
     trusted_types: str,
     drain_delay: float,
     shutdown_timeout: float,
@@ -185,6 +194,7 @@ def main(
             port=port,
             allow_unsafe_formats=allow_unsafe_formats,
             max_body_bytes=max_body_bytes,
+            max_batch_size=max_batch_size,
             extra_trusted_types=tuple(name.strip() for name in trusted_types.split(",") if name.strip()),
             faults=settings.FaultInjection.parse(os.environ.get("KILN_FAULT_INJECTION")),
             drain_delay=drain_delay,

@@ -74,6 +74,8 @@ class ServerSettings:
     port: int = 8080
     allow_unsafe_formats: bool = False
     max_body_bytes: int = 8 << 20
+    max_batch_size: int = 0
+    """The most rows one inference request may carry; 0 for no limit."""
     extra_trusted_types: tuple[str, ...] = ()
     fast_predict: bool = True
     faults: FaultInjection = field(default_factory=FaultInjection)
