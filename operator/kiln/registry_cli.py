@@ -1,4 +1,5 @@
-"""The registry's commands: `kiln approve`, `kiln stage`, `kiln models` and `kiln lineage`.
+"""The registry's commands: `kiln approve`, `kiln stage`, `kiln models` and `kiln lineage` (of a
+ModelVersion, or of a ModelDeployment's retrainings).
 
 They act as the user the API server authenticates (`--as` impersonates, as with kubectl) and ask
 the API server who that is (SelfSubjectReview), so approvals and stage requests carry the name the
@@ -13,13 +14,15 @@ from typing import Any
 import click
 import pydantic
 import rich.console
+import rich.markup
 import rich.table
 import rich.tree
 
 from kiln import cli_access, semver
-from kiln.api import conditions, modeldeployment, modelversion, resources
+from kiln.api import base, conditions, modeldeployment, modelversion, resources
 from kiln.api.modelversion import ModelVersion, ModelVersionPhase, Stage
 from kiln.kube import client
+from kiln.monitoring import reasons as monitoring_reasons
 from kiln.registry import reasons, timeline
 
 MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
@@ -27,6 +30,15 @@ MODEL_DEPLOYMENTS = client.kiln_resource(resources.MODEL_DEPLOYMENT)
 TRAINING_JOBS = client.kiln_resource(resources.TRAINING_JOB)
 _MODEL_VERSION_NAMES = frozenset(
     {"mv", "modelversion", "modelversions", "modelversion.kiln.dev", "modelversions.kiln.dev"}
+)
+_MODEL_DEPLOYMENT_NAMES = frozenset(
+    name
+    for kind in (
+        resources.MODEL_DEPLOYMENT.short_name,
+        resources.MODEL_DEPLOYMENT.singular,
+        resources.MODEL_DEPLOYMENT.plural,
+    )
+    for name in (kind, f"{kind}.{base.GROUP}")
 )
 _CONFLICT_RETRIES = 5
 _PHASE_STYLES = {ModelVersionPhase.VALIDATED: "green", ModelVersionPhase.REJECTED: "red"}
@@ -257,6 +269,10 @@ def _training_branch(tree: rich.tree.Tree, kube: client.Api, namespace: str, ver
         job = kube.get(TRAINING_JOBS, namespace, lineage.training_job)
         phase = job.get("status", {}).get("phase", "Pending") if job else "not found in the cluster"
         branch = tree.add(f"TrainingJob [bold]{lineage.training_job}[/] ({phase})")
+        labels = (job or {}).get("metadata", {}).get("labels") or {}
+        if modeldeployment.RETRAINING_FOR_LABEL in labels:
+            trigger = labels.get(modeldeployment.RETRAINING_TRIGGER_LABEL, "?")
+            branch.add(f"retraining of ModelDeployment {labels[modeldeployment.RETRAINING_FOR_LABEL]} ({trigger})")
     else:
         branch = tree.add("trained outside Kiln (no TrainingJob)")
     if lineage.dataset:
@@ -270,12 +286,80 @@ def _training_branch(tree: rich.tree.Tree, kube: client.Api, namespace: str, ver
             parameters.add(f"{key} = {value}")
 
 
+def _rollout_outcome(deployment: modeldeployment.ModelDeployment, version: str) -> str:
+    records = [
+        r for r in (deployment.status or modeldeployment.ModelDeploymentStatus()).history if r.version == version
+    ]
+    if not records:
+        return "not rolled out"
+    last = records[-1]
+    reason = f": {last.reason}" if last.reason else ""
+    return f"rollout {last.outcome or 'running'}{reason}"
+
+
+def _retraining_branch(
+    tree: rich.tree.Tree,
+    job: dict[str, Any],
+    versions: dict[str, dict[str, Any]],
+    deployment: modeldeployment.ModelDeployment,
+) -> None:
+    metadata = job["metadata"]
+    trigger = (metadata.get("labels") or {}).get(modeldeployment.RETRAINING_TRIGGER_LABEL, "?")
+    reason = (metadata.get("annotations") or {}).get(modeldeployment.RETRAINING_REASON_ANNOTATION, "")
+    status = job.get("status") or {}
+    branch = tree.add(
+        f"trigger [bold]{trigger}[/] at {metadata.get('creationTimestamp', '?')}: {rich.markup.escape(reason)}"
+    )
+    branch = branch.add(f"TrainingJob [bold]{metadata['name']}[/] ({status.get('phase', 'Pending')})")
+    registered = versions.get(status.get("modelVersion") or "")
+    if registered is None:
+        branch.add("no ModelVersion yet")
+        return
+    phase = (registered.get("status") or {}).get("phase", "Pending")
+    version = registered["spec"]["version"]
+    branch = branch.add(f"ModelVersion [bold]{registered['metadata']['name']}[/]: {version} ({phase})")
+    branch.add(_rollout_outcome(deployment, version))
+
+
+def _deployment_lineage(name: str, access: cli_access.Access) -> None:
+    """deployment → trigger → TrainingJob → ModelVersion → rollout outcome, for each retraining."""
+    kube, namespace = access.connect()
+    try:
+        body = kube.get(MODEL_DEPLOYMENTS, namespace, name)
+        if body is None:
+            raise click.ClickException(f'modeldeployment "{name}" not found in namespace "{namespace}"')
+        deployment = modeldeployment.ModelDeployment.model_validate(body)
+        jobs = kube.list(TRAINING_JOBS, namespace, f"{modeldeployment.RETRAINING_FOR_LABEL}={name}")
+        versions = {v["metadata"]["name"]: v for v in kube.list(MODEL_VERSIONS, namespace)}
+    except (client.ApiError, pydantic.ValidationError) as error:
+        raise click.ClickException(f"could not read the lineage of md/{name}: {error}") from None
+    status = deployment.status or modeldeployment.ModelDeploymentStatus()
+    drift = conditions.find(status.conditions, monitoring_reasons.DRIFT_DETECTED)
+    drifted = f"; DriftDetected {drift.status}: {rich.markup.escape(drift.message)}" if drift else ""
+    serving = f"{deployment.spec.model} {status.stable_version or '-'} ({status.phase})"
+    tree = rich.tree.Tree(f"ModelDeployment [bold]{name}[/]: {serving}{drifted}")
+    jobs.sort(key=lambda job: str(job["metadata"].get("creationTimestamp", "")))
+    for job in jobs:
+        _retraining_branch(tree, job, versions, deployment)
+    if not jobs:
+        tree.add("no retrainings yet")
+    skipped = (status.retraining or modeldeployment.RetrainingStatus()).skipped
+    if skipped is not None:
+        tree.add(f"last skipped: trigger {skipped.trigger}, {skipped.reason}: {rich.markup.escape(skipped.message)}")
+    rich.console.Console().print(tree)
+
+
 @click.command()
-@click.argument("reference", metavar="mv/NAME")
+@click.argument("reference", metavar="mv/NAME|md/NAME")
 @cli_access.cluster_options
 def lineage(reference: str, access: cli_access.Access) -> None:
     """Where a ModelVersion came from and where it serves: TrainingJob, dataset, code, parameters,
-    and the ModelDeployments serving it."""
+    and the ModelDeployments serving it. For md/NAME, each retraining of the deployment: trigger,
+    TrainingJob, ModelVersion and rollout outcome."""
+    kind, _, deployment = reference.rpartition("/")
+    if kind.lower() in _MODEL_DEPLOYMENT_NAMES:
+        _deployment_lineage(deployment, access)
+        return
     name = model_version_name(reference)
     kube, namespace = access.connect()
     try:

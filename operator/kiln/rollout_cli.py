@@ -1,5 +1,7 @@
 """The rollout's commands, as kubectl-argo-rollouts users expect them: `kiln promote`, `abort`,
-`resume`, `pause`, `rollback`, `retry`, `status` and `history`, on a ModelDeployment.
+`resume`, `pause`, `rollback`, `retry`, `status` and `history`, on a ModelDeployment; and
+`kiln retrain`, which asks for a retraining (the kiln.dev/retrain-request annotation, handled once
+per id like a rollout action and recorded in status.retraining.handledRequest).
 
 The requests are the kiln.dev/rollout-action annotation (a RolloutAction with a fresh id, the user
 the API server authenticates and the time), written with a merge patch; the operator handles each
@@ -488,4 +490,50 @@ def history(reference: str, access: cli_access.Access) -> None:
     console.print(history_table(records, cli_access.now()))
 
 
-COMMANDS = (promote, abort, resume, pause, rollback, retry, status, history)
+def _retrain_outcome(deployment: ModelDeployment, request: modeldeployment.RetrainRequest) -> str:
+    held = _status_of(deployment).retraining or modeldeployment.RetrainingStatus()
+    skipped = held.skipped
+    if skipped is not None and request.id in skipped.message:
+        return f"not started: {skipped.reason}: {skipped.message}"
+    run = held.runs[-1] if held.runs else None
+    if run is None or run.trigger != modeldeployment.MANUAL_TRIGGER:
+        return "not started: the operator refused the request (see `kubectl describe`)"
+    return f"started TrainingJob {run.training_job}, which registers {deployment.spec.model} {run.version}"
+
+
+@click.command()
+@click.argument("reference", metavar="md/NAME")
+@click.option("--reason", default="", help="Why, recorded on the TrainingJob and in status.")
+@_WAIT
+@cli_access.cluster_options
+def retrain(reference: str, reason: str, wait_seconds: float, access: cli_access.Access) -> None:
+    """Retrain now from spec.monitoring.retraining.template, unless a retraining is running; the
+    cooldown and maxPerDay hold back triggers, not people. The operator handles it once the
+    deployment is steady (Healthy, no rollout)."""
+    name = model_deployment_name(reference)
+    kube, namespace = access.connect()
+    if (monitoring := _read(kube, namespace, name).spec.monitoring) is None or monitoring.retraining is None:
+        raise click.ClickException(f"md/{name} has no spec.monitoring.retraining to retrain from")
+    request = modeldeployment.RetrainRequest(
+        id=str(uuid.uuid4()), user=cli_access.whoami(kube), time=cli_access.now(), reason=reason
+    )
+    annotation = request.model_dump_json(by_alias=True, exclude_none=True)
+    patch = {"metadata": {"annotations": {modeldeployment.RETRAIN_REQUEST_ANNOTATION: annotation}}}
+    _patch(kube, namespace, name, patch, "a retraining")
+    click.echo(f"retraining requested for md/{name}")
+    if wait_seconds > 0:
+
+        def handled(deployment: ModelDeployment) -> bool:
+            held = _status_of(deployment).retraining
+            return held is not None and held.handled_request == request.id
+
+        deployment = _wait_for(kube, namespace, name, handled, wait_seconds)
+        if deployment is None:
+            raise click.ClickException(
+                f"the operator did not handle the retraining request on md/{name} within {wait_seconds:g}s; "
+                "is it running, and is the deployment Healthy with no rollout?"
+            )
+        click.echo(f"md/{name}: {_retrain_outcome(deployment, request)}")
+
+
+COMMANDS = (promote, abort, resume, pause, rollback, retry, status, history, retrain)

@@ -411,3 +411,69 @@ def test_the_annotation_is_the_json_the_operator_reads(kube: Operator) -> None:
 
     text = stored(kube)["metadata"]["annotations"][modeldeployment.ROLLOUT_ACTION_ANNOTATION]
     assert set(json.loads(text)) == {"action", "id", "user", "time"}
+
+
+RETRAINING: Object = {
+    "retraining": {
+        "template": {
+            "sklearn": {"estimator": "sklearn.linear_model.LogisticRegression", "dataset": {"builtin": "iris"}},
+            "output": {"modelName": NAME, "version": "0.0.0"},
+        }
+    }
+}
+
+
+class Retrainer(fake.FakeApi):
+    """The fake API server with a stand-in operator that starts a retraining for each new request."""
+
+    def get(self, resource: client.Resource, namespace: str | None, name: str) -> Object | None:
+        found = super().get(resource, namespace, name)
+        text = ((found or {}).get("metadata", {}).get("annotations") or {}).get(
+            modeldeployment.RETRAIN_REQUEST_ANNOTATION
+        )
+        if found is None or text is None:
+            return found
+        request = modeldeployment.RetrainRequest.model_validate_json(text)
+        run = {
+            "trainingJob": "iris-retrain-1-0-1",
+            "version": "1.0.1",
+            "trigger": "manual",
+            "reason": "r",
+            "time": stamp(0),
+        }
+        self.patch_status(
+            resource,
+            found,
+            {**(found.get("status") or {}), "retraining": {"handledRequest": request.id, "runs": [run]}},
+        )
+        return super().get(resource, namespace, name)
+
+
+@pytest.fixture
+def retrainer(monkeypatch: pytest.MonkeyPatch) -> Retrainer:
+    api = Retrainer(namespace=NAMESPACE, user="alice@example.com")
+    api.add(rollout_cli.MODEL_DEPLOYMENTS, body(canary_status(), monitoring=RETRAINING))
+    monkeypatch.setattr(client, "connect", lambda *args, **kwargs: api)
+    monkeypatch.setattr(rollout_cli, "POLL_SECONDS", 0.01)
+    return api
+
+
+def test_retrain_writes_a_request_as_the_authenticated_user_and_reports_the_job(retrainer: Retrainer) -> None:
+    result = run("retrain", "md/iris", "--reason", "new labels", "--wait", "5")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "retraining requested for md/iris",
+        "md/iris: started TrainingJob iris-retrain-1-0-1, which registers iris 1.0.1",
+    ]
+    text = stored(retrainer)["metadata"]["annotations"][modeldeployment.RETRAIN_REQUEST_ANNOTATION]
+    request = modeldeployment.RetrainRequest.model_validate_json(text)
+    assert (request.user, request.reason) == ("alice@example.com", "new labels")
+
+
+def test_retrain_without_a_retraining_template_is_refused(kube: Operator) -> None:
+    result = CliRunner().invoke(cli.main, ["retrain", "md/iris"])
+
+    assert result.exit_code == 1
+    assert "md/iris has no spec.monitoring.retraining to retrain from" in result.output
+    assert modeldeployment.RETRAIN_REQUEST_ANNOTATION not in (stored(kube)["metadata"].get("annotations") or {})
