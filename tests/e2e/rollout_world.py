@@ -158,10 +158,11 @@ def served_versions(answers: list[Answer]) -> Counter[str | None]:
 
 
 @dataclasses.dataclass
-class World:
+class Serving:
+    """ModelDeployments of iris models on a dev cluster whose operator runs elsewhere (one `kiln run`,
+    or several peering replicas): registering versions, deploying them, and reading what serves."""
+
     kiln: Kiln
-    prometheus: PrometheusProcess
-    operator: OperatorProcess
 
     def custom(self, namespace: str, plural: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = self.kiln.api().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
@@ -251,6 +252,14 @@ class World:
     def pod_uids(self, namespace: str) -> dict[str, str]:
         pods = self.kiln.core().list_namespaced_pod(namespace, label_selector="kiln.dev/modeldeployment=iris").items
         return {pod.metadata.name: pod.metadata.uid for pod in pods if pod.metadata.deletion_timestamp is None}
+
+
+@dataclasses.dataclass
+class World(Serving):
+    """Serving with its one `kiln run` and a real Prometheus, which tests may kill and start again."""
+
+    prometheus: PrometheusProcess
+    operator: OperatorProcess
 
 
 @contextlib.contextmanager
