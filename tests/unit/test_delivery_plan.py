@@ -245,6 +245,12 @@ def test_a_rollout_waiting_for_pods_says_so_in_its_progressing_condition() -> No
     assert "0 of 1 pods of version 1.1.0 ready" in (waiting.status.message or "")
     assert fx.condition(waiting.status, reasons.PROGRESSING) == ("True", reasons.WAITING_FOR_PODS)
 
+    world.ready("1.1.0", 1)
+    paused = world.reconcile(21)  # the weight moves and the pause step begins
+
+    assert paused.status.phase is Phase.PAUSED
+    assert fx.condition(paused.status, reasons.PROGRESSING) == ("True", reasons.PODS_READY), "no stale wait"
+
 
 @pytest.mark.parametrize(
     ("replicas", "step_weights", "candidate_replicas"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-from kiln.api import base, modeldeployment
+from kiln.api import base, conditions, modeldeployment
 from kiln.delivery import analysis, reasons, rollout
 
 Phase = modeldeployment.ModelDeploymentPhase
@@ -22,6 +22,11 @@ def pods_ready(draft: rollout.Draft, needed: int, what: str) -> bool:
     candidate = draft.status.candidate_version or ""
     ready = draft.observed.ready(candidate)
     if ready >= needed:
+        waiting = conditions.find(draft.status.conditions, reasons.PROGRESSING)
+        if waiting is not None and waiting.reason == reasons.WAITING_FOR_PODS:  # the wait is over: say so
+            draft.condition(
+                reasons.PROGRESSING, TRUE, reasons.PODS_READY, f"{what}: {ready} pods of version {candidate} ready"
+            )
         return True
     deadline = datetime.timedelta(seconds=draft.spec.progress_deadline_seconds)
     if draft.elapsed(draft.status.step_start_time) > deadline:

@@ -19,6 +19,7 @@ UNSUPPORTED: Final = "Unsupported"
 # Serving.
 DEPLOYED: Final = "Deployed"
 WAITING_FOR_PODS: Final = "WaitingForPods"
+PODS_READY: Final = "PodsReady"
 SERVING: Final = "Serving"
 NOT_SERVING: Final = "NotServing"
 
