@@ -185,18 +185,10 @@ class Serving:
         return found
 
     def register(
-        self,
-        namespace: str,
-        version: str,
-        *,
-        model: Any = None,
-        regularization: float = 1.0,
-        baseline: dict[str, Any] | None = None,
-        **annotations: str,
+        self, namespace: str, version: str, *, model: Any = None, regularization: float = 1.0, **annotations: str
     ) -> Any:
         """Train an iris model (a LogisticRegression unless `model` is another estimator), put it on the
-        namespace's model store claim and register it (with `baseline`, the spec's, when given); the
-        fitted model."""
+        namespace's model store claim and register it; the fitted model."""
         features, labels = load_iris(return_X_y=True)
         model = (model or LogisticRegression(C=regularization, max_iter=500)).fit(features, labels)
         target = self.kiln.pvc_root / namespace / "kiln-models" / "iris" / f"{version}.skops"
@@ -212,7 +204,6 @@ class Serving:
                 "version": version,
                 "artifact": {"uri": f"pvc://kiln-models/iris/{version}.skops", "sha256": digest},
                 "signature": SIGNATURE,
-                **({"baseline": baseline} if baseline else {}),
             },
         }
         self.kiln.apply(namespace, manifest)

@@ -1,12 +1,14 @@
-"""Drift monitoring closing the loop end to end: real kiln-server pods export their input features
-on the baseline's bins, a real Prometheus scrapes them, and `kiln run` compares the live window
-with the ModelVersion's baseline (recorded by kiln-trainer's own code) and retrains through a real
-TrainingJob on shifted data the test provides.
+"""Drift monitoring closing the loop end to end: iris 1.0.0 trained by a real TrainingJob (so its
+baseline is kiln-trainer's own), real kiln-server pods exporting their input features on the
+baseline's bins, a real Prometheus scraping them, and `kiln run` comparing the live window with the
+baseline and retraining through a TrainingJob on shifted data the test provides.
 
-Given iris 1.0.0 serving with drift checked every 5 s over a 20 s window: traffic drawn from the
-training data keeps drift under the threshold; traffic with the same features at shifted means
-raises DriftDetected and starts exactly one TrainingJob, which registers 1.0.1; once the traffic is
-back to normal and shifts again inside the cooldown, nothing starts and status and an Event say why.
+Given 1.0.0 serving under versionPolicy LatestValidated, with drift checked every 5 s over a 20 s
+window: traffic drawn from the training data keeps drift under the threshold; traffic with the same
+features at shifted means raises DriftDetected and starts exactly one TrainingJob, which trains on
+the shifted data and registers 1.0.1; the canary rolls 1.0.1 out to stable, against whose baseline
+the shifted traffic is no drift; when the traffic moves back inside the cooldown, that is drift
+again, and nothing starts: status and an Event say why. A person's `kiln retrain` still may.
 """
 
 from __future__ import annotations
@@ -22,28 +24,39 @@ import pytest
 from polling import eventually
 from rollout_world import GROUP, INFER, VERSION, World
 from sklearn.datasets import load_iris
-
-from kiln.runtime.trainer import baseline
+from test_canary_rollout import error_rate
 
 IRIS = load_iris()
 SHIFT = np.array([1.0, 0.8, 2.0, 0.8])
 """The shifted traffic's means move by this much per feature: past the training range's top bins."""
-DATASET = "data/iris-shifted.csv"
+TRAINING_DATA, SHIFTED_DATA = "data/iris.csv", "data/iris-shifted.csv"
+RETRAINING_JOBS = "kiln.dev/retraining-for=iris"
 WAIT = 180.0
-MONITORING = {
-    "drift": {"interval": "5s", "window": "20s", "minSamples": 200},
-    "retraining": {
-        "cooldown": "1h",
-        "triggers": [{"type": "Drift"}],
-        "template": {
-            "sklearn": {
-                "estimator": "sklearn.linear_model.LogisticRegression",
-                "params": {"max_iter": 500},
-                "dataset": {"uri": f"pvc://kiln-models/{DATASET}"},
-                "targetColumn": "target",
-            },
-            "output": {"modelName": "iris", "version": "0.0.0"},
+
+
+def trainer(dataset: str) -> dict[str, Any]:
+    """A TrainingJob spec fitting iris 1.0.0 from a CSV on the model store claim."""
+    return {
+        "sklearn": {
+            "estimator": "sklearn.linear_model.LogisticRegression",
+            "params": {"max_iter": 500},
+            "dataset": {"uri": f"pvc://kiln-models/{dataset}"},
+            "targetColumn": "target",
         },
+        "output": {"modelName": "iris", "version": "1.0.0"},
+    }
+
+
+DEPLOYMENT = {
+    "model": "iris",
+    "versionPolicy": "LatestValidated",
+    "replicas": 1,
+    "strategy": {"canary": {"steps": [{"setWeight": 50}, {"analysis": {}}], "scaleDownDelaySeconds": 5}},
+    "analysis": {"metrics": [error_rate()]},
+    "progressDeadlineSeconds": 120,
+    "monitoring": {
+        "drift": {"interval": "5s", "window": "20s", "minSamples": 200},
+        "retraining": {"cooldown": "1h", "triggers": [{"type": "Drift"}], "template": trainer(SHIFTED_DATA)},
     },
 }
 
@@ -62,7 +75,7 @@ class Sender:
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
                 rows = IRIS.data[(self.sent + np.arange(25)) % len(IRIS.data)] + self.shift
-                tensor = {"name": "features", "shape": [25, 4], "datatype": "FP64", "data": rows.ravel().tolist()}
+                tensor = {"name": "input-0", "shape": [25, 4], "datatype": "FP64", "data": rows.ravel().tolist()}
                 with contextlib.suppress(httpx.HTTPError):  # a pod restarting; the next batch goes on
                     client.post(self.url + INFER, json={"inputs": [tensor]})
                 self.sent += 25
@@ -77,34 +90,53 @@ class Sender:
         self._thread.join(timeout=15)
 
 
-def jobs(world: World, namespace: str) -> list[dict[str, Any]]:
-    found = world.kiln.api().list_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs")
+def csv(features: np.ndarray) -> bytes:
+    header = ",".join([*IRIS.feature_names, "target"])
+    rows = "\n".join(",".join(f"{value:g}" for value in row) for row in np.column_stack([features, IRIS.target]))
+    return f"{header}\n{rows}\n".encode()
+
+
+def retraining_jobs(world: World, namespace: str) -> list[dict[str, Any]]:
+    api = world.kiln.api()
+    found = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", label_selector=RETRAINING_JOBS)
     return list(found["items"])
+
+
+def trained(world: World, namespace: str, job: str) -> dict[str, Any]:
+    """The TrainingJob's status once it succeeded; a failure fails the test at once, with its reason."""
+
+    def succeeded() -> dict[str, Any] | None:
+        status = dict(world.custom(namespace, "trainingjobs", job).get("status") or {})
+        assert status.get("phase") != "Failed", status
+        return status if status.get("phase") == "Succeeded" else None
+
+    found: dict[str, Any] = eventually(succeeded, f"TrainingJob {job} to succeed (see {world.kiln.operator_log})", WAIT)
+    return found
 
 
 def drift_detected(status: dict[str, Any]) -> str | None:
     return next((c["status"] for c in status.get("conditions", []) if c["type"] == "DriftDetected"), None)
 
 
-def checks_since(status: dict[str, Any], count: int) -> Callable[[dict[str, Any]], bool]:
-    """Holds once `count` more judged drift checks have run than `status` had."""
-    before = len(status.get("drift", {}).get("history", []))
+def judged(version: str, count: int = 1) -> Callable[[dict[str, Any]], bool]:
+    """Holds once `count` drift checks of `version` have scored its features."""
     return lambda s: (
-        len([c for c in s.get("drift", {}).get("history", []) if c.get("score") is not None]) >= before + count
+        s.get("drift", {}).get("version") == version
+        and len([c for c in s["drift"].get("history", []) if c.get("score") is not None]) >= count
     )
 
 
 @pytest.fixture
 def serving(world: World, namespace: str) -> Iterator[Sender]:
-    features = IRIS.data.astype(np.float64)
-    recorded = baseline.compute(features, list(IRIS.feature_names)).to_wire()
-    world.register(namespace, "1.0.0", baseline=recorded)
-    shifted = np.column_stack([features + SHIFT, IRIS.target])
-    header = ",".join([*IRIS.feature_names, "target"])
-    rows = "\n".join(",".join(f"{value:g}" for value in row) for row in shifted)
-    world.kiln.artifact(namespace, "kiln-models", DATASET, f"{header}\n{rows}\n".encode())
-    world.deploy(namespace, {"model": "iris", "version": "1.0.0", "monitoring": MONITORING})
-    world.wait_for(namespace, "Healthy", lambda s: s.get("phase") == "Healthy")
+    world.kiln.artifact(namespace, "kiln-models", TRAINING_DATA, csv(IRIS.data))
+    world.kiln.artifact(namespace, "kiln-models", SHIFTED_DATA, csv(IRIS.data + SHIFT))
+    first = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob", "metadata": {"name": "iris-first"}}
+    world.kiln.apply(namespace, {**first, "spec": trainer(TRAINING_DATA)})
+    world.kiln.wait_for_phase(namespace, trained(world, namespace, "iris-first")["modelVersion"], "Validated")
+    world.deploy(namespace, DEPLOYMENT)
+    world.wait_for(
+        namespace, "1.0.0 Healthy", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "1.0.0"
+    )
     with Sender(world.url(namespace)) as sender:
         yield sender
 
@@ -113,40 +145,42 @@ def test_shifted_traffic_retrains_once_and_a_second_drift_in_the_cooldown_says_w
     world: World, namespace: str, serving: Sender
 ) -> None:
     # Given traffic drawn from the training data, drift stays under the threshold.
-    status = world.wait_for(namespace, "three judged drift checks", checks_since({}, 3), WAIT)
+    status = world.wait_for(namespace, "three judged drift checks", judged("1.0.0", 3), WAIT)
     assert drift_detected(status) == "False", status["drift"]
     assert status["drift"]["score"] < status["drift"]["threshold"] == 0.2
     assert status["drift"]["samples"] >= 200
-    assert jobs(world, namespace) == []
+    assert retraining_jobs(world, namespace) == []
 
     # When the traffic shifts, DriftDetected rises and exactly one TrainingJob starts.
     serving.shift = SHIFT
     detected = world.wait_for(namespace, "DriftDetected", lambda s: drift_detected(s) == "True", WAIT)
     assert detected["drift"]["score"] > 0.2
-    (job,) = eventually(lambda: jobs(world, namespace), "the retraining TrainingJob", 30)
+    (job,) = eventually(lambda: retraining_jobs(world, namespace), "the retraining TrainingJob", 30)
     name = job["metadata"]["name"]
     assert name == "iris-retrain-1-0-1"
-    assert job["metadata"]["labels"]["kiln.dev/retraining-for"] == "iris"
+    assert job["metadata"]["labels"]["kiln.dev/retraining-trigger"] == "Drift"
     assert job["metadata"]["annotations"]["kiln.dev/retraining-reason"].startswith("drift detected: psi ")
     assert job["spec"]["output"]["version"] == "1.0.1"
     world.kiln.wait_for_events(namespace, "iris", ("Warning", "DriftDetected"), ("Normal", "RetrainingStarted"))
 
     # The job trains on the shifted data and registers 1.0.1, whose lineage names it.
-    trained = eventually(
-        lambda: (
-            (s := world.custom(namespace, "trainingjobs", name).get("status", {})).get("phase") in ("Succeeded",) and s
-        ),
-        f"TrainingJob {name} to succeed (see {world.kiln.operator_log})",
-        WAIT,
-    )
-    version = world.kiln.model_version(namespace, trained["modelVersion"])
+    version = world.kiln.model_version(namespace, trained(world, namespace, name)["modelVersion"])
     assert (version["spec"]["version"], version["spec"]["lineage"]["trainingJob"]) == ("1.0.1", name)
-    assert version["spec"]["lineage"]["dataset"]["uri"] == f"pvc://kiln-models/{DATASET}"
+    assert version["spec"]["lineage"]["dataset"]["uri"] == f"pvc://kiln-models/{SHIFTED_DATA}"
 
-    # Back to normal traffic, then a second shift inside the cooldown: no job, and status and an Event say why.
+    # The canary rolls 1.0.1 out; the shifted traffic is its training data, so no drift from its baseline.
+    promoted = world.wait_for(
+        namespace, "1.0.1 promoted", lambda s: s.get("stableVersion") == "1.0.1" and s.get("phase") == "Healthy", WAIT
+    )
+    outcomes = [(record["version"], record.get("outcome")) for record in promoted["history"]]
+    assert outcomes == [("1.0.0", "Deployed"), ("1.0.1", "Promoted")]
+    settled = world.wait_for(namespace, "1.0.1 judged", judged("1.0.1"), WAIT)
+    assert drift_detected(settled) == "False", settled["drift"]
+    assert settled["drift"]["score"] < 0.2
+
+    # Traffic back where 1.0.0 was trained is drift from 1.0.1, inside the cooldown: no job, and status
+    # and an Event say why.
     serving.shift = np.zeros(4)
-    world.wait_for(namespace, "the drift to end", lambda s: drift_detected(s) == "False", WAIT)
-    serving.shift = -SHIFT
     again = world.wait_for(
         namespace,
         "a second drift held by the cooldown",
@@ -157,22 +191,27 @@ def test_shifted_traffic_retrains_once_and_a_second_drift_in_the_cooldown_says_w
     )
     skipped = again["retraining"]["skipped"]
     assert f"the cooldown of 1h after TrainingJob {name} lasts until" in skipped["message"]
-    assert [j["metadata"]["name"] for j in jobs(world, namespace)] == [name]
+    assert [j["metadata"]["name"] for j in retraining_jobs(world, namespace)] == [name]
     assert [run["trainingJob"] for run in again["retraining"]["runs"]] == [name]
-    events = world.kiln.wait_for_events(namespace, "iris", ("Warning", "RetrainingSkipped"))
-    assert any("Cooldown" in message for _, reason, message in events if reason == "RetrainingSkipped")
+    told = eventually(
+        lambda: [m for _, r, m in world.kiln.events(namespace, "iris") if r == "RetrainingSkipped" and "Cooldown" in m],
+        "a RetrainingSkipped Event naming the cooldown",
+        30,
+    )
+    assert f"the cooldown of 1h after TrainingJob {name}" in told[-1]
 
     # A person may retrain inside the cooldown; `kiln lineage` shows each retraining to its outcome.
     asked = world.kiln.kiln("retrain", "md/iris", "-n", namespace, "--reason", "labels arrived", "--wait", "60")
     assert "md/iris: started TrainingJob iris-retrain-1-0-2, which registers iris 1.0.2" in asked.stdout, asked.stdout
     lineage = world.kiln.kiln("lineage", "md/iris", "-n", namespace).stdout
     for shown in (
+        "ModelDeployment iris: iris 1.0.1",
         "DriftDetected True",
         "trigger Drift at",
         "drift detected: psi",
         f"TrainingJob {name} (Succeeded)",
         "ModelVersion iris-1.0.1: 1.0.1 (Validated)",
-        "not rolled out",
+        "rollout Promoted",
         "trigger manual at",
         "kiln retrain by",
         "last skipped: trigger Drift, ",  # RetrainingInFlight, or Cooldown once the manual job is done

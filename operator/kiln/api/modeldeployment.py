@@ -377,7 +377,8 @@ class Drift(base.KilnModel):
     """The PSI of the predicted classes' shares, against the shares when drift monitoring of the
     stable version began, above which the predictions have drifted."""
     interval: base.Duration = "5m"
-    """How often drift is computed."""
+    """How often drift is computed; the operator looks at a steady deployment every 15 s, so no more
+    often than that."""
     window: base.Duration = "30m"
     """The live data each check compares (kiln-server's histograms, increase() over this window);
     drift is detected once the threshold has been exceeded at every check for a whole window."""
