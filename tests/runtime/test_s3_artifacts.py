@@ -5,12 +5,14 @@ digest, and kiln-server downloads it into its cache and serves it.
 Given a TrainingJob whose output.store.uri names an S3 prefix, when its trainer runs, then the
 ModelVersion it registers points at the uploaded object, the registry marks it Validated with its
 digest checked, `kiln models` and `kiln lineage` show its URI and size, and kiln-server serves the
-model it downloaded, from its cache once it has it. A tampered object (same key, other bytes) is
+model it downloaded, from its cache once it has it; a ModelDeployment serves it too, its pods
+given the credentials from a Secret through spec.server.env. A tampered object (same key, other bytes) is
 refused by the registry and by the server; missing credentials and a wrong endpoint are named.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import pathlib
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import s3_server
 from kiln_cluster import GROUP, VERSION, Kiln, condition, operated_cluster
@@ -165,6 +168,53 @@ def test_kiln_server_serves_the_model_it_downloaded_and_keeps_it_across_a_restar
         assert restarted.infer(body).json()["outputs"][0]["data"] == [0]
 
 
+def test_a_model_deployment_serves_the_object_with_credentials_from_a_secret(
+    world: World, trained: dict[str, Any]
+) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3-credentials"},
+        # data, not stringData: the dev cluster does not fold stringData into data as an API server does.
+        "data": {
+            "AWS_ACCESS_KEY_ID": base64.b64encode(s3_server.ACCESS_KEY_ID.encode()).decode(),
+            "AWS_SECRET_ACCESS_KEY": base64.b64encode(s3_server.SECRET_ACCESS_KEY.encode()).decode(),
+        },
+    }
+    from_secret = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": key}}}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    ]
+    env = [{"name": "AWS_ENDPOINT_URL", "value": world.s3.endpoint}, {"name": "AWS_REGION", "value": s3_server.REGION}]
+    deployment = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris"},
+        "spec": {"model": "iris", "version": "1.0.0", "server": {"env": env + from_secret}},
+    }
+    world.kiln.apply(NAMESPACE, secret)
+    world.kiln.apply(NAMESPACE, deployment)
+
+    def healthy() -> dict[str, Any] | None:
+        body = world.kiln.api().get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", "iris")
+        status = body.get("status") or {}
+        return status if status.get("phase") == "Healthy" and status.get("stableVersion") == "1.0.0" else None
+
+    try:
+        eventually(healthy, f"md/iris to serve 1.0.0 from {PREFIX} (see {world.kiln.operator_log})", 120)
+    except AssertionError as error:
+        pods = world.kiln.kubectl("describe", "pods", "-n", NAMESPACE, check=False).stdout
+        raise AssertionError(f"{error}; the pods:\n{pods}") from None
+    service = world.kiln.core().read_namespaced_service("iris", NAMESPACE)
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": SETOSA}]}
+    answer = httpx.post(f"http://{service.spec.cluster_ip}:80/v2/models/iris/infer", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [0]
+    pods = world.kiln.core().list_namespaced_pod(NAMESPACE, label_selector="kiln.dev/component=server").items
+    (container,) = pods[0].spec.containers
+    assert any(mount.mount_path == "/var/run/kiln/artifacts" for mount in container.volume_mounts)
+
+
 def test_a_tampered_object_is_refused_by_the_registry_and_by_the_server(
     world: World, trained: dict[str, Any], tmp_path: pathlib.Path
 ) -> None:
@@ -237,6 +287,9 @@ def test_no_secret_reaches_a_log_a_status_or_an_event(world: World, trained: dic
     secret = s3_server.SECRET_ACCESS_KEY
     assert secret not in trained["run"].stdout + trained["run"].stderr
     assert secret not in world.kiln.operator_log.read_text()
-    recorded = world.kiln.kubectl("get", "modelversions,trainingjobs,events", "-n", NAMESPACE, "-o", "json").stdout
+    kinds = "modelversions,trainingjobs,modeldeployments,events"
+    recorded = world.kiln.kubectl("get", kinds, "-n", NAMESPACE, "-o", "json").stdout
     assert "DigestMatches" in recorded
     assert secret not in recorded
+    served = world.kiln.kubectl("logs", "-n", NAMESPACE, "-l", "kiln.dev/component=server", check=False)
+    assert secret not in served.stdout + served.stderr
