@@ -6,7 +6,8 @@ Given a TrainingJob whose output.store.uri names an S3 prefix, when its trainer 
 ModelVersion it registers points at the uploaded object, the registry marks it Validated with its
 digest checked, `kiln models` and `kiln lineage` show its URI and size, and kiln-server serves the
 model it downloaded, from its cache once it has it; a ModelDeployment serves it too, its pods
-given the credentials from a Secret through spec.server.env. A tampered object (same key, other bytes) is
+given the credentials from a Secret through spec.server.env, and a restarted container reads it from
+its emptyDir instead of downloading it again. A tampered object (same key, other bytes) is
 refused by the registry and by the server; missing credentials and a wrong endpoint are named.
 """
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,9 +213,29 @@ def test_a_model_deployment_serves_the_object_with_credentials_from_a_secret(
     answer = httpx.post(f"http://{service.spec.cluster_ip}:80/v2/models/iris/infer", json=body, timeout=10)
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"][0]["data"] == [0]
-    pods = world.kiln.core().list_namespaced_pod(NAMESPACE, label_selector="kiln.dev/component=server").items
-    (container,) = pods[0].spec.containers
+    (pod,) = world.kiln.core().list_namespaced_pod(NAMESPACE, label_selector="kiln.dev/component=server").items
+    (container,) = pod.spec.containers
     assert any(mount.mount_path == "/var/run/kiln/artifacts" for mount in container.volume_mounts)
+
+    # The container dies and the kubelet starts it again over the same emptyDir: it loads the
+    # verified file there and does not download the object again.
+    downloads = downloads_of(world, "kiln/iris/1.0.0/model.skops")
+    assert downloads >= 1  # this pod's download, at least
+    os.kill(int(pod.status.container_statuses[0].container_id.removeprefix("kiln-process://")), signal.SIGKILL)
+
+    def restarted_and_ready() -> bool:
+        found = world.kiln.core().read_namespaced_pod(pod.metadata.name, NAMESPACE).status.container_statuses[0]
+        return bool(found.restart_count >= 1 and found.ready)
+
+    eventually(restarted_and_ready, "the server container to restart and be ready", 60)
+    again = httpx.post(f"http://{service.spec.cluster_ip}:80/v2/models/iris/infer", json=body, timeout=10)
+    assert again.json()["outputs"][0]["data"] == [0]
+    assert downloads_of(world, "kiln/iris/1.0.0/model.skops") == downloads
+
+
+def downloads_of(world: World, key: str) -> int:
+    """How many times the object was read, by moto's request log."""
+    return world.s3.log.read_text().count(f'"GET /{BUCKET}/{key} ')
 
 
 def test_a_tampered_object_is_refused_by_the_registry_and_by_the_server(
