@@ -20,6 +20,7 @@ from skops import io as skops_io
 
 import kiln.runtime.trainer
 from kiln.api import modelversion, trainingjob
+from kiln.monitoring import statistics
 from kiln.runtime.trainer import artifact, baseline, errors, registration, run, settings
 
 SEED = 7
@@ -194,6 +195,19 @@ def test_the_baseline_has_a_histogram_per_feature_whose_counts_sum_to_the_traini
     for feature in found.features:
         assert (len(feature.bins), sum(feature.counts)) == (baseline.BINS + 1, 112)
         assert feature.bins == sorted(feature.bins)
+
+
+def test_a_value_on_a_bin_edge_counts_in_the_bin_it_closes_as_kiln_servers_le_buckets_count_it() -> None:
+    values = np.array([[0.0], [1.0], [1.0], [2.0], [3.0], [4.0]])  # edges 0, 1, 2, 3, 4 with bins=4
+
+    [feature] = baseline.compute(values, ["x"], bins=4).features
+
+    assert feature.bins == [0.0, 1.0, 2.0, 3.0, 4.0]
+    # (0..1] holds 0 (the minimum) and both 1s; (1..2] the 2; (2..3] the 3; (3..4] the 4
+    assert feature.counts == [3, 1, 1, 1]
+    # kiln-server exports cumulative `le` buckets, which drift monitoring turns back into bins
+    cumulative = [float((values[:, 0] <= edge).sum()) for edge in feature.bins] + [float(len(values))]
+    assert statistics.live_counts(cumulative, 4) == [float(count) for count in feature.counts]
 
 
 def test_the_baseline_skips_values_that_are_not_finite_and_caps_the_features() -> None:

@@ -1,8 +1,11 @@
 """The training data's feature distributions, which drift detection compares live traffic with.
 
-One histogram per feature over the training rows: `BINS` equal-width bins (`numpy.histogram`)
-between the feature's finite minimum and maximum; NaN and infinite values are not counted, and a
-feature with none finite has no histogram. The API bounds a baseline to `MAX_FEATURES` features
+One histogram per feature over the training rows: `BINS` equal-width bins between the feature's
+finite minimum and maximum; NaN and infinite values are not counted, and a feature with none finite
+has no histogram. A bin holds the values above its lower edge up to and including its upper edge
+(the first also its lower edge), as kiln-server's `le` buckets count live values, so that the same
+data gives the same counts on both sides and drift starts at zero (numpy.histogram would put a
+value on an edge one bin higher). The API bounds a baseline to `MAX_FEATURES` features
 and `MAX_BINS` bins, so a wider dataset gets histograms of its first `MAX_FEATURES` features only.
 """
 
@@ -28,7 +31,9 @@ def compute(features: npt.NDArray[np.float64], names: list[str], bins: int = BIN
         finite = column[np.isfinite(column)]
         if finite.size == 0:
             continue
-        counts, edges = np.histogram(finite, bins=bins)
+        edges = np.histogram_bin_edges(finite, bins=bins)
+        upper_inclusive = np.clip(np.searchsorted(edges, finite, side="left") - 1, 0, len(edges) - 2)
+        counts = np.bincount(upper_inclusive, minlength=len(edges) - 1)
         histograms.append(
             modelversion.FeatureBaseline(
                 name=name[:MAX_NAME] or f"feature-{index}",
