@@ -22,6 +22,14 @@ MAX_FEATURES = 1024
 MAX_NAME = 256
 
 
+def counts_in(values: npt.NDArray[np.float64], edges: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """How many of `values` fall in each bin between `edges`, as kiln-server counts them: up to and
+    including each upper edge; values below the first edge count in the first bin and values above
+    the last in the last."""
+    upper_inclusive = np.clip(np.searchsorted(edges, values, side="left") - 1, 0, len(edges) - 2)
+    return np.bincount(upper_inclusive, minlength=len(edges) - 1)
+
+
 def compute(features: npt.NDArray[np.float64], names: list[str], bins: int = BINS) -> modelversion.Baseline:
     """Histograms of the first MAX_FEATURES columns of `features` (rows x columns)."""
     bins = max(1, min(bins, MAX_BINS))
@@ -32,8 +40,7 @@ def compute(features: npt.NDArray[np.float64], names: list[str], bins: int = BIN
         if finite.size == 0:
             continue
         edges = np.histogram_bin_edges(finite, bins=bins)
-        upper_inclusive = np.clip(np.searchsorted(edges, finite, side="left") - 1, 0, len(edges) - 2)
-        counts = np.bincount(upper_inclusive, minlength=len(edges) - 1)
+        counts = counts_in(finite, edges)
         histograms.append(
             modelversion.FeatureBaseline(
                 name=name[:MAX_NAME] or f"feature-{index}",
