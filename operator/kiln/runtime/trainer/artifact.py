@@ -88,9 +88,7 @@ def loads_trusted(data: bytes) -> Any:
     return skops_io.loads(data, trusted=untrusted)
 
 
-def save(
-    recorded: modelversion.Artifact, data: bytes, path: pathlib.Path | None, settings: artifacts.Settings
-) -> None:
+def save(recorded: modelversion.Artifact, data: bytes, path: pathlib.Path | None, settings: artifacts.Settings) -> None:
     """Write the artifact where the ModelVersion says it is: to `path` (its claim is mounted here),
     or, with no path, uploaded to its object store URI, where the digest of what was sent must be
     the one recorded."""
