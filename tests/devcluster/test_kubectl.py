@@ -874,6 +874,23 @@ def test_every_typed_generator_users_type_creates_what_it_says(kubectl: Kubectl)
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
 
 
+def test_a_secrets_string_data_is_folded_into_data_and_never_stored(kubectl: Kubectl) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3-credentials"},
+        "data": {"AWS_REGION": base64.b64encode(b"eu-west-1").decode(), "AWS_ACCESS_KEY_ID": "b2xk"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "AKIA-new", "AWS_SECRET_ACCESS_KEY": "s3cr3t"},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+    stored = get_json(kubectl, "secret", "s3-credentials")
+
+    assert "stringData" not in stored
+    decoded = {key: base64.b64decode(value).decode() for key, value in stored["data"].items()}
+    assert decoded == {"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIA-new", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+
+
 def test_whoami_reports_the_admin_and_the_impersonated_user(kubectl: Kubectl) -> None:
     admin = json.loads(kubectl("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
     assert admin["username"] == "kiln-admin"

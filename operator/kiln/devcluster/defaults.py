@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,12 @@ def _persistent_volume_claim(obj: Object) -> None:
 def _secret(obj: Object) -> None:
     if not obj.get("type"):
         obj["type"] = "Opaque"
+    # stringData is write-only: folded into data (its keys win), never stored or returned.
+    written = obj.pop("stringData", None)
+    if isinstance(written, dict) and written:
+        data = obj.get("data") or {}
+        data.update({key: base64.b64encode(str(value).encode()).decode() for key, value in written.items()})
+        obj["data"] = data
 
 
 _BY_KIND: dict[tuple[str, str], Callable[[Object], None]] = {
