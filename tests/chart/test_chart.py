@@ -51,6 +51,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "imagePullSecrets": [{"name": "registry"}],
     },
     "no-admission-policy": {"admissionPolicy": {"enabled": False}},
+    "object-store": {"objectStore": {"endpointUrl": "https://minio.storage:9000", "credentialsSecret": "kiln-s3"}},
 }
 
 
@@ -176,6 +177,19 @@ def test_the_admission_policy_is_on_by_default_and_exempts_the_releases_account(
     assert not _of_kind(off, "ValidatingAdmissionPolicyBinding")
 
 
+def test_the_object_store_settings_reach_the_operator_for_its_s3_artifact_checks() -> None:
+    values = {"objectStore": {"endpointUrl": "http://minio.storage:9000", "region": "eu-west-1",
+                              "credentialsSecret": "kiln-s3"}}  # fmt: skip
+    container = _deployment(_render(values))["spec"]["template"]["spec"]["containers"][0]
+    env = _env(_render(values))
+
+    assert (env["AWS_ENDPOINT_URL"], env["AWS_REGION"]) == ("http://minio.storage:9000", "eu-west-1")
+    assert container["envFrom"] == [{"secretRef": {"name": "kiln-s3"}}]
+    default = _deployment(_render({}))["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in default
+    assert not {"AWS_ENDPOINT_URL", "AWS_REGION"} & set(_env(_render({})))
+
+
 def test_the_metrics_port_reaches_the_operator_and_its_container_port() -> None:
     objects = _render({"metrics": {"port": 9100}})
     args = _args(objects)
@@ -255,6 +269,7 @@ def test_chart_version_is_kilns() -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"monitoring": {"serviceMonitor": {"enabled": "yes"}}}, "enabled"),
+        ({"objectStore": {"endpointUrl": "minio:9000"}}, "endpointUrl"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value(values: dict[str, Any], named: str) -> None:
