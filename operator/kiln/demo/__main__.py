@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if installed:
         console.print(f"installed {', '.join(installed)} with apt")
+    # Ctrl-C and SIGTERM end the demo the same way, even when started with SIGINT ignored (in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     plain = lifecycle.plain() or not console.is_terminal
     shown: display.Display = display.PlainDisplay(console) if plain else display.LiveDisplay(console)
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # A second Ctrl-C must not cut the teardown short and leave processes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         demo.finish()
         shown.close()
         if not keep:

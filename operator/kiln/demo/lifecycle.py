@@ -297,17 +297,21 @@ class Demo:
         stages.caption = f"{total:.0f}s in all"
         console.print(stages)
         kubeconfig = self._shown_path(self.stack.kubeconfig)
-        lines = [
+        explore = [
             f"kubectl --kubeconfig {kubeconfig} get kiln",
-            f"KUBECONFIG={kubeconfig} kiln history md/iris   (and kiln lineage md/iris, kiln models)",
-            f"Prometheus: {self.stack.prometheus_url}"
-            if kept
-            else "Prometheus and the cluster are stopped; `make demo KEEP=1` keeps them",
-            f"the manifests applied: {self._shown_path(self.stack.data_dir / 'manifests')}/",
-            f"the operator's log: {self._shown_path(self.stack.operator_log)}",
+            f"KUBECONFIG={kubeconfig} kiln history md/iris   (kiln lineage md/iris, kiln models, kiln status md/iris)",
         ]
         if kept:
+            lines = [*explore, f"Prometheus: {self.stack.prometheus_url}   (kiln_server_requests_total, ...)"]
             lines.append("make demo-down   # stops the cluster, Prometheus and the operator")
+        else:
+            lines = ["everything the demo started is stopped; `make demo KEEP=1` keeps it up, to explore with:"]
+            lines += [f"  {line}" for line in explore] + ["  and Prometheus, then `make demo-down`"]
+        lines += [
+            f"the manifests applied: {self._shown_path(self.stack.data_dir / 'manifests')}/",
+            f"the operator's log: {self._shown_path(self.stack.operator_log)}",
+            "README.md, section `make demo`: each step by hand with kubectl, or on a real cluster with Helm",
+        ]
         console.print("Where to look next:\n  " + "\n  ".join(lines))
 
 
