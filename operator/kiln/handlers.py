@@ -22,8 +22,8 @@ from kiln.api import base, resources
 from kiln.controllers import metrics, modeldeployment, modelversion, trainingjob
 from kiln.delivery import serving
 from kiln.kube import client
+from kiln.training import inventory
 from kiln.training import plan as training_plan
-from kiln.training import workers
 
 FINALIZER = f"{base.GROUP}/finalizer"
 RETRY_DELAY_SECONDS = 5
@@ -56,6 +56,7 @@ def connect(memo: kopf.Memo, **_: Any) -> None:
     kube = client.connect()
     memo.model_versions = modelversion.Controller(kube, artifacts.Settings.from_environment(), metrics=METRICS)
     memo.training_jobs = trainingjob.Controller(kube, training_settings(), metrics=METRICS)
+    memo.training_jobs.start()
     memo.model_deployments = modeldeployment.Controller(
         kube, serving_settings(), default_prometheus=os.environ.get(PROMETHEUS_URL_ENV) or None, metrics=METRICS
     )
@@ -67,6 +68,13 @@ PROMETHEUS_URL_ENV = "KILN_PROMETHEUS_URL"
 def serving_settings(environ: Mapping[str, str] = os.environ) -> serving.Settings:
     """KILN_SERVING_IMAGE: the image whose kiln-server and kiln-router serve models."""
     return serving.Settings(image=environ.get("KILN_SERVING_IMAGE", serving.Settings().image))
+
+
+@kopf.on.cleanup()
+def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the TrainingJob wake-ups."""
+    if hasattr(memo, "training_jobs"):
+        memo.training_jobs.stop()
 
 
 def training_settings(environ: Mapping[str, str] = os.environ) -> training_plan.Settings:
@@ -106,36 +114,44 @@ def reconcile_model_version(name: str, namespace: str | None, memo: Any, **_: An
 
 
 _TRAINING_JOBS = (base.GROUP, base.VERSION, resources.TRAINING_JOB.plural)
-TRAINING_TICK_SECONDS = 2.0
 
 
 @kopf.on.resume(*_TRAINING_JOBS, id="training-job-resume")
 @kopf.on.create(*_TRAINING_JOBS, id="training-job-create")
 @kopf.on.update(*_TRAINING_JOBS, id="training-job-update")
-def reconcile_training_job(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Admit, start, restart and finish one TrainingJob (kiln.controllers.trainingjob)."""
-    with _as_kopf_errors():
-        memo.training_jobs.reconcile(namespace or "default", name)
+async def reconcile_training_job(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Admit, start, restart and finish one TrainingJob (kiln.controllers.trainingjob): the controller's
+    wake-ups run the reconcile, so a burst of changes to one job is one reconcile, retried there."""
+    memo.training_jobs.wakeups.now([(namespace or "default", name)])
 
 
-def _time_can_move(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
-    """A finished job waits only for its ttlSecondsAfterFinished; the others tick."""
-    return status.get("phase") not in training_plan.FINISHED or spec.get("ttlSecondsAfterFinished") is not None
+# What builtin admission reads, fed from watches (kiln.training.inventory); no I/O, so async: each
+# event costs no thread. A worker's event wakes its job; so do time-driven steps (back-off, deadlines,
+# queue timeouts, time to live) and capacity freeing for a queued job: the controller's own wake-ups
+# run those reconciles (a burst of events for one job is one reconcile), not a per-job timer.
+@kopf.on.event("", "v1", "pods", id="training-inventory-pods")
+async def pod_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.training_jobs.watched(inventory.POD, type, body)
 
 
-@kopf.timer(*_TRAINING_JOBS, interval=TRAINING_TICK_SECONDS, id="training-job-tick", when=_time_can_move)
-def tick_training_job(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Time moves jobs too: back-off, deadlines, queue timeouts, ttlSecondsAfterFinished, and
-    capacity freed by other jobs."""
-    with _as_kopf_errors():
-        memo.training_jobs.reconcile(namespace or "default", name)
+@kopf.on.event("", "v1", "nodes", id="training-inventory-nodes")
+async def node_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.training_jobs.watched(inventory.NODE, type, body)
 
 
-@kopf.on.event("", "v1", "pods", labels={workers.JOB_LABEL: kopf.PRESENT})
-def worker_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
-    """A worker started, finished or failed: its job acts now rather than at the next tick."""
-    with contextlib.suppress(client.ApiError, pydantic.ValidationError):  # the next tick retries
-        memo.training_jobs.reconcile(namespace or "default", labels[workers.JOB_LABEL])
+@kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses", id="training-inventory-priority-classes")
+async def priority_class_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.training_jobs.watched(inventory.PRIORITY_CLASS, type, body)
+
+
+@kopf.on.event("", "v1", "resourcequotas", id="training-inventory-quotas")
+async def resource_quota_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.training_jobs.watched(inventory.RESOURCE_QUOTA, type, body)
+
+
+@kopf.on.event(*_TRAINING_JOBS, id="training-inventory-jobs")
+async def training_job_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.training_jobs.watched(inventory.TRAINING_JOB, type, body)
 
 
 @kopf.on.delete(*_TRAINING_JOBS, id="training-job-delete", optional=True)

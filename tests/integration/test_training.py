@@ -138,6 +138,132 @@ def test_second_gang_waits_queued_without_pods_and_is_admitted_when_the_first_fi
     assert reasons.index("Queued") < reasons.index("Admitted") < reasons.index("Succeeded"), reasons
 
 
+def test_a_resource_quota_holds_a_gang_whole_until_another_job_frees_quota(kiln: Kiln, namespace: str) -> None:
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus"}}
+    kiln.apply(namespace, {**quota, "spec": {"hard": {"requests.nvidia.com/gpu": "4"}}})
+    two_gpus = {"cpu": "1", "gpus": {"count": 2}}
+    kiln.apply(namespace, python_job("first", "import time; time.sleep(6)", resources=two_gpus))
+    wait_for_phase(kiln, namespace, "first", "Running")
+
+    kiln.apply(namespace, python_job("second", "import time; time.sleep(1)", workers=2, resources=two_gpus))
+
+    queued = wait_for_phase(kiln, namespace, "second", "Queued")
+    assert queued["message"] == f"quota: the job needs 4 nvidia.com/gpu, 2 of 4 left in namespace {namespace}"
+    assert pods_of(kiln, namespace, "second") == []  # the cluster has the GPUs: only the quota holds it
+    wait_for_phase(kiln, namespace, "first", "Succeeded")
+    wait_for_phase(kiln, namespace, "second", "Succeeded")
+
+
+# Counts epochs and checkpoints only when told to stop (SIGTERM), so a job that resumes past epoch 0
+# proves the checkpoint was written on preemption.
+CHECKPOINT_ON_SIGTERM_SCRIPT = """
+import os, pathlib, signal, sys, time
+epochs, seconds = int(sys.argv[1]), float(sys.argv[2])
+checkpoint = pathlib.Path(os.environ["KILN_CHECKPOINT_DIR"]) / "epoch"
+epoch = int(checkpoint.read_text()) if checkpoint.exists() else 0
+print(f"starting at epoch {epoch}", flush=True)
+
+def stop(signum, frame):
+    checkpoint.write_text(str(epoch))
+    print(f"checkpointed epoch {epoch}", flush=True)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+while epoch < epochs:
+    time.sleep(seconds)
+    epoch += 1
+    print(f"finished epoch {epoch}", flush=True)
+"""
+
+
+def gpus_in_use(kiln: Kiln) -> int:
+    """GPUs that running pods of any namespace hold: this test needs to know where every GPU goes."""
+    return sum(
+        int((container.resources.limits or {}).get("nvidia.com/gpu", 0))
+        for pod in kiln.core().list_pod_for_all_namespaces().items
+        if pod.status.phase in ("Pending", "Running")
+        for container in pod.spec.containers
+    )
+
+
+def priority_classes(kiln: Kiln, namespace: str) -> tuple[str, str]:
+    """A low and a high PriorityClass of the test's own (they are cluster-scoped)."""
+    low, high = f"{namespace}-low", f"{namespace}-high"
+    for name, value in ((low, 10), (high, 1000)):
+        kiln.kubectl("create", "priorityclass", name, f"--value={value}")
+    return low, high
+
+
+def test_a_high_priority_job_preempts_the_one_lower_job_that_frees_enough_which_resumes_from_its_checkpoint(
+    kiln: Kiln, namespace: str
+) -> None:
+    low, high = priority_classes(kiln, namespace)
+    gpus = {"cpu": "500m", "gpus": {"count": 4}}
+    eventually(lambda: gpus_in_use(kiln) == 0, "the other tests' GPU jobs to finish", TIMEOUT)
+    kiln.apply(
+        namespace,
+        python_job(
+            "big",
+            CHECKPOINT_ON_SIGTERM_SCRIPT,
+            "30",
+            "0.5",
+            resources=gpus,
+            checkpoint={"size": "1Gi"},
+            priorityClassName=low,
+        ),
+    )
+    wait_for_phase(kiln, namespace, "big", "Running")
+    sleep = "import time; time.sleep(600)"
+    kiln.apply(namespace, python_job("keeper", sleep, resources={**gpus, "gpus": {"count": 2}}, priorityClassName=high))
+    wait_for_phase(kiln, namespace, "keeper", "Running")
+    kiln.apply(namespace, python_job("small", sleep, resources={**gpus, "gpus": {"count": 1}}, priorityClassName=low))
+    wait_for_phase(kiln, namespace, "small", "Running")
+    eventually(lambda: "finished epoch 2" in logs_of(kiln, namespace, "big-worker-0"), "big to run 2 epochs", TIMEOUT)
+
+    # Freeing small's 1 GPU leaves no node with 4: only big frees enough.
+    kiln.apply(namespace, python_job("urgent", "import time; time.sleep(10)", resources=gpus, priorityClassName=high))
+
+    preempted = wait_for_phase(kiln, namespace, "big", "Queued")
+    assert (preempted["preemptions"], preempted["preemptedBy"]) == (1, f"{namespace}/urgent")
+    wait_for_phase(kiln, namespace, "urgent", "Running")
+    making_room = (
+        f"preempting {namespace}/big (lower priority than 1000) to make room: waiting for their workers to"
+        " checkpoint and stop"
+    )
+    kiln.wait_for_events(namespace, "urgent", ("Normal", "Preempting", making_room))
+    told = (
+        f"preempted by {namespace}/urgent: the workers were told to checkpoint and stop; queued to resume from"
+        " the checkpoint when admitted again"
+    )
+    kiln.wait_for_events(namespace, "big", ("Normal", "Preempted", told))
+    # While urgent runs, a job of its own priority finds only small below it, too small: it never
+    # preempts urgent or keeper, and waits.
+    kiln.apply(namespace, python_job("rival", "import time; time.sleep(1)", resources=gpus, priorityClassName=high))
+    rival = wait_for_phase(kiln, namespace, "rival", "Queued")
+    assert rival["message"].startswith("waiting for capacity: "), rival["message"]
+    assert (job(kiln, namespace, "urgent").get("status") or {})["phase"] == "Running"
+
+    wait_for_phase(kiln, namespace, "rival", "Succeeded", timeout=2 * TIMEOUT)
+    wait_for_phase(kiln, namespace, "big", "Running")
+    resumed = eventually(
+        lambda: re.search(r"starting at epoch (\d+)", logs_of(kiln, namespace, "big-worker-0")),
+        "big's worker to start again",
+        TIMEOUT,
+    )
+    assert int(resumed.group(1)) >= 2
+    status = wait_for_phase(kiln, namespace, "big", "Succeeded", timeout=2 * TIMEOUT)
+    assert (status["restarts"], status["preemptions"]) == (0, 1)
+    assert "finished epoch 30" in logs_of(kiln, namespace, "big-worker-0")
+    for name in ("keeper", "small", "rival"):
+        assert (job(kiln, namespace, name).get("status") or {}).get("preemptions", 0) == 0, name
+    kiln.kubectl("delete", "-n", namespace, "trainingjob", "keeper", "small")  # their GPUs for the next tests
+    eventually(
+        lambda: not pods_of(kiln, namespace, "keeper") and not pods_of(kiln, namespace, "small"),
+        "no pods left",
+        TIMEOUT,
+    )
+
+
 def test_two_jobs_needing_six_of_eight_gpus_never_deadlock(kiln: Kiln, namespace: str) -> None:
     spec = {"workers": 6, "resources": {"cpu": "500m", "gpus": {"count": 1}}}
     for name in ("left", "right"):

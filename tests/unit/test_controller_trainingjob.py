@@ -4,6 +4,7 @@ its back-off, and a finished job's TTL deleting it but not the ModelVersion it r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -38,9 +39,29 @@ def api(clock: fake.ManualClock) -> fake.FakeApi:
     return api
 
 
+@dataclasses.dataclass
+class WatchedController(trainingjob.Controller):
+    """The controller, with the pod watch events the API server would have sent by now delivered
+    before each reconcile (kopf delivers them in the operator)."""
+
+    delivered: dict[tuple[str, str], Object] = dataclasses.field(default_factory=dict)
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        pods = {
+            (pod["metadata"]["namespace"], pod["metadata"]["name"]): pod for pod in self.kube.list(client.PODS, None)
+        }
+        for key, pod in self.delivered.items():
+            if key not in pods:
+                self.watched("pod", "DELETED", pod)
+        for pod in pods.values():
+            self.watched("pod", "MODIFIED", pod)
+        self.delivered = pods
+        super().reconcile(namespace, name)
+
+
 @pytest.fixture
 def controller(api: fake.FakeApi, clock: fake.ManualClock) -> trainingjob.Controller:
-    return trainingjob.Controller(kube=api, settings=plan.Settings(backoff_seconds=BACKOFF_SECONDS), clock=clock)
+    return WatchedController(kube=api, settings=plan.Settings(backoff_seconds=BACKOFF_SECONDS), clock=clock)
 
 
 def reconcile(controller: trainingjob.Controller) -> None:
@@ -101,7 +122,7 @@ def test_a_restarted_reconcile_never_creates_a_worker_twice(
     clock.advance(1)
 
     reconcile(controller)
-    trainingjob.Controller(kube=api, settings=controller.settings, clock=clock).reconcile(fx.NAMESPACE, NAME)
+    WatchedController(kube=api, settings=controller.settings, clock=clock).reconcile(fx.NAMESPACE, NAME)
 
     assert created(api, "Pod") == [workers.worker_name(NAME, 0), workers.worker_name(NAME, 1)]
     assert created(api, "Service") == [NAME]
@@ -190,3 +211,66 @@ def test_a_finished_job_past_its_ttl_is_deleted_but_its_model_version_is_orphane
     assert model_version is not None
     assert "ownerReferences" not in model_version["metadata"]
     assert fake.Action("delete", "TrainingJob", fx.NAMESPACE, NAME) in api.actions
+
+
+def test_admission_lists_the_cluster_once_and_then_reads_what_watches_fed(
+    api: fake.FakeApi, clock: fake.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = trainingjob.Controller(kube=api, clock=clock)
+    cluster_lists: list[str] = []
+    listing = api.list
+
+    def counted(resource: client.Resource, namespace: str | None, label_selector: str | None = None) -> list[Object]:
+        if namespace is None:
+            cluster_lists.append(resource.plural)
+        return listing(resource, namespace, label_selector)
+
+    monkeypatch.setattr(api, "list", counted)
+    api.add(TRAINING_JOBS, submitted())
+    reconcile(controller)
+    second = api.add(TRAINING_JOBS, fx.job_body("second", workers=1, resources={"gpus": {"count": 4}}))[0]
+    controller.watched("trainingjob", "ADDED", second)
+
+    controller.reconcile(fx.NAMESPACE, "second")
+
+    assert sorted(cluster_lists) == ["nodes", "pods", "priorityclasses", "resourcequotas", "trainingjobs"]
+    second_status = (api.get(TRAINING_JOBS, fx.NAMESPACE, "second") or {})["status"]
+    assert second_status["phase"] == "Queued"
+
+
+def test_a_queued_job_is_woken_when_the_job_holding_its_gpus_finishes(
+    api: fake.FakeApi, controller: trainingjob.Controller
+) -> None:
+    running_gang(api, controller)
+    api.add(TRAINING_JOBS, fx.job_body("next", workers=2, resources={"gpus": {"count": 4}}))
+    controller.reconcile(fx.NAMESPACE, "next")
+    timeout = fx.T0 + datetime.timedelta(seconds=600)
+    assert controller.wakeups.pending()[(fx.NAMESPACE, "next")] == timeout
+
+    for pod in worker_pods(api):
+        kubelet_reports(api, pod, "Succeeded")
+        controller.watched("pod", "MODIFIED", api.get(client.PODS, fx.NAMESPACE, pod["metadata"]["name"]) or {})
+    reconcile(controller)
+
+    assert job_status(api)["phase"] == "Succeeded"
+    assert (fx.NAMESPACE, "next") in controller.wakeups.due(fx.T0)
+
+
+@pytest.mark.parametrize(
+    ("wishes", "due_at_30", "due_at_90"),
+    [
+        pytest.param([("a", 60)], [], ["a"], id="one-deadline"),
+        pytest.param([("a", 60), ("a", 20)], ["a"], [], id="an-earlier-one-wins"),
+        pytest.param([("a", 20), ("a", 60)], ["a"], [], id="a-later-one-never-cancels-an-earlier"),
+        pytest.param([("a", 20), ("a", None)], ["a"], [], id="none-cancels-nothing"),
+        pytest.param([("b", 80), ("a", 10)], ["a"], ["b"], id="earliest-first"),
+    ],
+)
+def test_wakeups(wishes: list[tuple[str, int | None]], due_at_30: list[str], due_at_90: list[str]) -> None:
+    wakeups = trainingjob.Wakeups()
+    for name, seconds in wishes:
+        wakeups.at(("ml", name), None if seconds is None else fx.at(seconds))
+
+    first, then = wakeups.due(fx.at(30)), wakeups.due(fx.at(90))
+
+    assert ([name for _, name in first], [name for _, name in then]) == (due_at_30, due_at_90)

@@ -15,7 +15,7 @@ import training_fixtures as fx
 
 from kiln.api import trainingjob
 from kiln.providers import gang as gang_providers
-from kiln.training import admission, workers
+from kiln.training import admission, inventory, workers
 
 Object = dict[str, Any]
 GPU = fx.GPU
@@ -27,18 +27,32 @@ pod = fx.pod
 def cluster(
     nodes: list[Object],
     pods: list[Object] | None = None,
-    admitted: list[tuple[admission.Gang, int]] | None = None,
+    admitted: list[admission.Gang] | None = None,
     waiting: list[admission.Gang] | None = None,
-) -> admission.Cluster:
-    return admission.Cluster(nodes=nodes, pods=pods or [], admitted=admitted or [], waiting=waiting or [])
+) -> inventory.Inventory:
+    """An inventory of the nodes and pods, with gangs that hold admission (their bound workers are
+    the pods labelled with their job) and gangs waiting in the queue."""
+    known = inventory.Inventory()
+    for one in nodes:
+        known.node_seen(one)
+    for one in pods or []:
+        known.pod_seen(one)
+    for held in admitted or []:
+        known.gang_seen(held, trainingjob.TrainingJobPhase.RUNNING)
+    for queued in waiting or []:
+        known.gang_seen(queued, trainingjob.TrainingJobPhase.QUEUED)
+    return known
 
 
 def bound_gang(job: str, node_names: list[str], gpus: int) -> list[Object]:
     """The worker pods of an admitted gang, bound one per node."""
-    return [
+    pods = [
         pod(f"{job}-worker-{rank}", name, requests={GPU: str(gpus)}, limits={GPU: str(gpus)}, namespace=fx.NAMESPACE)
         for rank, name in enumerate(node_names)
     ]
+    for one in pods:
+        one["metadata"]["labels"] = {workers.JOB_LABEL: job}
+    return pods
 
 
 TWO_4_GPU_NODES = [node("gpu-a", gpus=4, product=fx.A100), node("gpu-b", gpus=4, product=fx.A100)]
@@ -176,7 +190,7 @@ def test_cpu_nodes_exist(nodes: list[Object], expected: bool) -> None:
 
 
 def test_a_gang_that_fits_is_admitted() -> None:
-    answer = admission.admit(gang("bert", size=2, gpus=4), cluster(TWO_4_GPU_NODES))
+    answer = cluster(TWO_4_GPU_NODES).decide(gang("bert", size=2, gpus=4))
 
     assert answer == admission.Admission(True, "all 2 workers fit the free capacity")
 
@@ -185,7 +199,7 @@ def test_an_identical_second_gang_waits_for_the_gpus_the_first_holds() -> None:
     first = gang("bert-a", size=2, gpus=4)
     pods = bound_gang("bert-a", ["gpu-a", "gpu-b"], 4)
 
-    answer = admission.admit(gang("bert-b", size=2, gpus=4), cluster(TWO_4_GPU_NODES, pods, admitted=[(first, 2)]))
+    answer = cluster(TWO_4_GPU_NODES, pods, admitted=[first]).decide(gang("bert-b", size=2, gpus=4))
 
     assert not answer.admitted
     assert answer.reason == "waiting for capacity: the job needs 8 nvidia.com/gpu (0 free) on the 2 nodes it may use"
@@ -195,8 +209,8 @@ def test_admitted_gangs_reserve_their_unbound_workers() -> None:
     first = gang("bert-a", size=2, gpus=4)
     pods = bound_gang("bert-a", ["gpu-a"], 4)
 
-    partly = admission.admit(gang("bert-b", size=1, gpus=4), cluster(TWO_4_GPU_NODES, pods, admitted=[(first, 1)]))
-    unbound = admission.admit(gang("bert-b", size=1, gpus=4), cluster(TWO_4_GPU_NODES, admitted=[(first, 0)]))
+    partly = cluster(TWO_4_GPU_NODES, pods, admitted=[first]).decide(gang("bert-b", size=1, gpus=4))
+    unbound = cluster(TWO_4_GPU_NODES, admitted=[first]).decide(gang("bert-b", size=1, gpus=4))
 
     assert not partly.admitted
     assert not unbound.admitted
@@ -206,7 +220,7 @@ def test_admitted_gangs_reserve_their_unbound_workers() -> None:
 def test_a_gang_is_not_held_back_by_its_own_admission() -> None:
     me = gang("bert", size=2, gpus=4)
 
-    answer = admission.admit(me, cluster(TWO_4_GPU_NODES, admitted=[(me, 0)], waiting=[me]))
+    answer = cluster(TWO_4_GPU_NODES, admitted=[me], waiting=[me]).decide(me)
 
     assert answer.admitted
 
@@ -261,7 +275,7 @@ def test_a_gang_is_not_held_back_by_its_own_admission() -> None:
 def test_queue_order_on_two_4_gpu_nodes(
     candidate: admission.Gang, waiting: list[admission.Gang], admitted: bool
 ) -> None:
-    answer = admission.admit(candidate, cluster(TWO_4_GPU_NODES, waiting=[candidate, *waiting]))
+    answer = cluster(TWO_4_GPU_NODES, waiting=[candidate, *waiting]).decide(candidate)
 
     assert answer.admitted is admitted, answer.reason
 
@@ -269,12 +283,13 @@ def test_queue_order_on_two_4_gpu_nodes(
 def test_two_gangs_wanting_6_of_8_gpus_never_deadlock() -> None:
     first, second = gang("first", size=2, gpus=3, created=fx.at(0)), gang("second", size=2, gpus=3, created=fx.at(1))
 
-    first_answer = admission.admit(first, cluster(TWO_4_GPU_NODES, waiting=[first, second]))
-    second_while_first_waits = admission.admit(second, cluster(TWO_4_GPU_NODES, waiting=[first, second]))
-    second_after = admission.admit(second, cluster(TWO_4_GPU_NODES, admitted=[(first, 0)], waiting=[second]))
+    first_answer = cluster(TWO_4_GPU_NODES, waiting=[first, second]).decide(first)
+    both_waiting = cluster(TWO_4_GPU_NODES, waiting=[first, second])
+    second_while_first_waits = both_waiting.decide(second)
+    second_after = cluster(TWO_4_GPU_NODES, admitted=[first], waiting=[second]).decide(second)
     # The second gang, waiting, reserves nothing: a 1-GPU job after it still gets the 2 GPUs left.
     late = gang("late", size=1, gpus=1, created=fx.at(2))
-    late_answer = admission.admit(late, cluster(TWO_4_GPU_NODES, admitted=[(first, 0)], waiting=[second, late]))
+    late_answer = cluster(TWO_4_GPU_NODES, admitted=[first], waiting=[second, late]).decide(late)
 
     assert first_answer.admitted
     assert not second_while_first_waits.admitted
@@ -282,7 +297,7 @@ def test_two_gangs_wanting_6_of_8_gpus_never_deadlock() -> None:
     assert second_after.reason == (
         "waiting for capacity: the job needs 6 nvidia.com/gpu (2 free) on the 2 nodes it may use"
     )
-    assert second_while_first_waits.reason.endswith("; 1 job(s) ahead in the queue")
+    assert both_waiting.take_woken() == [first.key]  # admitted on the second's turn, as it is ahead
     assert late_answer.admitted
 
 
@@ -292,7 +307,7 @@ def test_free_gpus_spread_over_nodes_do_not_fit_one_big_worker() -> None:
         pod("other-1", "gpu-b", requests={GPU: "2"}, limits={GPU: "2"}),
     ]
 
-    answer = admission.admit(gang("big", size=1, gpus=4), cluster(TWO_4_GPU_NODES, pods))
+    answer = cluster(TWO_4_GPU_NODES, pods).decide(gang("big", size=1, gpus=4))
 
     assert not answer.admitted
     assert answer.reason == (
@@ -312,7 +327,7 @@ def test_free_gpus_spread_over_nodes_do_not_fit_one_big_worker() -> None:
 def test_only_unfinished_bound_pods_hold_capacity(phase: str, admitted: bool) -> None:
     pods = [pod("done", "gpu-a", requests={GPU: "4"}, phase=phase)]
 
-    answer = admission.admit(gang("j", gpus=4), cluster([node("gpu-a", gpus=4)], pods))
+    answer = cluster([node("gpu-a", gpus=4)], pods).decide(gang("j", gpus=4))
 
     assert answer.admitted is admitted
 
@@ -320,13 +335,13 @@ def test_only_unfinished_bound_pods_hold_capacity(phase: str, admitted: bool) ->
 def test_unbound_pods_of_other_workloads_hold_nothing() -> None:
     pods = [pod("pending", None, requests={GPU: "4"}, phase="Pending")]
 
-    assert admission.admit(gang("j", gpus=4), cluster([node("gpu-a", gpus=4)], pods)).admitted
+    assert cluster([node("gpu-a", gpus=4)], pods).decide(gang("j", gpus=4)).admitted
 
 
 def test_pods_on_unknown_nodes_are_ignored() -> None:
     pods = [pod("ghost", "gone-node", requests={GPU: "4"})]
 
-    assert admission.admit(gang("j", gpus=4), cluster([node("gpu-a", gpus=4)], pods)).admitted
+    assert cluster([node("gpu-a", gpus=4)], pods).decide(gang("j", gpus=4)).admitted
 
 
 @pytest.mark.parametrize(
@@ -370,7 +385,7 @@ def test_pods_on_unknown_nodes_are_ignored() -> None:
     ],
 )
 def test_waiting_reasons(candidate: admission.Gang, nodes: list[Object], pods: list[Object], reason: str) -> None:
-    answer = admission.admit(candidate, cluster(nodes, pods))
+    answer = cluster(nodes, pods).decide(candidate)
 
     assert answer == admission.Admission(False, f"waiting for capacity: {reason}")
 
@@ -400,7 +415,7 @@ def test_waiting_reasons(candidate: admission.Gang, nodes: list[Object], pods: l
     ],
 )
 def test_quantities_are_compared_exactly(candidate: admission.Gang, pods: list[Object], admitted: bool) -> None:
-    answer = admission.admit(candidate, cluster([node("cpu-a", cpu="1", memory="2Gi")], pods))
+    answer = cluster([node("cpu-a", cpu="1", memory="2Gi")], pods).decide(candidate)
 
     assert answer.admitted is admitted, answer.reason
 
@@ -408,8 +423,8 @@ def test_quantities_are_compared_exactly(candidate: admission.Gang, pods: list[O
 def test_cpu_workers_are_not_counted_onto_gpu_nodes_when_cpu_nodes_exist() -> None:
     nodes = [node("gpu-a", cpu="64", gpus=8), node("cpu-a", cpu="4")]
 
-    fits = admission.admit(gang("j", size=1, cpu="4", cpu_nodes=True), cluster(nodes))
-    too_big = admission.admit(gang("j", size=2, cpu="4", cpu_nodes=True), cluster(nodes))
+    fits = cluster(nodes).decide(gang("j", size=1, cpu="4", cpu_nodes=True))
+    too_big = cluster(nodes).decide(gang("j", size=2, cpu="4", cpu_nodes=True))
 
     assert fits.admitted
     assert not too_big.admitted
@@ -424,22 +439,22 @@ def test_a_cpu_job_runs_on_gpu_nodes_when_the_only_other_node_is_a_tainted_contr
     ]
     candidate = gang("etl", size=2, cpu="4", cpu_nodes=admission.cpu_nodes_exist(nodes))
 
-    answer = admission.admit(candidate, cluster(nodes))
+    answer = cluster(nodes).decide(candidate)
 
     assert answer.admitted, answer.reason
 
 
 def test_workers_may_share_a_node() -> None:
-    answer = admission.admit(gang("j", size=4, gpus=2), cluster(TWO_4_GPU_NODES))
+    answer = cluster(TWO_4_GPU_NODES).decide(gang("j", size=4, gpus=2))
 
     assert answer.admitted
-    assert not admission.admit(gang("j", size=5, gpus=2), cluster(TWO_4_GPU_NODES)).admitted
+    assert not cluster(TWO_4_GPU_NODES).decide(gang("j", size=5, gpus=2)).admitted
 
 
 # -- the GangScheduler seam ------------------------------------------------------------------------
 
 
-def unread() -> admission.Cluster:
+def unread() -> inventory.Inventory:
     raise AssertionError("a PodGroup scheduler must not read the cluster")
 
 
@@ -477,7 +492,7 @@ def test_builtin_scheduler_reads_the_cluster_and_admits_by_capacity(nodes: list[
     provider = gang_providers.SCHEDULERS[trainingjob.GangScheduler.BUILTIN]
     reads: list[bool] = []
 
-    def read() -> admission.Cluster:
+    def read() -> inventory.Inventory:
         reads.append(True)
         return cluster(nodes)
 
@@ -510,10 +525,12 @@ def worker_pod(job: str, node_name: str | None, phase: str = "Running", namespac
         ),
     ],
 )
-def test_bound_workers_counts_unfinished_workers_on_a_node(
+def test_the_inventory_counts_unfinished_workers_bound_to_a_node(
     pods: list[Object], bound: dict[tuple[str, str], int]
 ) -> None:
-    assert admission.bound_workers(pods) == bound
+    known = cluster(TWO_4_GPU_NODES, pods)
+    keys = [(fx.NAMESPACE, "a"), ("other", "a")]
+    assert {key: known.bound(key) for key in keys if known.bound(key)} == bound
 
 
 @pytest.mark.parametrize(
@@ -533,24 +550,22 @@ def test_bound_workers_counts_unfinished_workers_on_a_node(
         pytest.param({"phase": "Queued"}, {"workers": 0}, None, id="does-not-parse"),
     ],
 )
-def test_cluster_snapshot_holds_capacity_for_admitted_phases_and_queues_waiting_ones(
+def test_the_inventory_reserves_admitted_phases_and_queues_waiting_ones(
     status: Object | None, spec: Object, held: str | None
 ) -> None:
-    body = fx.job_body("a", status=status, **{"workers": 2, **spec})
-    snapshot = admission.cluster_snapshot(TWO_4_GPU_NODES, [], [body], {}, 0)
-    holding = {
-        "admitted": [one.name for one, _ in snapshot.admitted],
-        "waiting": [one.name for one in snapshot.waiting],
+    known = cluster(TWO_4_GPU_NODES)
+    known.job_seen(fx.job_body("a", status=status, **{"workers": 2, **spec}))
+    holding = {"admitted": sum(known.reserved((fx.NAMESPACE, "a")).values()), "waiting": known.queue()}
+    assert holding == {
+        "admitted": 2 if held == "admitted" else 0,
+        "waiting": [(fx.NAMESPACE, "a")] if held == "waiting" else [],
     }
-    assert holding == {"admitted": ["a"] if held == "admitted" else [], "waiting": ["a"] if held == "waiting" else []}
 
 
-def test_cluster_snapshot_pairs_each_admitted_gang_with_its_bound_workers() -> None:
-    running = fx.job_body("a", status={"phase": "Running"}, workers=2)
-    snapshot = admission.cluster_snapshot(TWO_4_GPU_NODES, [worker_pod("a", "gpu-a")], [running], {}, 0)
-    assert [(one.name, one.size, bound) for one, bound in snapshot.admitted] == [("a", 2, 1)]
-    assert snapshot.nodes == TWO_4_GPU_NODES
-    assert len(snapshot.pods) == 1
+def test_an_admitted_gang_reserves_only_its_unbound_workers() -> None:
+    known = cluster(TWO_4_GPU_NODES, [worker_pod("a", "gpu-a")])
+    known.job_seen(fx.job_body("a", status={"phase": "Running"}, workers=2))
+    assert (known.bound((fx.NAMESPACE, "a")), sum(known.reserved((fx.NAMESPACE, "a")).values())) == (1, 1)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ status (phase, conditions, Events, observedGeneration) that tells the story."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from typing import Any
@@ -889,3 +890,119 @@ def test_reading_a_worker_pod(pod: Object, expected: tuple[str, str, bool]) -> N
 )
 def test_pods_kiln_did_not_make_are_not_workers(labels: Object) -> None:
     assert plan.Worker.from_pod(worker_pod("Running", labels=labels)) is None
+
+
+# -- when time alone moves the job -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("manifest", "pods", "admitted", "now", "wake_at"),
+    [
+        pytest.param(
+            body(Phase.QUEUED, state={"queuedTime": T0.isoformat()}, gangScheduling={"timeoutSeconds": 300}),
+            (),
+            WAIT,
+            at(10),
+            at(300),
+            id="queued-until-its-gang-timeout",
+        ),
+        pytest.param(
+            body(Phase.ADMITTED, state={"restarts": 1, "nextRestartTime": at(40).isoformat()}),
+            (),
+            None,
+            at(10),
+            at(40),
+            id="backing-off-until-the-restart",
+        ),
+        pytest.param(
+            body(Phase.RUNNING, state={"startTime": T0.isoformat()}, activeDeadlineSeconds=3600),
+            running(),
+            None,
+            at(10),
+            at(3600),
+            id="running-until-its-deadline",
+        ),
+        pytest.param(
+            body(Phase.RUNNING, state={"startTime": T0.isoformat()}), running(), None, at(10), None, id="running"
+        ),
+        pytest.param(
+            body(Phase.ADMITTED, gangScheduling={"timeoutSeconds": 120}),
+            (worker(0, "Running", created=T0), worker(1, "Pending", created=T0, reason="0/2 nodes are available")),
+            None,
+            at(10),
+            at(120),
+            id="unscheduled-until-the-gang-timeout",
+        ),
+        pytest.param(
+            body(Phase.SUCCEEDED, state={"completionTime": T0.isoformat()}, ttlSecondsAfterFinished=600),
+            (),
+            None,
+            at(10),
+            at(600),
+            id="finished-until-its-time-to-live",
+        ),
+        pytest.param(
+            body(Phase.SUCCEEDED, state={"completionTime": T0.isoformat()}), (), None, at(10), None, id="done"
+        ),
+        pytest.param(
+            body(
+                Phase.RUNNING, state={"startTime": T0.isoformat()}, activeDeadlineSeconds=60, ttlSecondsAfterFinished=30
+            ),
+            running(),
+            None,
+            at(60),
+            at(90),
+            id="a-deadline-failure-wakes-for-its-time-to-live",
+        ),
+    ],
+)
+def test_a_job_wakes_only_when_time_alone_changes_it(
+    manifest: Object,
+    pods: tuple[plan.Worker, ...],
+    admitted: admission.Admission | None,
+    now: datetime.datetime,
+    wake_at: datetime.datetime | None,
+) -> None:
+    result = run(manifest, now, pods=pods, admission=admitted)
+
+    assert result.wake_at == wake_at
+
+
+# -- preemption ----------------------------------------------------------------------------------------
+
+
+def test_a_preempted_job_stops_its_workers_and_queues_again_keeping_its_restarts() -> None:
+    manifest = body(Phase.RUNNING, state={"restarts": 1, "startTime": T0.isoformat()})
+
+    result = run(manifest, at(30), pods=running(attempt=1), preempted_by="ml/urgent")
+
+    assert sorted(result.delete_pods) == ["resnet-worker-0", "resnet-worker-1"]
+    assert (result.status.phase, result.status.restarts, result.status.preemptions) == (Phase.QUEUED, 1, 1)
+    assert result.status.preempted_by == "ml/urgent"
+    assert result.status.queued_time == at(30)
+    assert condition(result, "Ready").reason == "Preempted"
+    assert events(result) == [("Normal", "Preempted")]
+    assert result.events[0].message.startswith("preempted by ml/urgent: the workers were told to checkpoint")
+
+
+@pytest.mark.parametrize("phase", [Phase.QUEUED, Phase.SUCCEEDED])
+def test_only_a_job_holding_admission_can_be_preempted(phase: Phase) -> None:
+    result = run(body(phase, state={"queuedTime": T0.isoformat()}), at(5), admission=WAIT, preempted_by="ml/urgent")
+
+    assert result.status.preemptions == 0
+    assert result.delete_pods == []
+
+
+def test_the_job_that_preempts_says_whom() -> None:
+    reason = (
+        "preempting ml/low (lower priority than 1000) to make room: waiting for their workers to checkpoint and stop"
+    )
+    answer = admission.Admission(False, reason, preempt=(("ml", "low"),), preempting=(("ml", "low"),))
+
+    result = run(body(), at(5), admission=answer)
+
+    assert result.status.phase == Phase.QUEUED
+    assert result.status.message == reason
+    assert [(event.reason, event.message) for event in result.events] == [("Preempting", reason), ("Queued", reason)]
+    again = run(applied(body(), result), at(6), admission=dataclasses.replace(answer, preempt=()))
+    assert again.events == []

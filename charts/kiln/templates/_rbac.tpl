@@ -1,9 +1,10 @@
 {{/*
 The rules the operator needs in every namespace it watches, derived from kiln.kube.client's resources and
 what the controllers and kopf do with them (tests/chart checks every resource of kiln.kube.client.KNOWN
-and every Kiln kind is here). Besides the Kiln kinds, kopf watches only training pods (a worker's exit
-wakes its TrainingJob) and Kiln's serving Deployments (a rollout's replicas becoming ready wake its
-ModelDeployment); the controllers read their other children by get and list.
+and every Kiln kind is here). Besides the Kiln kinds, kopf watches pods (built-in gang admission keeps
+what every pod requests in memory, and a worker's exit wakes its TrainingJob), ResourceQuotas (admission
+honours them for a whole gang) and Kiln's serving Deployments (a rollout's replicas becoming ready wake
+its ModelDeployment); the controllers read their other children by get and list.
 tests/integration/test_operator_rbac.py runs the operator with exactly these rules and checks every
 request it makes against them, and every rule against its requests.
 
@@ -35,6 +36,10 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# Built-in gang admission keeps each namespace's quotas in memory.
+- apiGroups: [""]
+  resources: ["resourcequotas"]
+  verbs: ["list", "watch"]
 # Rendezvous and serving Services, checkpoint and dataset claims.
 - apiGroups: [""]
   resources: ["services"]
@@ -76,15 +81,15 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
   verbs: ["create"]
 {{- end -}}
 
-{{/* What is cluster-scoped, in either mode: GPU placement and gang admission read node capacity and
-priorities; kopf discovers the CRDs it serves. */}}
+{{/* What is cluster-scoped, in either mode: GPU placement and gang admission keep node capacity and
+priorities in memory, from a list and a watch; kopf discovers the CRDs it serves. */}}
 {{- define "kiln.clusterRules" -}}
 - apiGroups: [""]
   resources: ["nodes"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: ["scheduling.k8s.io"]
   resources: ["priorityclasses"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]

@@ -291,6 +291,10 @@ class TrainingJobSpec(base.KilnModel):
     """True deletes the job's pods and keeps its state; false resumes it."""
     priority_class_name: str | None = Field(default=None, max_length=253)
     """The PriorityClass of the worker pods; it also orders jobs waiting for admission."""
+    preemptible: StrictBool = True
+    """Whether builtin admission may preempt the running job for one of higher priority that cannot
+    fit otherwise: its workers get SIGTERM and their grace period to write a checkpoint, and the
+    job queues again (reason Preempted) and resumes from its checkpoint when admitted."""
     node_selector: dict[str, str] = Field(default_factory=dict)
     """Labels a node must have to run a worker."""
     tolerations: list[common.Toleration] = Field(default_factory=list, max_length=32)
@@ -401,6 +405,10 @@ class TrainingJobStatus(base.KilnModel):
     """Held-out metrics of the trained model."""
     model_version: str | None = None
     """The name of the ModelVersion the job registered."""
+    preemptions: StrictInt = 0
+    """How many times builtin admission preempted the job for one of higher priority."""
+    preempted_by: str | None = None
+    """The job (`namespace/name`) whose admission preempted this one last."""
 
 
 class TrainingJob(base.KilnModel):

@@ -1,28 +1,37 @@
 """The TrainingJob controller: observe the job and its children, plan, act.
 
-One reconcile at a time per job (timers, pod events and spec changes all land here). Admission is
-serialised across jobs: the gang scheduler reads the cluster and the Admitted status is written
-before the next job is looked at, so two jobs can never both be admitted into the same free
-capacity. Acting is: create what is missing (an object that exists already is left alone, so a
+One reconcile at a time per job (wake-ups, pod events and spec changes all land here). What builtin
+admission reads is kept in memory (`kiln.training.inventory`), fed by watch events of pods, nodes,
+priority classes and TrainingJobs after one list at the start, so an admission never lists the
+cluster. Decisions are serialised across jobs and reserve capacity at once, so two jobs can never
+both be admitted into the same free capacity; gangs a decision admits on the way, or that fit once
+capacity frees, are woken. A job is woken again only when time alone would change it (its plan's
+`wake_at`). Acting is: create what is missing (an object that exists already is left alone, so a
 restarted operator never duplicates a worker), delete what must go, write status (refused if the
 job changed meanwhile), then post Events.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
+import heapq
+import itertools
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import pydantic
 
 from kiln.api import resources, trainingjob
 from kiln.controllers import metrics as operator_metrics
 from kiln.controllers import shared
 from kiln.kube import client
 from kiln.providers import gang
-from kiln.training import admission, workers
+from kiln.training import admission, inventory, workers
 from kiln.training import plan as training_plan
 
 TRAINING_JOBS = client.kiln_resource(resources.TRAINING_JOB)
@@ -34,6 +43,65 @@ POD_GROUPS = {
 Object = dict[str, Any]
 
 log = logging.getLogger(__name__)
+Key = tuple[str, str]
+RETRY_SECONDS = 5.0
+WAKE_WORKERS = 16
+"""Reconciles that wake-ups run at once: API round trips overlap, the GIL does the rest."""
+_LONGEST_WAIT_SECONDS = 60.0
+
+
+class Wakeups:
+    """When each job is to be reconciled again, earliest first: a job's own deadlines, and now for
+    a job admitted on another's turn. A wake-up never cancels an earlier one (an extra reconcile is
+    harmless; a lost one leaves a job waiting), and fires once."""
+
+    def __init__(self) -> None:
+        self._due: dict[Key, datetime.datetime] = {}
+        self._heap: list[tuple[datetime.datetime, int, Key]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+
+    def at(self, key: Key, when: datetime.datetime | None) -> None:
+        if when is None:
+            return
+        with self._changed:
+            if key in self._due and self._due[key] <= when:
+                return
+            self._due[key] = when
+            heapq.heappush(self._heap, (when, next(self._order), key))
+            self._changed.notify()
+
+    def now(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self.at(key, datetime.datetime.min.replace(tzinfo=datetime.UTC))
+
+    def due(self, now: datetime.datetime) -> list[Key]:
+        """Take the jobs whose time has come."""
+        taken = []
+        with self._changed:
+            while self._heap and self._heap[0][0] <= now:
+                when, _, key = heapq.heappop(self._heap)
+                if self._due.get(key) == when:
+                    del self._due[key]
+                    taken.append(key)
+        return taken
+
+    def pending(self) -> dict[Key, datetime.datetime]:
+        with self._changed:
+            return dict(self._due)
+
+    def wait(self, now: datetime.datetime, stop: threading.Event) -> None:
+        """Sleep until the next wake-up is due, one is added, or `stop` is set."""
+        with self._changed:
+            if stop.is_set():
+                return
+            seconds = (self._heap[0][0] - now).total_seconds() if self._heap else _LONGEST_WAIT_SECONDS
+            if seconds > 0:
+                self._changed.wait(min(seconds, _LONGEST_WAIT_SECONDS))
+
+    def interrupt(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
 
 @dataclasses.dataclass
@@ -42,8 +110,16 @@ class Controller:
     settings: training_plan.Settings = dataclasses.field(default_factory=training_plan.Settings)
     clock: shared.Clock = shared.utcnow
     metrics: operator_metrics.Metrics = dataclasses.field(default_factory=operator_metrics.Metrics)
+    wakeups: Wakeups = dataclasses.field(default_factory=Wakeups)
+    inventory: inventory.Inventory = dataclasses.field(default_factory=inventory.Inventory)
     _admission: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    """Guards the inventory: decisions and the events that feed it, one at a time."""
+    _synced: bool = False
+    _preempted: dict[Key, str] = dataclasses.field(default_factory=dict)
+    """Running jobs builtin admission preempts, with the job they make room for, until they stopped."""
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
+    _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    _runner: threading.Thread | None = None
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the lock of a deleted job."""
@@ -57,26 +133,74 @@ class Controller:
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self.metrics.training_job_seen(namespace, name, None)
                 return
+            self.sync()
             finished = (body.get("status") or {}).get("phase") in training_plan.FINISHED
-            nodes = [] if finished else self.kube.list(client.NODES, None)  # only placement reads them
-            seen = self._observe(body, nodes)
+            nodes = [] if finished else self._nodes()  # only placement reads them
+            seen = dataclasses.replace(self._observe(body, nodes), preempted_by=self._preempted.get((namespace, name)))
             planned = training_plan.plan(seen, self.clock(), self.settings)
             if planned.needs_logs:
                 seen = dataclasses.replace(seen, logs=self._logs(namespace, planned.needs_logs))
                 planned = training_plan.plan(seen, self.clock(), self.settings)
-            if not planned.needs_admission:
-                self._act(body, planned)
+            if planned.needs_admission:
+                seen = dataclasses.replace(seen, admission=self._admit(body))
+                planned = training_plan.plan(seen, self.clock(), self.settings)
+            self._act(body, planned)
+            if planned.status.phase not in admission.HOLDS_ADMISSION:
+                self._preempted.pop((namespace, name), None)
+            self.wakeups.at((namespace, name), planned.wake_at)
+
+    # -- the inventory ------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Fill the inventory once, from one list of each kind, as an informer starts; watch events
+        keep it current from then on (an event older than what the list showed is ignored)."""
+        if self._synced:
+            return
+        with self._admission:
+            if self._synced:
                 return
-            with self._admission:
-                seen = dataclasses.replace(seen, admission=self._admit(body, nodes))
-                self._act(body, training_plan.plan(seen, self.clock(), self.settings))
+            for kind, resource in (
+                (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
+                (inventory.NODE, client.NODES),
+                (inventory.RESOURCE_QUOTA, client.RESOURCE_QUOTAS),
+                (inventory.POD, client.PODS),
+                (inventory.TRAINING_JOB, TRAINING_JOBS),
+            ):
+                for body in self.kube.list(resource, None):
+                    self.inventory.watched(kind, False, body)
+            self.inventory.admit_waiting()
+            self._synced = True
+
+    def watched(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event of a pod, node, priority class, ResourceQuota or TrainingJob (`kind` as in
+        `inventory.KINDS`). A worker's event wakes its job; if capacity freed, the gangs that fit
+        now are admitted and woken."""
+        woken = self._feed(kind, event_type, body)
+        job = (body["metadata"].get("labels") or {}).get(workers.JOB_LABEL) if kind == inventory.POD else None
+        if job:
+            woken.append((body["metadata"].get("namespace") or "default", job))
+        self.wakeups.now(woken)
+
+    def _feed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> list[Key]:
+        """Take the event into the inventory; the jobs admitted because capacity freed."""
+        with self._admission:
+            before = self.inventory.epoch
+            self.inventory.watched(kind, event_type == "DELETED", body)
+            if self.inventory.epoch != before:
+                self.inventory.admit_waiting()
+            return self.inventory.take_woken()
+
+    def _nodes(self) -> list[Mapping[str, Any]]:
+        with self._admission:
+            return list(self.inventory.nodes.values())
 
     # -- observe ------------------------------------------------------------------------------
 
     def _observe(self, body: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> training_plan.Observed:
         job = workers.Job.from_body(body)
         status = trainingjob.TrainingJobStatus.model_validate(body.get("status") or {})
-        pods = self.kube.list(client.PODS, job.namespace, f"{workers.JOB_LABEL}={job.name}")
+        with self._admission:
+            pods = self.inventory.worker_pods((job.namespace, job.name))
         owned = [pod for pod in pods if shared.owned_by(pod, job.uid)]
         found = [worker for worker in map(training_plan.Worker.from_pod, owned) if worker is not None]
         if status.phase in training_plan.FINISHED:
@@ -91,8 +215,8 @@ class Controller:
             children=children,
             model_store_exists=store is None
             or self.kube.get(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, store["metadata"]["name"]) is not None,
-            trainer_account_exists=self.kube.get(client.SERVICE_ACCOUNTS, job.namespace, workers.TRAINER_ACCOUNT)
-            is not None,
+            trainer_account_exists=not workers.needs_trainer_account(job)
+            or self.kube.get(client.SERVICE_ACCOUNTS, job.namespace, workers.TRAINER_ACCOUNT) is not None,
             cpu_nodes_exist=admission.cpu_nodes_for(job, nodes),
             model_version=model_version,
         )
@@ -115,23 +239,50 @@ class Controller:
         except client.ApiError as error:
             return f"(its logs could not be read: {error})"
 
-    def _admit(self, body: Mapping[str, Any], nodes: Sequence[Object]) -> admission.Admission:
+    def _admit(self, body: Mapping[str, Any]) -> admission.Admission:
         job = workers.Job.from_body(body)
         scheduler = gang.SCHEDULERS[job.spec.gang_scheduling.scheduler]
-        priorities, default_priority = (
-            admission.priority_classes(self.kube.list(client.PRIORITY_CLASSES, None))
-            if scheduler.needs_cluster
-            else ({}, 0)
-        )
-        candidate = admission.gang_of(job, nodes, priorities, default_priority)
-        return scheduler.admit(candidate, lambda: self._cluster(nodes, priorities, default_priority))
+        with self._admission:
+            answer = scheduler.admit(self.inventory.gang_of(job), lambda: self.inventory)
+            woken = self.inventory.take_woken()
+            for victim in answer.preempt:
+                self._preempted[victim] = f"{job.namespace}/{job.name}"
+        self.wakeups.now([*woken, *answer.preempt])
+        return answer
 
-    def _cluster(
-        self, nodes: Sequence[Object], priorities: Mapping[str, int], default_priority: int
-    ) -> admission.Cluster:
-        pods = self.kube.list(client.PODS, None)
-        jobs = self.kube.list(TRAINING_JOBS, None)
-        return admission.cluster_snapshot(nodes, pods, jobs, priorities, default_priority)
+    # -- wake-ups -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run wake-ups in a thread of their own until `stop`."""
+        self._stop.clear()
+        self._runner = threading.Thread(target=self._run_wakeups, name="training-wakeups", daemon=True)
+        self._runner.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wakeups.interrupt()
+        if self._runner is not None:
+            self._runner.join()
+
+    def _run_wakeups(self) -> None:
+        with concurrent.futures.ThreadPoolExecutor(WAKE_WORKERS, thread_name_prefix="training-wake") as pool:
+            while not self._stop.is_set():
+                self.wakeups.wait(self.clock(), self._stop)
+                for key in self.wakeups.due(self.clock()):
+                    pool.submit(self.wake, *key)
+
+    def wake(self, namespace: str, name: str) -> None:
+        """Reconcile a job whose time came; one that fails is tried again shortly."""
+        try:
+            self.reconcile(namespace, name)
+        except client.ConflictError:
+            self.wakeups.now([(namespace, name)])  # it changed while planned: plan again on what it is now
+        except (client.ApiError, pydantic.ValidationError) as error:
+            log.warning("TrainingJob %s/%s: %s; trying again in %gs", namespace, name, error, RETRY_SECONDS)
+            self.wakeups.at((namespace, name), self.clock() + datetime.timedelta(seconds=RETRY_SECONDS))
+        except Exception:
+            log.exception("TrainingJob %s/%s", namespace, name)
+            raise
 
     # -- act ----------------------------------------------------------------------------------
 
@@ -145,6 +296,7 @@ class Controller:
         wire = planned.status.to_wire()
         if body.get("status") != wire and not planned.delete_job:
             body = self.kube.patch_status(TRAINING_JOBS, body, wire)
+            self.watched(inventory.TRAINING_JOB, None, body)  # before its watch event: it may free capacity
         job = workers.Job.from_body(body)
         gpus = job.spec.resources.gpus.count * job.spec.workers if job.spec.resources.gpus else 0
         self.metrics.training_job_seen(namespace, job.name, None if planned.delete_job else planned.status.phase, gpus)
@@ -155,7 +307,11 @@ class Controller:
     def _create(self, objects: Sequence[Mapping[str, Any]], resource: client.Resource | None = None) -> None:
         for obj in objects:
             with contextlib.suppress(client.ConflictError):  # there already: never a duplicate
-                self.kube.create(resource or client.resource_of(obj), obj)
+                created = self.kube.create(resource or client.resource_of(obj), obj)
+                if created.get("kind") == "Pod":
+                    # Known at once, before its watch event: the next reconcile never misses a worker
+                    # it made (a gang missing one looks like a worker that disappeared).
+                    self.wakeups.now(self._feed(inventory.POD, None, created))
 
     def _expire(self, body: Mapping[str, Any]) -> None:
         """ttlSecondsAfterFinished: delete the job and what it owns, except its ModelVersion."""

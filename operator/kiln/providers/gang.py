@@ -1,7 +1,7 @@
 """The GangScheduler seam: who decides that a job's workers may start, all or nothing.
 
-`builtin` admits a job when its whole gang fits the free capacity of the nodes it may use
-(`kiln.training.admission`), so pods are only created for gangs that can all be placed. `volcano`
+`builtin` admits a job when its whole gang fits the free capacity of the nodes it may use, in queue
+order (`kiln.training.inventory`), so pods are only created for gangs that can all be placed. `volcano`
 and `coscheduling` admit at once: Kiln emits a PodGroup with minMember and those schedulers bind
 all of the group's pods or none.
 """
@@ -12,21 +12,21 @@ from collections.abc import Callable
 from typing import Protocol
 
 from kiln.api import trainingjob
-from kiln.training import admission
+from kiln.training import admission, inventory
 
 
 class GangScheduler(Protocol):
     needs_cluster: bool
-    """Whether admit reads the cluster (nodes, pods and the other jobs)."""
+    """Whether admit reads the cluster (the inventory of nodes, pods and the other jobs)."""
 
-    def admit(self, gang: admission.Gang, cluster: Callable[[], admission.Cluster]) -> admission.Admission: ...
+    def admit(self, gang: admission.Gang, queue: Callable[[], inventory.Inventory]) -> admission.Admission: ...
 
 
 class Builtin:
     needs_cluster = True
 
-    def admit(self, gang: admission.Gang, cluster: Callable[[], admission.Cluster]) -> admission.Admission:
-        return admission.admit(gang, cluster())
+    def admit(self, gang: admission.Gang, queue: Callable[[], inventory.Inventory]) -> admission.Admission:
+        return queue().decide(gang)
 
 
 class PodGroupScheduler:
@@ -35,7 +35,7 @@ class PodGroupScheduler:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def admit(self, gang: admission.Gang, cluster: Callable[[], admission.Cluster]) -> admission.Admission:
+    def admit(self, gang: admission.Gang, queue: Callable[[], inventory.Inventory]) -> admission.Admission:
         return admission.Admission(True, f"a PodGroup with minMember lets {self.name} bind the {gang.size} workers")
 
 

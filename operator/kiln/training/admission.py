@@ -1,19 +1,15 @@
-"""Builtin gang admission: a job is admitted only when all of its workers fit the free capacity of
-the nodes they may run on, as Kueue admits a workload against its quota.
+"""Builtin gang admission, the parts that need no memory: what a gang asks for, which nodes it may
+use, free capacity per node and the placement of a whole gang in it, and the queue order.
 
-Capacity is what nodes can allocate minus what bound, unfinished pods request. Jobs already
-admitted whose workers are not bound yet (just admitted, or restarting after a failure) keep their
-whole gang reserved, and jobs ahead in the queue (higher priority, then older) that fit are
-reserved before the candidate, so a later job never takes capacity an earlier one could use. A job
-that does not fit waits and holds nothing: two half-placed gangs can never block each other.
-
-What the cluster holds is decided here too, from the objects as listed: which jobs' phases hold
-their admission, which wait in the queue, and how many of each gang's workers are bound.
+A job is admitted only when all of its workers fit the free capacity of the nodes they may run on,
+as Kueue admits a workload against its quota; `kiln.training.inventory` keeps that capacity up to
+date and decides in queue order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
@@ -31,7 +27,7 @@ HOLDS_ADMISSION = frozenset({Phase.ADMITTED, Phase.RUNNING})
 QUEUED = frozenset({Phase.PENDING, Phase.QUEUED})
 """Phases whose gang waits in the queue (unless the job is suspended)."""
 _BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
-_FINISHED_POD_PHASES = frozenset({"Succeeded", "Failed"})
+FINISHED_POD_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +41,15 @@ class Gang:
     priority: int = 0
     queued_at: str = ""
     """The job's creation timestamp (RFC 3339, so it sorts as text), for FIFO order."""
+    preemptible: bool = True
 
     @property
     def key(self) -> tuple[str, str]:
         return self.namespace, self.name
 
-    @property
+    @functools.cached_property
     def requests(self) -> Resources:
+        """What each worker asks for, the pod slot included."""
         asked = {name: quantity.parse(value) for name, value in self.where.requests.items()}
         return {**asked, PODS: Fraction(1)}
 
@@ -61,17 +59,10 @@ class Admission:
     admitted: bool
     reason: str
     """Why the job waits (for people), or which scheduler admitted it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """What admission reads: nodes, pods, the gangs admitted and those waiting."""
-
-    nodes: Sequence[Object]
-    pods: Sequence[Object]
-    admitted: Sequence[tuple[Gang, int]]
-    """Admitted gangs with how many of their workers are bound to a node now."""
-    waiting: Sequence[Gang]
+    preempt: tuple[tuple[str, str], ...] = ()
+    """Running jobs (namespace, name) to preempt now, so the waiting job fits once they stop."""
+    preempting: tuple[tuple[str, str], ...] = ()
+    """Every job stopping to make room for this one: those to preempt now and those preempted before."""
 
 
 def pod_requests(pod: Mapping[str, Any]) -> Resources:
@@ -174,88 +165,50 @@ def gang_of(
         where=workers.placement(job.spec, cpu_nodes_for(job, nodes)),
         priority=priorities.get(priority_class, default_priority) if priority_class else default_priority,
         queued_at=job.created,
+        preemptible=job.spec.preemptible,
     )
 
 
-def bound_workers(pods: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
-    """How many unfinished workers of each job (namespace, name) are bound to a node."""
-    bound: dict[tuple[str, str], int] = {}
-    for pod in pods:
-        job_name = (pod["metadata"].get("labels") or {}).get(workers.JOB_LABEL)
-        phase = (pod.get("status") or {}).get("phase")
-        if job_name and (pod.get("spec") or {}).get("nodeName") and phase not in _FINISHED_POD_PHASES:
-            key = (pod["metadata"].get("namespace", ""), job_name)
-            bound[key] = bound.get(key, 0) + 1
-    return bound
+class Capacity:
+    """Free resources per node, taken as workers are placed. It works on the `free` map it is given,
+    in place, so one map can be kept up to date as the cluster changes (`kiln.training.inventory`)."""
 
+    def __init__(
+        self, nodes: Mapping[str, Mapping[str, Any]], allocatable: Mapping[str, Resources], free: dict[str, Resources]
+    ) -> None:
+        self.nodes = nodes
+        self.allocatable = allocatable
+        self.free = free
 
-def cluster_snapshot(
-    nodes: Sequence[Object],
-    pods: Sequence[Object],
-    jobs: Iterable[Mapping[str, Any]],
-    priorities: Mapping[str, int],
-    default_priority: int,
-) -> Cluster:
-    """The cluster as builtin admission reads it, from every node, pod and TrainingJob listed. Jobs
-    other schedulers place are theirs to count; a job that does not parse is left out (its own
-    reconcile reports it)."""
-    bound = bound_workers(pods)
-    admitted: list[tuple[Gang, int]] = []
-    waiting: list[Gang] = []
-    for body in jobs:
-        try:
-            job = workers.Job.from_body(body)
-        except ValueError:
-            continue
-        if job.spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
-            continue
-        phase = (body.get("status") or {}).get("phase") or Phase.PENDING.value
-        one = gang_of(job, nodes, priorities, default_priority)
-        if phase in HOLDS_ADMISSION:
-            admitted.append((one, bound.get(one.key, 0)))
-        elif phase in QUEUED and not job.spec.suspend:
-            waiting.append(one)
-    return Cluster(nodes=nodes, pods=pods, admitted=admitted, waiting=waiting)
-
-
-class _Capacity:
-    """Free resources per node, consumed as workers are placed on a trial basis."""
-
-    def __init__(self, nodes: Sequence[Object], pods: Sequence[Object]) -> None:
-        self.nodes = {node["metadata"]["name"]: node for node in nodes}
-        self.allocatable: dict[str, Resources] = {}
-        for name, node in self.nodes.items():
-            allocatable = (node.get("status") or {}).get("allocatable") or {}
-            self.allocatable[name] = {key: quantity.parse(value) for key, value in allocatable.items()}
-        self.free = {name: dict(allocatable) for name, allocatable in self.allocatable.items()}
-        for pod in pods:
-            node_name = (pod.get("spec") or {}).get("nodeName")
-            phase = (pod.get("status") or {}).get("phase")
-            if node_name in self.free and phase not in _FINISHED_POD_PHASES:
-                self._take(node_name, pod_requests(pod))
-
-    def _take(self, node: str, requests: Resources) -> None:
-        free = self.free[node]
+    def take(self, node: str, requests: Mapping[str, Fraction], times: int = 1) -> None:
+        free = self.free.setdefault(node, {})
         for name, value in requests.items():
-            free[name] = free.get(name, Fraction(0)) - value
+            free[name] = free.get(name, Fraction(0)) - value * times
+
+    def give(self, node: str, requests: Mapping[str, Fraction], times: int = 1) -> None:
+        self.take(node, requests, -times)
 
     def _fits(self, node: str, requests: Resources) -> bool:
         free = self.free[node]
         return all(free.get(name, Fraction(0)) >= value for name, value in requests.items())
 
-    def place(self, gang: Gang, count: int) -> bool:
-        """Place `count` workers of the gang, all or none; most-free nodes first, so gangs spread
-        as the scheduler's least-allocated scoring spreads them."""
+    def place(self, gang: Gang, count: int) -> dict[str, int] | None:
+        """Place `count` workers of the gang, all or none: how many went to each node, or None (and
+        nothing taken) when they do not all fit. Most-free nodes first, so gangs spread as the
+        scheduler's least-allocated scoring spreads them."""
         requests = gang.requests
-        trial = {name: dict(free) for name, free in self.free.items()}
-        candidates = [name for name, node in self.nodes.items() if matches(node, gang.where)]
+        candidates = [name for name, node in self.nodes.items() if name in self.free and matches(node, gang.where)]
+        placed: dict[str, int] = {}
         for _ in range(count):
             fitting = [name for name in candidates if self._fits(name, requests)]
             if not fitting:
-                self.free = trial
-                return False
-            self._take(max(fitting, key=lambda name: self._share_free(name, requests)), requests)
-        return True
+                for name, times in placed.items():
+                    self.give(name, requests, times)
+                return None
+            chosen = max(fitting, key=lambda name: self._share_free(name, requests))
+            self.take(chosen, requests)
+            placed[chosen] = placed.get(chosen, 0) + 1
+        return placed
 
     def _share_free(self, node: str, requests: Resources) -> Fraction:
         allocatable = self.allocatable[node]
@@ -266,7 +219,7 @@ class _Capacity:
 
     def shortfall(self, gang: Gang) -> str:
         """Which resources the gang lacks on the nodes it may use, for the waiting reason."""
-        candidates = [name for name, node in self.nodes.items() if matches(node, gang.where)]
+        candidates = [name for name, node in self.nodes.items() if name in self.free and matches(node, gang.where)]
         if not candidates:
             return "no node matches the job's nodeSelector, GPU product and tolerations"
         short = []
@@ -274,34 +227,17 @@ class _Capacity:
             needed = value * gang.size
             free = sum((max(self.free[node].get(name, Fraction(0)), Fraction(0)) for node in candidates), Fraction(0))
             if free < needed:
-                short.append(f"{_show(needed)} {name} ({_show(free)} free)")
+                short.append(f"{show(needed)} {name} ({show(free)} free)")
         if short:
             return f"the job needs {', '.join(short)} on the {len(candidates)} nodes it may use"
         return f"no placement of all {gang.size} workers fits: the free capacity is spread over too many nodes"
 
 
-def _show(value: Fraction) -> str:
+def show(value: Fraction) -> str:
+    """A quantity for people: whole numbers as such, others as a short decimal."""
     return str(int(value)) if value.denominator == 1 else f"{float(value):g}"
 
 
 def queue_order(gang: Gang) -> tuple[int, str, str, str]:
     """Higher priority first, then first come, first served."""
     return -gang.priority, gang.queued_at, gang.namespace, gang.name
-
-
-def admit(candidate: Gang, cluster: Cluster) -> Admission:
-    """Admit the candidate if its whole gang fits after admitted gangs and the queue ahead of it."""
-    capacity = _Capacity(cluster.nodes, cluster.pods)
-    for gang, bound in cluster.admitted:
-        if gang.key != candidate.key and bound < gang.size:
-            capacity.place(gang, gang.size - bound)
-    ahead = sorted(
-        (gang for gang in cluster.waiting if gang.key != candidate.key and queue_order(gang) < queue_order(candidate)),
-        key=queue_order,
-    )
-    for gang in ahead:
-        capacity.place(gang, gang.size)  # one that does not fit holds nothing back (best-effort FIFO)
-    if capacity.place(candidate, candidate.size):
-        return Admission(True, f"all {candidate.size} workers fit the free capacity")
-    queue_note = f"; {len(ahead)} job(s) ahead in the queue" if ahead else ""
-    return Admission(False, f"waiting for capacity: {capacity.shortfall(candidate)}{queue_note}")

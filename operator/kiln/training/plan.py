@@ -102,6 +102,8 @@ class Observed:
     """The ModelVersion the output names, if it exists."""
     logs: str | None = None
     """The last log lines of the worker that failed the job, once fetched."""
+    preempted_by: str | None = None
+    """The job (`namespace/name`) that builtin admission preempts this one for."""
 
 
 @dataclasses.dataclass
@@ -119,6 +121,9 @@ class Plan:
     """Ask the gang scheduler, then plan again."""
     needs_logs: str | None = None
     """Read this worker's last log lines, then plan again."""
+    wake_at: datetime.datetime | None = None
+    """When time alone next changes the job (a back-off ends, a deadline, timeout or time to live
+    runs out): reconcile it then. None when only an event can."""
 
 
 def backoff(restarts: int, settings: Settings) -> float:
@@ -151,11 +156,19 @@ class _Planner:
         self.reason = reason
         self.transitions.append((phase, reason, self.status.message))
 
+    def expired(self, expiry: datetime.datetime) -> bool:
+        """Whether the moment has come; if not, the job wakes then."""
+        if self.now >= expiry:
+            return True
+        self.plan.wake_at = min(self.plan.wake_at or expiry, expiry)
+        return False
+
     def fail(self, reason: str, message: str) -> None:
         self.to(Phase.FAILED, reason, message)
         self.status.completion_time = self.now
         self.status.next_restart_time = None
-        self.delete_active()
+        self.plan.wake_at = None  # the deadlines of a running job no longer apply
+        self.finished()
 
     def delete_active(self) -> None:
         self.plan.delete_pods += [
@@ -174,6 +187,8 @@ class _Planner:
             self.finished()
         elif self.spec.suspend:
             self.suspend()
+        elif self.seen.preempted_by and phase in admission.HOLDS_ADMISSION:
+            self.preempted(self.seen.preempted_by)
         else:
             if phase is Phase.SUSPENDED:
                 self.to(Phase.PENDING, "Resumed", "resumed; waiting for admission again")
@@ -188,7 +203,7 @@ class _Planner:
         if ttl is None or self.status.completion_time is None:
             return
         expiry = self.status.completion_time + datetime.timedelta(seconds=ttl)
-        self.plan.delete_job = self.now >= expiry
+        self.plan.delete_job = self.expired(expiry)
 
     def suspend(self) -> None:
         self.plan.delete_pods += [worker.name for worker in self.seen.workers if not worker.deleting]
@@ -198,6 +213,22 @@ class _Planner:
         self.status.queued_time = None
         self.count({})
 
+    def preempted(self, by: str) -> None:
+        """Stop every worker (SIGTERM and the grace period: time to write a checkpoint) and queue
+        again; the restart count is kept, since nothing failed."""
+        self.plan.delete_pods += [worker.name for worker in self.seen.workers if not worker.deleting]
+        self.status.preemptions += 1
+        self.status.preempted_by = by
+        self.status.next_restart_time = None
+        self.status.queued_time = self.now
+        self.to(
+            Phase.QUEUED,
+            "Preempted",
+            f"preempted by {by}: the workers were told to checkpoint and stop; queued to resume from the"
+            " checkpoint when admitted again",
+        )
+        self.count({})
+
     def active(self) -> None:
         if self.status.phase in (Phase.PENDING, Phase.QUEUED) and not self.queue():
             return
@@ -205,7 +236,7 @@ class _Planner:
         deadline = self.spec.active_deadline_seconds
         if deadline is not None and self.status.start_time is not None:
             expiry = self.status.start_time + datetime.timedelta(seconds=deadline)
-            if self.now >= expiry:
+            if self.expired(expiry):
                 self.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
                 return
         self.run_attempt()
@@ -224,11 +255,13 @@ class _Planner:
             )
             self.status.queued_time = None
             return True
+        if answer.preempting and answer.reason != self.previous.message:  # once, though its write may fail
+            self.plan.events.append(events.Event("Normal", "Preempting", answer.reason))
         queued = self.status.queued_time or self.now
         self.status.queued_time = queued
         timeout = self.spec.gang_scheduling.timeout_seconds
         expiry = queued + datetime.timedelta(seconds=timeout)
-        if self.now >= expiry:
+        if self.expired(expiry):
             self.fail("GangTimeout", f"not admitted within gangScheduling.timeoutSeconds ({timeout}s): {answer.reason}")
             return False
         self.to(Phase.QUEUED, "Queued", answer.reason)
@@ -245,7 +278,7 @@ class _Planner:
         store = workers.model_store_pvc(job)
         if store is not None and not seen.model_store_exists:
             self.plan.create.append(store)
-        if self.spec.sklearn is not None and self.spec.service_account_name is None and not seen.trainer_account_exists:
+        if workers.needs_trainer_account(job) and not seen.trainer_account_exists:
             self.plan.create += workers.trainer_account(job.namespace)
 
     def run_attempt(self) -> None:
@@ -264,7 +297,7 @@ class _Planner:
             self.succeeded(current[0])
             return
         restart_at = self.status.next_restart_time
-        if restart_at is not None and self.now < restart_at:
+        if restart_at is not None and not self.expired(restart_at):
             return
         self.status.next_restart_time = None
         missing = [rank for rank in range(self.spec.workers) if rank not in current]
@@ -293,7 +326,7 @@ class _Planner:
         created = [w.created for w in current.values() if w.created is not None]
         if len(current) == size and unscheduled and created:
             expiry = min(created) + datetime.timedelta(seconds=timeout)
-            if self.now >= expiry:
+            if self.expired(expiry):
                 self.fail(
                     "GangTimeout",
                     f"{len(unscheduled)} of {size} workers were not scheduled within gangScheduling.timeoutSeconds"
@@ -381,7 +414,7 @@ class _Planner:
             + (f"; registered ModelVersion {self.status.model_version}" if self.status.model_version else ""),
         )
         self.status.completion_time = self.now
-        self.delete_active()
+        self.plan.wake_at = None
         self.finished()
 
     def result_of(self, rank0: Worker) -> trainingjob.TrainingResult | str | None:

@@ -400,6 +400,11 @@ def pod_group(job: Job) -> Object | None:
     return {"apiVersion": api_version, "kind": "PodGroup", "metadata": metadata, "spec": group_spec}
 
 
+def needs_trainer_account(job: Job) -> bool:
+    """Whether the job's workers run as Kiln's trainer account: the sklearn trainer, with none named."""
+    return job.spec.sklearn is not None and job.spec.service_account_name is None
+
+
 def trainer_account(namespace: str) -> list[Object]:
     """The service account kiln-trainer runs as: it may register ModelVersions in its namespace."""
     metadata = {"name": TRAINER_ACCOUNT, "namespace": namespace, "labels": dict(MANAGED_BY)}

@@ -1,0 +1,335 @@
+"""Benchmark TrainingJob admission at scale: 100, then 1,000 single-worker 1-GPU jobs on 125 nodes
+of 8 GPUs, through `kiln run` against the dev cluster.
+
+Run with `python tests/benchmarks/bench_training.py` (or `make bench`). For each size it starts a
+fresh dev cluster as `kiln cluster start` does (a process of its own, in memory, with 125 nodes of
+8 GPUs), applies Kiln's CRDs, starts the operator (`python -m kiln run`, a process of its own), and
+submits the jobs as fast as a few concurrent clients can. Every worker's image is not local, so the
+dev cluster's kubelet simulates it and it runs until deleted. Watches on TrainingJobs and worker
+pods, opened before the first job is submitted, time:
+
+- the admission rate: jobs per second from the first submission to the last job seen Admitted;
+- the time until every job is Running;
+- apply → worker pod: from a job's create call returning to its worker pod's ADDED event (p50, p99);
+- the operator's memory: its VmRSS, sampled, and its peak (VmHWM) at the end.
+
+It prints the figures for each size and how they grow from the smallest size to the largest: the
+peer of each measurement is the same measurement at the smaller size, taken in the same run (per-job
+costs that stay flat mean admission is incremental). Targets from issue 17, on a 2-core machine:
+≥ 100 jobs/s admitted, all Running in ≤ 60 s at 1,000 jobs, apply → pod p99 ≤ 1 s, RSS ≤ 250 MB;
+they are printed beside the figures, never asserted.
+
+Not collected by pytest (the file name does not match test_*.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from kiln.devcluster import cluster, config
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NAMESPACE = "default"
+IMAGE = "registry.example/train:1"
+JOBS = "/apis/kiln.dev/v1alpha1/trainingjobs"
+JOB_LABEL = "kiln.dev/trainingjob"
+CLIENTS = 8
+SIMULATED_SECONDS = 3600.0
+SAMPLE_SECONDS = 0.5
+TARGET_JOBS_PER_SECOND = 100.0
+TARGET_ALL_RUNNING_SECONDS = 60.0
+TARGET_P99_SECONDS = 1.0
+TARGET_RSS_MIB = 250.0
+
+
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
+
+
+def training_job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kiln.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "container": {"image": IMAGE, "command": ["train"]},
+            "resources": {"cpu": "1", "memory": "1Gi", "gpus": {"count": 1}},
+            "gangScheduling": {"timeoutSeconds": 3600},
+        },
+    }
+
+
+@dataclasses.dataclass
+class Round:
+    jobs: int
+    submit_seconds: float
+    admitted_seconds: float
+    running_seconds: float
+    pod_latencies: list[float]
+    peak_rss_kib: int
+    end_rss_kib: int
+
+    @property
+    def admitted_per_second(self) -> float:
+        return self.jobs / self.admitted_seconds
+
+    def latency(self, share: float) -> float:
+        ordered = sorted(self.pod_latencies)
+        return ordered[min(int(share * len(ordered)), len(ordered) - 1)]
+
+
+@dataclasses.dataclass
+class Watched:
+    """When the bench first saw each job Admitted and Running, and each job's worker pod."""
+
+    admitted: dict[str, float] = dataclasses.field(default_factory=dict)
+    running: dict[str, float] = dataclasses.field(default_factory=dict)
+    pods: dict[str, float] = dataclasses.field(default_factory=dict)
+    opened: int = 0
+
+
+async def watch(http: httpx.AsyncClient, path: str, params: dict[str, str], on_event: Any, seen: Watched) -> None:
+    """Follow a watch, resuming from the last resourceVersion if the server ends it, and from now
+    (every object again, as ADDED) if that version is gone."""
+    version = ""
+    opened = False
+    while True:
+        query = {**params, "watch": "1", "allowWatchBookmarks": "true"}
+        if version:
+            query["resourceVersion"] = version
+        async with http.stream("GET", path, params=query) as response:
+            if not opened:
+                seen.opened += 1
+                opened = True
+            if response.status_code != 200:
+                version = ""
+                continue
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    version = ""
+                    break
+                version = event["object"]["metadata"].get("resourceVersion", version)
+                if event["type"] != "BOOKMARK":
+                    on_event(event["type"], event["object"], time.perf_counter())
+
+
+async def submit(http: httpx.AsyncClient, names: list[str], created: dict[str, float]) -> None:
+    queue = list(reversed(names))
+
+    async def client() -> None:
+        while queue:
+            name = queue.pop()
+            response = await http.post(
+                f"/apis/kiln.dev/v1alpha1/namespaces/{NAMESPACE}/trainingjobs", json=training_job(name)
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"creating {name}: {response.status_code} {response.text}")
+            created[name] = time.perf_counter()
+
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+
+
+async def measure(url: str, jobs: int, operator_pid: int, timeout: float) -> Round:
+    names = [f"job-{index:05d}" for index in range(jobs)]
+    seen = Watched()
+    created: dict[str, float] = {}
+    peak_rss = 0
+
+    def job_event(kind: str, obj: dict[str, Any], at: float) -> None:
+        phase = (obj.get("status") or {}).get("phase")
+        name = obj["metadata"]["name"]
+        if phase in ("Admitted", "Running"):
+            seen.admitted.setdefault(name, at)
+        if phase == "Running":
+            seen.running.setdefault(name, at)
+
+    def pod_event(kind: str, obj: dict[str, Any], at: float) -> None:
+        job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
+        if kind == "ADDED" and job:
+            seen.pods.setdefault(job, at)
+
+    limits = httpx.Limits(max_connections=CLIENTS + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60, read=None), limits=limits) as http:
+        watches = [
+            asyncio.create_task(watch(http, JOBS, {}, job_event, seen)),
+            asyncio.create_task(watch(http, "/api/v1/pods", {"labelSelector": JOB_LABEL}, pod_event, seen)),
+        ]
+        try:
+            while seen.opened < len(watches):
+                await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            submitting = asyncio.create_task(submit(http, names, created))
+            deadline = started + timeout
+            while len(seen.running) < jobs or not submitting.done():
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(
+                        f"after {timeout:g}s: {len(created)} created, {len(seen.admitted)} admitted,"
+                        f" {len(seen.pods)} with a pod, {len(seen.running)} Running"
+                    )
+                for task in watches:
+                    if task.done():
+                        task.result()  # a watch that failed fails the round
+                peak_rss = max(peak_rss, memory_kib(operator_pid))
+                await asyncio.sleep(SAMPLE_SECONDS)
+            await submitting
+        finally:
+            for task in watches:
+                task.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
+    submitted = max(created.values()) - started
+    return Round(
+        jobs=jobs,
+        submit_seconds=submitted,
+        admitted_seconds=max(seen.admitted.values()) - started,
+        running_seconds=max(seen.running.values()) - started,
+        pod_latencies=[seen.pods[name] - created[name] for name in names],
+        peak_rss_kib=max(peak_rss, memory_kib(operator_pid, "VmHWM")),
+        end_rss_kib=memory_kib(operator_pid),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        if process.poll() is not None:
+            raise RuntimeError(f"the operator exited with {process.returncode}")
+        time.sleep(0.2)
+    raise RuntimeError(f"the operator did not answer {url} within {timeout}s")
+
+
+@contextlib.contextmanager
+def operated_cluster(root: pathlib.Path, nodes: int) -> Iterator[tuple[str, int]]:
+    """A dev cluster of `nodes` 8-GPU nodes with Kiln's CRDs and `kiln run`: its URL and the
+    operator's pid."""
+    pool = config.NodePool(
+        name="gpu", count=nodes, cpu="64", memory="512Gi", gpus=8, gpu_product="NVIDIA-H100-80GB-HBM3"
+    )
+    # Trainer pods run to completion; simulated ones would finish after a second: these run on.
+    settings = config.ClusterConfig(node_pools=(pool,), simulated_job_duration=SIMULATED_SECONDS)
+    url = cluster.start_background(root, 0, persist=False, settings=settings)
+    env = {**os.environ, "KUBECONFIG": str(root / "kubeconfig"), "KUBECACHEDIR": str(root / "kubectl-cache")}
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], env=env, check=True, capture_output=True)
+        subprocess.run(
+            ["kubectl", "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+        with (root / "operator.log").open("ab") as log:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "kiln", "run", "--liveness", liveness, "--metrics-port", "0"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_healthy(liveness, operator)
+        yield url, operator.pid
+    finally:
+        if operator is not None and operator.poll() is None:
+            operator.send_signal(signal.SIGINT)
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
+        cluster.stop_background(root)
+
+
+def mib(kib: int) -> float:
+    return kib / 1024
+
+
+def report(rounds: list[Round]) -> None:
+    print()
+    print(
+        f"{'jobs':>6} {'submit s':>9} {'admitted/s':>11} {'all Running s':>14} {'pod p50 s':>10}"
+        f" {'pod p99 s':>10} {'peak RSS MiB':>13} {'RSS after MiB':>14}"
+    )
+    for one in rounds:
+        print(
+            f"{one.jobs:>6} {one.submit_seconds:>9.2f} {one.admitted_per_second:>11.1f} {one.running_seconds:>14.2f}"
+            f" {one.latency(0.5):>10.3f} {one.latency(0.99):>10.3f} {mib(one.peak_rss_kib):>13.0f}"
+            f" {mib(one.end_rss_kib):>14.0f}"
+        )
+    small, large = rounds[0], rounds[-1]
+    if large is not small:
+        scale = large.jobs / small.jobs
+        print(f"\nfrom {small.jobs} to {large.jobs} jobs ({scale:g}x):")
+        print(
+            f"  time to all Running  x{large.running_seconds / small.running_seconds:.2f} ({scale:g}x would be linear)"
+        )
+        print(
+            f"  per-job time         x{(large.running_seconds / large.jobs) / (small.running_seconds / small.jobs):.2f}"
+        )
+        print(f"  admission rate       x{large.admitted_per_second / small.admitted_per_second:.2f}")
+        print(f"  apply -> pod p99     x{large.latency(0.99) / small.latency(0.99):.2f}")
+        print(f"  operator peak RSS    x{large.peak_rss_kib / small.peak_rss_kib:.2f}")
+    print(
+        f"\ntargets at {large.jobs} jobs (issue 17): admitted {large.admitted_per_second:.1f}/s"
+        f" (>= {TARGET_JOBS_PER_SECOND:g}),"
+        f" all Running {large.running_seconds:.1f}s (<= {TARGET_ALL_RUNNING_SECONDS:g}),"
+        f" apply -> pod p99 {large.latency(0.99):.2f}s (<= {TARGET_P99_SECONDS:g}),"
+        f" RSS {mib(large.peak_rss_kib):.0f} MiB (<= {TARGET_RSS_MIB:g})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="jobs per round, smallest first")
+    parser.add_argument("--nodes", type=int, default=125, help="nodes of 8 GPUs")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every job to run")
+    arguments = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped, it still stops what it started
+    rounds = []
+    for jobs in arguments.sizes:
+        with tempfile.TemporaryDirectory(prefix="kiln-bench-training-") as scratch:
+            root = pathlib.Path(scratch)
+            with operated_cluster(root, arguments.nodes) as (url, pid):
+                print(f"{jobs} jobs on {arguments.nodes} nodes x 8 GPUs (dev cluster {url}, operator pid {pid})")
+                try:
+                    rounds.append(asyncio.run(measure(url, jobs, pid, arguments.timeout)))
+                except TimeoutError as error:
+                    kept = pathlib.Path(tempfile.gettempdir()) / "bench_training-operator.log"
+                    kept.write_bytes((root / "operator.log").read_bytes())
+                    print(f"FAILED: {error}; the operator's log is in {kept}")
+                    return 1
+    report(rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
