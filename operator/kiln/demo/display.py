@@ -69,6 +69,7 @@ class LiveDisplay:
 
     def stage(self, stage: Stage, about: str) -> None:
         self.stages.append(stage)
+        self.live.refresh()  # a print redraws the last frame: it must show the stage just ended as such
         self.console.print(Text(f"\n▶ {stage.title}", style="bold cyan"), Text(about, style="dim"))
 
     def command(self, line: str) -> None:

@@ -37,12 +37,12 @@ def ensure_tools() -> list[str]:
     missing = missing_packages()
     if not missing:
         return []
-    command = ["apt-get", "install", "-y", "-qq", *missing]
     if os.geteuid() != 0:
-        raise DemoError(f"the demo needs {', '.join(missing)}: run `sudo {' '.join(command)}`, then `make demo` again")
+        command = f"sudo sh -c 'apt-get update && apt-get install -y {' '.join(missing)}'"
+        raise DemoError(f"the demo needs the Debian packages {', '.join(missing)}: run `{command}`, then `make demo`")
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
-    subprocess.run(command, check=True, env=environment)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=environment)
     return missing
 
 
