@@ -43,6 +43,8 @@ class Outcome:
 
 
 class Demo:
+    """The lifecycle on one Stack, shown on one Display; what became of each version and stage."""
+
     def __init__(self, demo_stack: stack.Stack, shown: display.Display, crds: pathlib.Path) -> None:
         self.stack = demo_stack
         self.display = shown
@@ -170,7 +172,8 @@ class Demo:
         url = self.stack.start_cluster()
         self.display.note(f"dev cluster at {url}, Prometheus at {self.stack.prometheus_url}")
         self.display.note(f"export KUBECONFIG={self.stack.kubeconfig} KILN_PVC_ROOT={self.stack.volumes}")
-        self.kubectl("get", "nodes", "-L", "nvidia.com/gpu.product")
+        for line in self.kubectl("get", "nodes", "-L", "nvidia.com/gpu.product").splitlines():
+            self.display.note(line)
         self.kubectl("apply", "-f", self._shown_path(self.crds))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         self.display.command(f"kiln run --prometheus-url {self.stack.prometheus_url} &")
@@ -192,6 +195,7 @@ class Demo:
         self.display.note(
             f"load generator: POST http://{service}/v2/models/iris/infer, {traffic.ROWS_PER_REQUEST} flowers a request"
         )
+        self.display.hint("python examples/traffic.py --name iris --seconds 600   # live traffic of your own")
         self.wait(f"{manifests.FIRST} to answer through the router", lambda _: self._answered(manifests.FIRST) >= 20)
         stage.outcome = f"{manifests.FIRST} serving"
 

@@ -55,10 +55,6 @@ class Snapshot:
     def condition(self, condition_type: str) -> str | None:
         return next((c["status"] for c in self.status.get("conditions", []) if c["type"] == condition_type), None)
 
-    def last_rollout(self) -> Object:
-        history = self.status.get("history") or [{}]
-        return dict(history[-1])
-
     def rollout_of(self, version: str) -> Object:
         return next((r for r in reversed(self.status.get("history") or []) if r["version"] == version), {})
 
