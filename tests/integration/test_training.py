@@ -264,6 +264,27 @@ def test_a_high_priority_job_preempts_the_one_lower_job_that_frees_enough_which_
     )
 
 
+def test_kueue_workers_wait_gated_as_one_pod_group_until_kueue_lifts_the_gates(kiln: Kiln, namespace: str) -> None:
+    kueue = {"scheduler": "kueue", "queueName": "team-a"}
+    kiln.apply(namespace, python_job("queued", "import time; time.sleep(1)", workers=2, gangScheduling=kueue))
+    eventually(lambda: len(pods_of(kiln, namespace, "queued")) == 2, "both workers, gated", TIMEOUT)
+
+    pods = pods_of(kiln, namespace, "queued")
+    assert {pod.metadata.labels["kueue.x-k8s.io/pod-group-name"] for pod in pods} == {"queued-0"}
+    assert {pod.metadata.labels["kueue.x-k8s.io/queue-name"] for pod in pods} == {"team-a"}
+    assert {pod.metadata.annotations["kueue.x-k8s.io/pod-group-total-count"] for pod in pods} == {"2"}
+    assert all(pod.spec.node_name is None for pod in pods)  # no scheduler binds a gated pod
+    assert [[gate.name for gate in pod.spec.scheduling_gates] for pod in pods] == [["kueue.x-k8s.io/admission"]] * 2
+    assert job(kiln, namespace, "queued")["status"]["phase"] == "Admitted"
+
+    for pod in pods:  # what Kueue does when its ClusterQueue admits the group
+        kiln.kubectl(
+            "patch", "pod", "-n", namespace, pod.metadata.name, "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/schedulingGates"}]',
+        )  # fmt: skip
+    wait_for_phase(kiln, namespace, "queued", "Succeeded")
+
+
 def test_two_jobs_needing_six_of_eight_gpus_never_deadlock(kiln: Kiln, namespace: str) -> None:
     spec = {"workers": 6, "resources": {"cpu": "500m", "gpus": {"count": 1}}}
     for name in ("left", "right"):

@@ -473,9 +473,12 @@ def test_every_scheduler_in_the_api_has_an_implementation() -> None:
             "a PodGroup with minMember lets the coscheduling plugin bind the 4 workers",
             id="coscheduling",
         ),
+        pytest.param(
+            trainingjob.GangScheduler.KUEUE, "Kueue admits the pod group of 4 gated workers from its queue", id="kueue"
+        ),
     ],
 )
-def test_pod_group_schedulers_admit_at_once_without_reading_the_cluster(
+def test_pod_group_and_kueue_schedulers_admit_at_once_without_reading_the_cluster(
     scheduler: trainingjob.GangScheduler, reason: str
 ) -> None:
     provider = gang_providers.SCHEDULERS[scheduler]

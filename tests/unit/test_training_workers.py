@@ -393,6 +393,30 @@ def test_gang_scheduler_marks(
     assert pod["metadata"]["labels"].get("scheduling.x-k8s.io/pod-group") == group_label
 
 
+def test_kueue_workers_are_one_gated_pod_group_per_attempt_in_the_local_queue() -> None:
+    kueue = {"scheduler": "kueue", "queueName": "team-a"}
+
+    first, restarted = (
+        build(rank=1, attempt=attempt, name="bert", workers=4, gangScheduling=kueue) for attempt in (0, 2)
+    )
+
+    labels = first["metadata"]["labels"]
+    assert (labels["kueue.x-k8s.io/queue-name"], labels["kueue.x-k8s.io/pod-group-name"]) == ("team-a", "bert-0")
+    assert first["metadata"]["annotations"] == {"kueue.x-k8s.io/pod-group-total-count": "4"}
+    assert first["spec"]["schedulingGates"] == [{"name": "kueue.x-k8s.io/admission"}]
+    assert "schedulerName" not in first["spec"]
+    assert restarted["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "bert-2"
+    assert workers.pod_group(fx.job(name="bert", workers=4, gangScheduling=kueue)) is None
+
+
+@pytest.mark.parametrize("scheduler", ["builtin", "volcano", "coscheduling"])
+def test_only_kueue_workers_are_gated(scheduler: str) -> None:
+    pod = build(name="bert", workers=2, gangScheduling={"scheduler": scheduler})
+
+    assert "schedulingGates" not in pod["spec"]
+    assert not any(label.startswith("kueue.x-k8s.io/") for label in pod["metadata"]["labels"])
+
+
 # -- the sklearn trainer --------------------------------------------------------------------------
 
 

@@ -181,6 +181,7 @@ class GangScheduler(StrEnum):
     BUILTIN = "builtin"
     VOLCANO = "volcano"
     COSCHEDULING = "coscheduling"
+    KUEUE = "kueue"
 
 
 class GangScheduling(base.KilnModel):
@@ -188,9 +189,25 @@ class GangScheduling(base.KilnModel):
 
     scheduler: GangScheduler = GangScheduler.BUILTIN
     """Who admits the gang: `builtin` (Kiln admits the job only when every worker fits),
-    `volcano` or `coscheduling` (Kiln emits a PodGroup with minMember and that scheduler binds)."""
+    `volcano` or `coscheduling` (Kiln emits a PodGroup with minMember and that scheduler binds),
+    or `kueue` (Kiln creates the workers gated, as one Kueue pod group in `queueName`, and Kueue
+    admits them against its ClusterQueue's quota)."""
+    queue_name: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+    """The Kueue LocalQueue (in the job's namespace) the workers are submitted to; only with
+    scheduler `kueue`, which requires it."""
     timeout_seconds: StrictInt = Field(default=600, ge=1)
-    """How long a gang may wait for capacity before the job fails."""
+    """How long a gang may wait for capacity before the job fails (with `kueue`, the wait in
+    Kueue's queue counts too)."""
+
+    cel_rules = (
+        base.Rule(
+            "(self.scheduler == 'kueue') == has(self.queueName)",
+            "queueName names the Kueue LocalQueue: required with scheduler kueue, and only with it",
+            field_path=".queueName",
+        ),
+    )
 
 
 class Checkpoint(base.KilnModel):

@@ -34,6 +34,11 @@ CODE_COMMIT_ANNOTATION = f"{base.GROUP}/code-commit"
 COSCHEDULING_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 VOLCANO_SCHEDULER_NAME = "volcano"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_COUNT_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"
+"""The scheduling gate Kueue lifts when it admits a pod group; until then no scheduler binds it."""
 
 TRAINER_CONTAINER = "trainer"
 TRAINER_ACCOUNT = "kiln-trainer"
@@ -323,6 +328,12 @@ def worker_pod(job: Job, rank: int, attempt: int, where: Placement, trainer_imag
     elif scheduler is trainingjob.GangScheduler.VOLCANO:
         metadata["annotations"] = {VOLCANO_GROUP_ANNOTATION: job.name}
         pod_spec["schedulerName"] = VOLCANO_SCHEDULER_NAME
+    elif scheduler is trainingjob.GangScheduler.KUEUE:
+        # One pod group per attempt: a restarted gang is a new workload Kueue admits afresh.
+        metadata["labels"][KUEUE_QUEUE_LABEL] = str(spec.gang_scheduling.queue_name)
+        metadata["labels"][KUEUE_GROUP_LABEL] = f"{job.name}-{attempt}"
+        metadata["annotations"] = {KUEUE_GROUP_COUNT_ANNOTATION: str(spec.workers)}
+        pod_spec["schedulingGates"] = [{"name": KUEUE_ADMISSION_GATE}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
