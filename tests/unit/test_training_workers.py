@@ -451,6 +451,18 @@ def test_an_sklearn_worker_writes_to_the_model_store_the_output_names() -> None:
     assert {"name": "model-store", "persistentVolumeClaim": {"claimName": "team-models"}} in pod["spec"]["volumes"]
 
 
+def test_an_sklearn_worker_uploading_to_an_object_store_mounts_no_claim_and_gets_its_credentials() -> None:
+    store = {"uri": "s3://models/kiln", "credentialsSecret": "s3-credentials"}
+    pod = build(sklearn=fx.sklearn_spec(), output={**IRIS_OUTPUT, "store": store})
+
+    assert env(pod)["KILN_ARTIFACT_URI"] == "s3://models/kiln/iris/1.2.0/model.skops"
+    assert "KILN_ARTIFACT_PATH" not in env(pod)
+    assert "model-store" not in [volume["name"] for volume in pod["spec"]["volumes"]]
+    assert trainer(pod)["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    web_identity = build(sklearn=fx.sklearn_spec(), output={**IRIS_OUTPUT, "store": {"uri": "s3://models/kiln"}})
+    assert "envFrom" not in trainer(web_identity)
+
+
 def test_an_sklearn_worker_without_output_has_no_model_store() -> None:
     pod = build(sklearn=fx.sklearn_spec())
 
@@ -539,6 +551,11 @@ def test_checkpoint_pvc(checkpoint: Object | None, expected: Object | None) -> N
     [
         pytest.param({"output": IRIS_OUTPUT}, None, id="container-job-writes-its-own-artifact"),
         pytest.param({"sklearn": fx.sklearn_spec()}, None, id="sklearn-without-output"),
+        pytest.param(
+            {"sklearn": fx.sklearn_spec(), "output": {**IRIS_OUTPUT, "store": {"uri": "s3://models/kiln"}}},
+            None,
+            id="object-store",
+        ),
         pytest.param(
             {"sklearn": fx.sklearn_spec(), "output": IRIS_OUTPUT},
             ("kiln-models", {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}),

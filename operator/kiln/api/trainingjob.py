@@ -250,6 +250,10 @@ class ModelStore(base.KilnModel):
     the claim, as `<uri>/<modelName>/<version>/model.skops`, so serving pods on any node can read it.
     The trainer's standard AWS_* environment names the service (`AWS_ENDPOINT_URL` for MinIO, Ceph
     or R2), the region and the credentials, or the pod's service account carries an IAM role (IRSA)."""
+    credentials_secret: str | None = Field(default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """A Secret in the job's namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_ENDPOINT_URL, AWS_REGION, ...) become the trainer's environment for store.uri; unset to use
+    the pod's web identity."""
 
 
 class Output(base.KilnModel):

@@ -50,7 +50,6 @@ DATASETS_DIR = "/var/run/kiln/datasets"
 TMP_DIR = "/var/run/kiln/tmp"
 """The trainer's writable temporary directory (TMPDIR): the root filesystem is read-only."""
 SHM_DIR = "/dev/shm"
-ARTIFACT_FILE = "model.skops"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +113,13 @@ def checkpoint_claim(job: Job) -> str | None:
     return checkpoint.claim_name or f"{job.name}-checkpoint"
 
 
-def artifact_location(output: trainingjob.Output) -> tuple[str, str]:
-    """The artifact's URI in the registry and its path inside the trainer's container."""
-    relative = f"{output.model_name}/{output.version}/{ARTIFACT_FILE}"
+def artifact_location(output: trainingjob.Output) -> tuple[str, str | None]:
+    """The artifact's URI in the registry and its path inside the trainer's container; no path when
+    the trainer uploads it to an object store."""
+    uploaded_to = output.object_store_uri()
+    if uploaded_to is not None:
+        return uploaded_to, None
+    relative = f"{output.model_name}/{output.version}/{trainingjob.ARTIFACT_FILE}"
     return f"pvc://{output.store.claim_name}/{relative}", f"{MODEL_STORE_DIR}/{relative}"
 
 
@@ -218,8 +221,9 @@ def _sklearn_env(sklearn: trainingjob.SklearnTrainer, output: trainingjob.Output
         env += [
             _value("KILN_OUTPUT", json.dumps(output.to_wire(), sort_keys=True)),
             _value("KILN_ARTIFACT_URI", artifact_uri),
-            _value("KILN_ARTIFACT_PATH", artifact_path),
         ]
+        if artifact_path is not None:
+            env.append(_value("KILN_ARTIFACT_PATH", artifact_path))
     return env
 
 
@@ -240,7 +244,7 @@ def _volumes(job: Job) -> tuple[list[Object], list[Object]]:
     if spec.checkpoint is not None and claim:
         volumes.append({"name": "checkpoint", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": "checkpoint", "mountPath": spec.checkpoint.mount_path})
-    if spec.sklearn is not None and spec.output is not None:
+    if spec.sklearn is not None and spec.output is not None and spec.output.store.uri is None:
         store = spec.output.store.claim_name
         volumes.append({"name": "model-store", "persistentVolumeClaim": {"claimName": store}})
         mounts.append({"name": "model-store", "mountPath": MODEL_STORE_DIR})
@@ -275,6 +279,9 @@ def _container(job: Job, rank: int, attempt: int, where: Placement, *, mounts: l
         resources["requests"] = dict(where.requests)
     if where.limits:
         resources["limits"] = dict(where.limits)
+    credentials = spec.output.store.credentials_secret if spec.output is not None else None
+    if credentials and spec.output is not None and spec.output.store.uri is not None:
+        container["envFrom"] = [{"secretRef": {"name": credentials}}]
     container.update(
         resources=resources,
         volumeMounts=mounts,
@@ -375,7 +382,7 @@ def checkpoint_pvc(job: Job) -> Object | None:
 def model_store_pvc(job: Job) -> Object | None:
     """The namespace's model store, shared by every job and owned by none, so artifacts outlive jobs."""
     output = job.spec.output
-    if output is None or job.spec.sklearn is None:
+    if output is None or job.spec.sklearn is None or output.store.uri is not None:
         return None
     store = output.store
     pvc_spec: Object = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": store.size}}}
