@@ -8,7 +8,9 @@ digest checked, `kiln models` and `kiln lineage` show its URI and size, and kiln
 model it downloaded, from its cache once it has it; a ModelDeployment serves it too, its pods
 given the credentials from a Secret through spec.server.env, and a restarted container reads it from
 its emptyDir instead of downloading it again. A tampered object (same key, other bytes) is
-refused by the registry and by the server; missing credentials and a wrong endpoint are named.
+refused by the registry and by the server; missing credentials and a wrong endpoint are named. And
+the whole path on the dev cluster: a TrainingJob's trainer pod, its credentials from
+output.store.credentialsSecret, uploads what a ModelDeployment then serves.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import s3_server
 from kiln_cluster import GROUP, VERSION, Kiln, condition, operated_cluster
 from polling import eventually
 from server_process import RunningServer, kiln_server
+from test_training import wait_for_phase
 
 TRAINER = str(pathlib.Path(sys.executable).with_name("kiln-trainer"))
 NAMESPACE = "ml"
@@ -178,7 +181,6 @@ def test_a_model_deployment_serves_the_object_with_credentials_from_a_secret(
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "s3-credentials"},
-        # data, not stringData: the dev cluster does not fold stringData into data as an API server does.
         "data": {
             "AWS_ACCESS_KEY_ID": base64.b64encode(s3_server.ACCESS_KEY_ID.encode()).decode(),
             "AWS_SECRET_ACCESS_KEY": base64.b64encode(s3_server.SECRET_ACCESS_KEY.encode()).decode(),
@@ -231,6 +233,64 @@ def test_a_model_deployment_serves_the_object_with_credentials_from_a_secret(
     again = httpx.post(f"http://{service.spec.cluster_ip}:80/v2/models/iris/infer", json=body, timeout=10)
     assert again.json()["outputs"][0]["data"] == [0]
     assert downloads_of(world, "kiln/iris/1.0.0/model.skops") == downloads
+
+
+def test_a_training_job_on_the_cluster_uploads_and_a_deployment_serves_what_it_trained(world: World) -> None:
+    """The whole path on the dev cluster: the operator's trainer pod (credentials from a Secret through
+    output.store.credentialsSecret, no claim) uploads, the registry verifies, a ModelDeployment serves."""
+    credentials = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "trainer-s3"},
+        "stringData": world.s3.env(),
+    }
+    job = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainingJob",
+        "metadata": {"name": "train-on-cluster"},
+        "spec": {
+            "sklearn": SKLEARN,
+            "output": {**output("2.0.0"), "store": {"uri": PREFIX, "credentialsSecret": "trainer-s3"}},
+        },
+    }
+    world.kiln.apply(NAMESPACE, credentials)
+    world.kiln.apply(NAMESPACE, job)
+
+    finished = wait_for_phase(world.kiln, NAMESPACE, "train-on-cluster", "Succeeded", 120)
+    world.kiln.wait_for_phase(NAMESPACE, "iris-2.0.0", "Validated")
+
+    assert finished["modelVersion"] == "iris-2.0.0"
+    artifact = world.kiln.model_version(NAMESPACE, "iris-2.0.0")["spec"]["artifact"]
+    uploaded = world.s3.get(BUCKET, "kiln/iris/2.0.0/model.skops")
+    assert artifact["uri"] == f"{PREFIX}/iris/2.0.0/model.skops"
+    assert artifact["sha256"] == hashlib.sha256(uploaded).hexdigest()
+    (pod,) = (
+        world.kiln.core().list_namespaced_pod(NAMESPACE, label_selector="kiln.dev/trainingjob=train-on-cluster").items
+    )
+    assert not any(volume.persistent_volume_claim for volume in pod.spec.volumes), "no claim: the store is S3"
+    from_secret = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": "trainer-s3", "key": key}}} for key in world.s3.env()
+    ]
+    deployment = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris-trained"},
+        "spec": {"model": "iris", "version": "2.0.0", "server": {"env": from_secret}},
+    }
+    world.kiln.apply(NAMESPACE, deployment)
+
+    def serving() -> bool:
+        body = world.kiln.api().get_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, "modeldeployments", "iris-trained"
+        )
+        return (body.get("status") or {}).get("phase") == "Healthy"
+
+    eventually(serving, f"md/iris-trained to serve 2.0.0 (see {world.kiln.operator_log})", 120)
+    service = world.kiln.core().read_namespaced_service("iris-trained", NAMESPACE)
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": SETOSA}]}
+    answer = httpx.post(f"http://{service.spec.cluster_ip}:80/v2/models/iris/infer", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["model_version"], answer.json()["outputs"][0]["data"]) == ("2.0.0", [0])
 
 
 def downloads_of(world: World, key: str) -> int:
