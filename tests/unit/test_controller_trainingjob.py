@@ -274,3 +274,13 @@ def test_wakeups(wishes: list[tuple[str, int | None]], due_at_30: list[str], due
     first, then = wakeups.due(fx.at(30)), wakeups.due(fx.at(90))
 
     assert ([name for _, name in first], [name for _, name in then]) == (due_at_30, due_at_90)
+
+
+def test_events_before_the_first_list_admit_nothing(api: fake.FakeApi, clock: fake.ManualClock) -> None:
+    controller = trainingjob.Controller(kube=api, clock=clock)
+    queued = fx.job_body("waiting", status={"phase": "Queued"}, workers=1, resources={"gpus": {"count": 4}})
+
+    controller.watched("trainingjob", None, queued)
+    controller.watched("node", None, fx.node("gpu-c", gpus=4))  # capacity appears: a running pod may fill it
+
+    assert controller.wakeups.pending() == {}

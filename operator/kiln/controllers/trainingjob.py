@@ -186,7 +186,9 @@ class Controller:
         with self._admission:
             before = self.inventory.epoch
             self.inventory.watched(kind, event_type == "DELETED", body)
-            if self.inventory.epoch != before:
+            # Before the first list, the inventory may know the jobs but not yet the pods that fill
+            # the nodes: nothing is admitted from it until then.
+            if self._synced and self.inventory.epoch != before:
                 self.inventory.admit_waiting()
             return self.inventory.take_woken()
 
