@@ -27,7 +27,7 @@ RATE = "$__rate_interval"
 
 
 def _query(expr: str, legend: str) -> prometheus.Dataquery:
-    return prometheus.Dataquery().ref_id("A").expr(expr).legend_format(legend).datasource(DATASOURCE)
+    return prometheus.Dataquery().expr(expr).legend_format(legend).datasource(DATASOURCE)
 
 
 def _series(title: str, description: str, unit: str, *queries: prometheus.Dataquery) -> timeseries.Panel:
@@ -41,8 +41,8 @@ def _series(title: str, description: str, unit: str, *queries: prometheus.Dataqu
         .height(8)
         .span(12)
     )
-    for query in queries:
-        panel = panel.with_target(query)
+    for index, query in enumerate(queries):
+        panel = panel.with_target(query.ref_id(chr(ord("A") + index)))  # Grafana wants one refId per target
     return panel
 
 
@@ -123,6 +123,47 @@ def build() -> models.Dashboard:
             _query(_error_rate("kiln_server_requests_total"), "{{version}}"),
         ),
     ]
+    models = [
+        _series(
+            "Server p99 latency by version",
+            "The 99th percentile of kiln_server_request_duration_seconds, by model version.",
+            "s",
+            _query(
+                "histogram_quantile(0.99, sum by (version, le) "
+                f"(rate(kiln_server_request_duration_seconds_bucket[{RATE}])))",
+                "{{version}}",
+            ),
+        ),
+        _series(
+            "Traffic weights",
+            "kiln_router_weight: the share of traffic each variant gets, over time.",
+            "percent",
+            _query("max by (variant) (kiln_router_weight)", "{{variant}}"),
+        ),
+        _series(
+            "Drift by feature",
+            "kiln_drift_score: each feature's drift statistic (PSI or KS) at the last check, by deployment.",
+            "none",
+            _query("max by (deployment, feature) (kiln_drift_score)", "{{deployment}} {{feature}}"),
+        ),
+        _series(
+            "Live accuracy by version",
+            "Correct over all predictions whose ground truth was posted to /feedback, over the last hour.",
+            "percentunit",
+            _query(
+                'sum by (version) (increase(kiln_server_feedback_predictions_total{outcome="correct"}[1h]))'
+                " / sum by (version) (increase(kiln_server_feedback_predictions_total[1h]))",
+                "{{version}}",
+            ),
+        ),
+        _series(
+            "Retrainings",
+            "kiln_retrainings_total by trigger, and kiln_retrainings_skipped_total by why they were held back.",
+            "short",
+            _query(f"sum by (trigger) (increase(kiln_retrainings_total[{RATE}]))", "started {{trigger}}"),
+            _query(f"sum by (reason) (increase(kiln_retrainings_skipped_total[{RATE}]))", "skipped {{reason}}"),
+        ),
+    ]
     builder = (
         dashboard.Dashboard("Kiln")
         .uid(UID)
@@ -138,6 +179,9 @@ def build() -> models.Dashboard:
         builder = builder.with_panel(panel)
     builder = builder.with_row(dashboard.Row("Serving"))
     for panel in serving:
+        builder = builder.with_panel(panel)
+    builder = builder.with_row(dashboard.Row("Models: latency, weights, drift, live accuracy, retraining"))
+    for panel in models:
         builder = builder.with_panel(panel)
     return builder.build()
 

@@ -3,7 +3,9 @@ the restricted Pod Security profile, values.schema.json, least-privilege RBAC an
 
 from __future__ import annotations
 
+import pathlib
 import re
+import subprocess
 from collections.abc import Mapping
 from typing import Any
 
@@ -241,7 +243,37 @@ def test_monitoring_renders_a_service_monitor_and_rules() -> None:
     (service,) = _of_kind(objects, "Service")
     assert monitor["spec"]["endpoints"][0]["port"] in {port["name"] for port in service["spec"]["ports"]}
     (rule,) = _of_kind(objects, "PrometheusRule")
-    assert {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]} >= {"KilnOperatorDown"}
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {
+        "KilnOperatorDown",
+        "KilnOperatorReplicasUnavailable",
+        "KilnRolloutRolledBack",
+        "KilnDriftDetected",
+        "KilnModelErrorRateHigh",
+        "KilnModelLatencyHigh",
+        "KilnLiveAccuracyLow",
+    }
+    assert (
+        alerts["KilnDriftDetected"]["annotations"]["summary"]
+        == "Drift on {{ $labels.namespace }}/{{ $labels.deployment }}"
+    )
+    strict = _render({"monitoring": {"prometheusRule": {"enabled": True, "errorRate": 0.01, "liveAccuracy": 0.9}}})
+    (tuned,) = _of_kind(strict, "PrometheusRule")
+    exprs = {r["alert"]: r["expr"] for group in tuned["spec"]["groups"] for r in group["rules"]}
+    assert exprs["KilnModelErrorRateHigh"].rstrip().endswith("> 0.01")
+    assert "< 0.9)" in exprs["KilnLiveAccuracyLow"]
+
+
+def test_prometheus_itself_accepts_the_alert_rules(tmp_path: pathlib.Path) -> None:
+    """promtool (Debian's prometheus package, which `make tools` installs) parses every expression."""
+    (rule,) = _of_kind(_render(VALUE_SETS["monitoring"]), "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+
+    checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 7 rules found" in checked.stdout
 
 
 def test_notes_say_what_to_do_next() -> None:

@@ -25,6 +25,12 @@ def test_the_dashboard_charts_the_operator_and_serving_metrics() -> None:
         "kiln_queued_gpu_demand",
         "kiln_router_requests_total",
         "kiln_server_requests_total",
+        "kiln_server_request_duration_seconds_bucket",
+        "kiln_router_weight",
+        "kiln_drift_score",
+        "kiln_server_feedback_predictions_total",
+        "kiln_retrainings_total",
+        "kiln_retrainings_skipped_total",
     ):
         assert metric in exprs, metric
     assert board["uid"] == dashboardgen.UID
