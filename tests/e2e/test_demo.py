@@ -59,9 +59,8 @@ def kept_demo(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_the_demo_walks_the_lifecycle_and_leaves_nothing_running(kept_demo: Any) -> None:
     data_dir, ran = kept_demo
     assert ran.returncode == 0, f"{ran.stdout}\n{ran.stderr}"
-    api = kubernetes.client.CustomObjectsApi(
-        kubernetes.config.new_client_from_config(config_file=str(data_dir / "kubeconfig"))
-    )
+    client = kubernetes.config.new_client_from_config(config_file=str(data_dir / "kubeconfig"))
+    api, core = kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
 
     def get(plural: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, "default", plural, name)
@@ -102,6 +101,8 @@ def test_the_demo_walks_the_lifecycle_and_leaves_nothing_running(kept_demo: Any)
     (run,) = status["retraining"]["runs"]
     assert (run["trigger"], run["trainingJob"], run["version"]) == ("Drift", "iris-retrain-1-1-1", "1.1.1")
     assert run["reason"].startswith("drift detected: psi "), run["reason"]
+    about_iris = [e for e in core.list_namespaced_event("default").items if e.involved_object.name == "iris"]
+    assert {"DriftDetected", "RetrainingStarted"} <= {event.reason for event in about_iris}
     job = get("trainingjobs", "iris-retrain-1-1-1")
     assert job["metadata"]["labels"]["kiln.dev/retraining-for"] == "iris"
     assert job["status"]["phase"] == "Succeeded"
