@@ -284,3 +284,14 @@ def test_events_before_the_first_list_admit_nothing(api: fake.FakeApi, clock: fa
     controller.watched("node", None, fx.node("gpu-c", gpus=4))  # capacity appears: a running pod may fill it
 
     assert controller.wakeups.pending() == {}
+
+
+def test_the_first_list_admits_and_wakes_the_queued_jobs_that_fit(api: fake.FakeApi, clock: fake.ManualClock) -> None:
+    controller = trainingjob.Controller(kube=api, clock=clock)
+    api.add(
+        TRAINING_JOBS, fx.job_body("waiting", status={"phase": "Queued"}, workers=1, resources={"gpus": {"count": 4}})
+    )
+
+    controller.sync()
+
+    assert (fx.NAMESPACE, "waiting") in controller.wakeups.due(fx.T0)

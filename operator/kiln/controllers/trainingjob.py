@@ -169,6 +169,7 @@ class Controller:
                 for body in self.kube.list(resource, None):
                     self.inventory.watched(kind, False, body)
             self.inventory.admit_waiting()
+            self.wakeups.now(self.inventory.take_woken())
             self._synced = True
 
     def watched(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
