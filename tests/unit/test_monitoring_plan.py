@@ -159,10 +159,12 @@ def test_a_new_stable_version_starts_its_drift_afresh() -> None:
     assert (world.status.drift.version, len(world.status.drift.history), world.status.drift.since) == ("1.0.1", 1, None)
 
 
-def test_steady_means_healthy_with_no_candidate() -> None:
+def test_steady_means_serving_the_stable_version_with_no_candidate() -> None:
     assert plan.steady(fx.steady_status())
+    assert plan.steady(fx.steady_status().model_copy(update={"phase": "RolledBack"}))  # stable serves all traffic
     assert not plan.steady(fx.steady_status().model_copy(update={"candidate_version": "1.1.0"}))
     assert not plan.steady(fx.steady_status().model_copy(update={"phase": "Progressing"}))
+    assert not plan.steady(fx.steady_status().model_copy(update={"phase": "Paused"}))
 
 
 # -- retraining --------------------------------------------------------------------------------

@@ -67,8 +67,14 @@ class Plan:
 
 
 def steady(status: Status) -> bool:
-    """Whether the deployment serves one version with nothing rolling out: the time to watch it."""
-    return status.phase is Phase.HEALTHY and status.candidate_version is None and status.stable_version is not None
+    """Whether the deployment serves one version with nothing rolling out: the time to watch it. A
+    deployment whose last candidate was rolled back serves its stable version as a healthy one does,
+    and is watched as well (a bad candidate must not blind drift monitoring until the next rollout)."""
+    return (
+        status.phase in (Phase.HEALTHY, Phase.ROLLED_BACK)
+        and status.candidate_version is None
+        and status.stable_version is not None
+    )
 
 
 @dataclasses.dataclass
