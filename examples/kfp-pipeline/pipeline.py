@@ -11,44 +11,34 @@ when the rollout is rolled back. Every task fails with the Kiln object's own sta
     python examples/kfp-pipeline/pipeline.py --local --namespace ml --version 1.1.0
 
 `--local` runs it here with `kfp.local` (SubprocessRunner, in this Python), against the cluster
-$KUBECONFIG names: a dev cluster with `kiln run`, and a ModelDeployment `iris` to roll out.
+$KUBECONFIG names, where `kiln run` watches and ModelDeployment `iris` serves (see README.md).
 """
 
 import argparse
+import pathlib
 import sys
 from typing import Any
 
+import yaml
 from kfp import compiler, dsl, local
 
 from kiln.kfp import components
 
-TRAINING: dict[str, Any] = {
-    "sklearn": {
-        "estimator": "sklearn.linear_model.LogisticRegression",
-        "params": {"max_iter": 500},
-        "dataset": {
-            "builtin": "iris",
-            "expectations": {
-                "minRows": 100,
-                "columns": [
-                    {"name": "petal length (cm)", "type": "float", "maxNulls": 0, "min": 0, "max": 10},
-                    {"name": "target", "type": "integer", "min": 0, "max": 2},
-                ],
-            },
-        },
-        "testSize": 0.3,
-        "randomSeed": 7,
-    },
-    "output": {"modelName": "iris", "version": "1.1.0", "gates": [{"metric": "accuracy", "min": 0.9}]},
-}
-"""The default TrainingJob spec: iris, which ships with scikit-learn, and a gate on accuracy."""
+FIRST_VERSION = pathlib.Path(__file__).resolve().parent / "versions" / "iris-1.0.0.yaml"
+
+
+def training_spec(version: str) -> dict[str, Any]:
+    """The TrainingJob spec of `version`: the first version's, with its output.version replaced."""
+    spec: dict[str, Any] = yaml.safe_load(FIRST_VERSION.read_text())["spec"]
+    spec["output"]["version"] = version
+    return spec
 
 
 @dsl.pipeline(name="kiln-train-gate-ship", description="Validate a dataset, train, gate and roll out with Kiln.")
 def train_gate_ship(
     namespace: str = "default",
     job_name: str = "iris-1-1-0",
-    training: dict = TRAINING,
+    training: dict = training_spec("1.1.0"),  # noqa: B008 - KFP takes the value once, at compile time
     deployment: str = "iris",
 ) -> str:
     validated = components.validate_dataset(namespace=namespace, spec=training)
@@ -74,11 +64,10 @@ def main(argv: list[str]) -> None:
         print(f"wrote {arguments.output}")
         return
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=arguments.pipeline_root)
-    training = {**TRAINING, "output": {**TRAINING["output"], "version": arguments.version}}
     outcome = train_gate_ship(
         namespace=arguments.namespace,
         job_name=f"iris-{arguments.version.replace('.', '-')}",
-        training=training,
+        training=training_spec(arguments.version),
         deployment=arguments.deployment,
     )
     print(f"md/{arguments.deployment}: {outcome.output}")

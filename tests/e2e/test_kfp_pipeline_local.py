@@ -1,32 +1,19 @@
-"""examples/kfp-pipeline run end to end with kfp.local (SubprocessRunner) against the dev cluster:
-given ModelDeployment iris Healthy on 1.0.0 (trained by kiln-trainer from the pipeline's own spec),
-the pipeline validates the dataset, trains 1.1.0, waits for its gates and rolls it out by canary;
-the deployment ends Healthy on 1.1.0."""
+"""examples/kfp-pipeline run end to end with kfp.local (SubprocessRunner) against the dev cluster,
+as its README says: given the example's ModelDeployment iris Healthy on 1.0.0 (trained from the
+spec the pipeline trains from), the pipeline validates the dataset, trains 1.1.0, waits for its
+gates and rolls it out by canary; the deployment ends Healthy on 1.1.0."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import re
 import sys
-from typing import Any
 
 from kiln_cluster import REPO
 from rollout_world import World
-from test_canary_rollout import canary, serving
-from test_training import wait_for_phase
 
-PIPELINE = REPO / "examples" / "kfp-pipeline" / "pipeline.py"
-
-
-def pipeline_training_spec(version: str) -> dict[str, Any]:
-    loaded = importlib.util.spec_from_file_location("kfp_pipeline_example", PIPELINE)
-    assert loaded is not None
-    assert loaded.loader is not None
-    module = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(module)
-    training: dict[str, Any] = module.TRAINING
-    return {**training, "output": {**training["output"], "version": version}}
+EXAMPLE = REPO / "examples" / "kfp-pipeline"
+PIPELINE = EXAMPLE / "pipeline.py"
 
 
 def strip_colours(text: str) -> str:
@@ -37,11 +24,12 @@ def strip_colours(text: str) -> str:
 def test_the_pipeline_trains_gates_and_rolls_out_a_new_version(
     world: World, namespace: str, tmp_path: pathlib.Path
 ) -> None:
-    first = {"apiVersion": "kiln.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "iris-1-0-0"}}
-    world.kiln.apply(namespace, {**first, "spec": pipeline_training_spec("1.0.0")})
-    wait_for_phase(world.kiln, namespace, "iris-1-0-0", "Succeeded")
-    world.kiln.wait_for_phase(namespace, "iris-1.0.0", "Validated")
-    serving(world, namespace, canary("1.0.0", [{"setWeight": 50}, {"setWeight": 100}]))
+    kubectl = world.kiln.kubectl
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLE / "versions" / "iris-1.0.0.yaml"))
+    kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "tj/iris-1-0-0", "--timeout=180s", timeout=200)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "mv/iris-1.0.0", "--timeout=60s", timeout=80)
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "md/iris", "--timeout=180s", timeout=200)
 
     ran = world.kiln.run(
         sys.executable,

@@ -37,6 +37,7 @@ SCENARIOS = (
     "canary-rollout",
     "blue-green",
     "shadow",
+    "kfp-pipeline",
 )
 
 EXAMPLE_DOCUMENTS = crd_schemas.example_documents()
