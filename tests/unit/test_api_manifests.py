@@ -159,7 +159,7 @@ INVALID = [
     # enums
     openapi("unknown-traffic-provider", CANARY, "spec.traffic.provider", "istio"),
     openapi("unknown-metric-provider", CANARY, f"{METRICS}[0].provider", "datadog"),
-    openapi("unknown-gang-scheduler", GPU, "spec.gangScheduling.scheduler", "kueue"),
+    openapi("unknown-gang-scheduler", GPU, "spec.gangScheduling.scheduler", "yunikorn"),
     openapi("stage-live", MV, "spec.stage", "Live"),
     openapi("unknown-artifact-format", MV, "spec.artifact.format", "h5"),
     # required
