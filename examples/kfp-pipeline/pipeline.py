@@ -8,10 +8,10 @@ ModelDeployment then rolls it out by its own strategy and the last task ends Hea
 when the rollout is rolled back. Every task fails with the Kiln object's own status message.
 
     python examples/kfp-pipeline/pipeline.py pipeline.yaml   # compile to KFP IR YAML
-    python examples/kfp-pipeline/pipeline.py --local --namespace ml --version 1.1.0
+    python examples/kfp-pipeline/pipeline.py --local --namespace ml --version 5.1.0
 
 `--local` runs it here with `kfp.local` (SubprocessRunner, in this Python), against the cluster
-$KUBECONFIG names, where `kiln run` watches and ModelDeployment `iris` serves (see README.md).
+$KUBECONFIG names, where `kiln run` watches and ModelDeployment `iris-kfp` serves (see README.md).
 """
 
 import argparse
@@ -24,7 +24,7 @@ from kfp import compiler, dsl, local
 
 from kiln.kfp import components
 
-FIRST_VERSION = pathlib.Path(__file__).resolve().parent / "versions" / "iris-1.0.0.yaml"
+FIRST_VERSION = pathlib.Path(__file__).resolve().parent / "versions" / "iris-5.0.0.yaml"
 
 
 def training_spec(version: str) -> dict[str, Any]:
@@ -37,9 +37,9 @@ def training_spec(version: str) -> dict[str, Any]:
 @dsl.pipeline(name="kiln-train-gate-ship", description="Validate a dataset, train, gate and roll out with Kiln.")
 def train_gate_ship(
     namespace: str = "default",
-    job_name: str = "iris-1-1-0",
-    training: dict = training_spec("1.1.0"),  # noqa: B008 - KFP takes the value once, at compile time
-    deployment: str = "iris",
+    job_name: str = "iris-5-1-0",
+    training: dict = training_spec("5.1.0"),  # noqa: B008 - KFP takes the value once, at compile time
+    deployment: str = "iris-kfp",
 ) -> str:
     validated = components.validate_dataset(namespace=namespace, spec=training)
     trained = components.submit_training_job(namespace=namespace, name=job_name, spec=training).after(validated)
@@ -55,8 +55,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("output", nargs="?", default="pipeline.yaml", help="where to write the IR YAML")
     parser.add_argument("--local", action="store_true", help="run with kfp.local instead of compiling")
     parser.add_argument("--namespace", default="default")
-    parser.add_argument("--version", default="1.1.0", help="the version to train and roll out")
-    parser.add_argument("--deployment", default="iris")
+    parser.add_argument("--version", default="5.1.0", help="the version to train and roll out")
+    parser.add_argument("--deployment", default="iris-kfp")
     parser.add_argument("--pipeline-root", default="./local_outputs", help="kfp.local's outputs (--local)")
     arguments = parser.parse_args(argv)
     if not arguments.local:

@@ -253,6 +253,8 @@ def test_every_example_applies_and_prints_its_columns(crds: Kubectl) -> None:
         "trainingjob.kiln.dev/iris-4-0-0": "1",
         "trainingjob.kiln.dev/iris-4-1-0": "1",
         "trainingjob.kiln.dev/iris-4-2-0": "1",
+        # and examples/kfp-pipeline's first version
+        "trainingjob.kiln.dev/iris-5-0-0": "1",
     }
     assert [(row["NAME"], row["MODEL"], row["VERSION"]) for row in versions] == [
         ("modelversion.kiln.dev/iris-1.2.0", "iris", "1.2.0")
@@ -261,6 +263,7 @@ def test_every_example_applies_and_prints_its_columns(crds: Kubectl) -> None:
         "modeldeployment.kiln.dev/iris": "iris",
         "modeldeployment.kiln.dev/iris-blue-green": "iris",
         "modeldeployment.kiln.dev/iris-shadow": "iris",
+        "modeldeployment.kiln.dev/iris-kfp": "iris",
     }
     # no operator runs here, so nothing has a status yet: the status columns are empty
     assert {row["PHASE"] for block in (jobs, versions, deployments) for row in block} == {""}
@@ -503,16 +506,16 @@ def test_labels_annotations_and_label_selectors(examples: Kubectl) -> None:
     def selected(selector: str) -> set[str]:
         return set(kubectl("get", "md", "-l", selector, "-o", "name").stdout.split())
 
-    iris, shadow, blue_green = (
-        f"modeldeployment.kiln.dev/{name}" for name in ("iris", "iris-shadow", "iris-blue-green")
+    iris, shadow, blue_green, kfp = (
+        f"modeldeployment.kiln.dev/{name}" for name in ("iris", "iris-shadow", "iris-blue-green", "iris-kfp")
     )
     assert selected("tier=gold") == {iris}
     assert selected("tier==gold") == {iris}
-    assert selected("tier!=gold") == {shadow, blue_green}, "!= also matches objects without the label"
+    assert selected("tier!=gold") == {shadow, blue_green, kfp}, "!= also matches objects without the label"
     assert selected("tier in (gold,silver)") == {iris, shadow}
-    assert selected("tier notin (gold)") == {shadow, blue_green}
+    assert selected("tier notin (gold)") == {shadow, blue_green, kfp}
     assert selected("tier") == {iris, shadow}
-    assert selected("!tier") == {blue_green}
+    assert selected("!tier") == {blue_green, kfp}
     assert selected("app.kubernetes.io/part-of=iris,tier=gold") == {iris}
     assert selected("tier=bronze") == set()
     # the category honours selectors too: the TrainingJobs labelled part-of=iris come along

@@ -1,7 +1,7 @@
 """examples/kfp-pipeline run end to end with kfp.local (SubprocessRunner) against the dev cluster,
-as its README says: given the example's ModelDeployment iris Healthy on 1.0.0 (trained from the
-spec the pipeline trains from), the pipeline validates the dataset, trains 1.1.0, waits for its
-gates and rolls it out by canary; the deployment ends Healthy on 1.1.0."""
+as its README says: given the example's ModelDeployment iris-kfp Healthy on 5.0.0 (trained from the
+spec the pipeline trains from), the pipeline validates the dataset, trains 5.1.0, waits for its
+gates and rolls it out by canary; the deployment ends Healthy on 5.1.0."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ def test_the_pipeline_trains_gates_and_rolls_out_a_new_version(
     world: World, namespace: str, tmp_path: pathlib.Path
 ) -> None:
     kubectl = world.kiln.kubectl
-    kubectl("apply", "-n", namespace, "-f", str(EXAMPLE / "versions" / "iris-1.0.0.yaml"))
-    kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "tj/iris-1-0-0", "--timeout=180s", timeout=200)
-    kubectl("wait", "-n", namespace, "--for=condition=Ready", "mv/iris-1.0.0", "--timeout=60s", timeout=80)
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLE / "versions" / "iris-5.0.0.yaml"))
+    kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "tj/iris-5-0-0", "--timeout=180s", timeout=200)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "mv/iris-5.0.0", "--timeout=60s", timeout=80)
     kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
-    kubectl("wait", "-n", namespace, "--for=condition=Ready", "md/iris", "--timeout=180s", timeout=200)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "md/iris-kfp", "--timeout=180s", timeout=200)
 
     ran = world.kiln.run(
         sys.executable,
@@ -38,19 +38,19 @@ def test_the_pipeline_trains_gates_and_rolls_out_a_new_version(
         "--namespace",
         namespace,
         "--version",
-        "1.1.0",
+        "5.1.0",
         "--pipeline-root",
         str(tmp_path),
         timeout=600,
     )
 
-    assert ran.stdout.strip().splitlines()[-1] == "md/iris: Healthy", ran.stdout + ran.stderr
-    job = world.custom(namespace, "trainingjobs", "iris-1-1-0")
-    version = world.custom(namespace, "modelversions", "iris-1.1.0")
-    status = world.status(namespace)
-    assert (job["status"]["phase"], job["status"]["modelVersion"]) == ("Succeeded", "iris-1.1.0")
+    assert ran.stdout.strip().splitlines()[-1] == "md/iris-kfp: Healthy", ran.stdout + ran.stderr
+    job = world.custom(namespace, "trainingjobs", "iris-5-1-0")
+    version = world.custom(namespace, "modelversions", "iris-5.1.0")
+    status = world.status(namespace, "iris-kfp")
+    assert (job["status"]["phase"], job["status"]["modelVersion"]) == ("Succeeded", "iris-5.1.0")
     assert version["status"]["phase"] == "Validated"
-    assert (status["phase"], status["stableVersion"]) == ("Healthy", "1.1.0")
-    assert [(h["version"], h["outcome"]) for h in status["history"]] == [("1.0.0", "Deployed"), ("1.1.0", "Promoted")]
+    assert (status["phase"], status["stableVersion"]) == ("Healthy", "5.1.0")
+    assert [(h["version"], h["outcome"]) for h in status["history"]] == [("5.0.0", "Deployed"), ("5.1.0", "Promoted")]
     for task in ("validate-dataset", "submit-training-job", "gate-model-version", "roll-out-model-deployment"):
         assert f"Task '{task}' finished with status SUCCESS" in strip_colours(ran.stdout + ran.stderr)

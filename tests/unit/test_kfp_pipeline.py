@@ -83,7 +83,7 @@ def test_the_parameters_and_their_types(ir: dict[str, Any]) -> None:
     }
     assert parameters["training"]["defaultValue"]["output"] == {
         "modelName": "iris",
-        "version": "1.1.0",
+        "version": "5.1.0",
         "gates": [{"metric": "accuracy", "min": 0.9}],
     }
     assert {name: p["parameterType"] for name, p in rollout.items()} == {
