@@ -88,7 +88,7 @@ def test_a_dataset_breaking_its_expectations_fails_the_job_before_fitting(
     status = wait_for_phase(kiln, namespace, "retrain-iris", "Failed")
 
     message = status["message"]
-    assert message.startswith("retrain-iris-worker-0 refused its dataset, nothing was fitted: ")
+    assert message.startswith("retrain-iris-worker-0 refused its dataset (exit code 65): kiln-trainer: failed: ")
     assert "the dataset breaks 5 expectations" in message
     for broken in (
         "minRows: the dataset has 50 rows, fewer than 100",

@@ -25,7 +25,7 @@ def test_a_rejected_dataset_fails_the_job_without_a_restart_naming_each_expectat
     assert result.status.restarts == 0
     assert condition(result, "Failed").reason == "DatasetRejected"
     assert events(result) == [("Warning", "DatasetRejected")]
-    assert result.status.message == f"resnet-worker-0 refused its dataset, nothing was fitted: {SAID}"
+    assert result.status.message == f"resnet-worker-0 refused its dataset (exit code 65): {SAID}"
     assert result.status.completion_time == at(5)
 
 

@@ -356,7 +356,7 @@ class _Planner:
             return
         lines = [line for line in (worker.message or self.seen.logs or "").splitlines() if line.strip()]
         said = lines[-1].strip() if lines else "no reason in its log"
-        self.fail("DatasetRejected", f"{worker.name} refused its dataset, nothing was fitted: {said}")
+        self.fail("DatasetRejected", f"{worker.name} refused its dataset (exit code {worker.exit_code}): {said}")
 
     def restart_or_fail(self, cause: str, worker: Worker | None, current: Mapping[int, Worker]) -> None:
         limit = self.spec.backoff_limit
