@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from kiln.api import modelversion, trainingjob
 from kiln.monitoring import statistics
-from kiln.runtime.trainer import errors, registration
+from kiln.runtime.trainer import baseline, errors, registration
 
 Type = trainingjob.ColumnType
 BaselineOf = Callable[[str], modelversion.Baseline | None]
@@ -187,9 +187,7 @@ def _drift_failures(table: pa.Table, expected: trainingjob.DriftExpectation, bas
 
 
 def binned(values: np.ndarray[Any, Any], edges: Sequence[float]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Counts of the finite `values` in the bins between `edges`; values beyond the first or last
-    edge count in the outermost bins, as drift detection counts live values."""
+    """Counts of the finite `values` in the bins between `edges`, binned as the baseline was
+    (`baseline.counts_in`: as kiln-server's buckets count live values)."""
     finite = values[np.isfinite(values)]
-    clipped = np.clip(finite, edges[0], edges[-1])
-    counts, _ = np.histogram(clipped, bins=np.asarray(edges, dtype=np.float64))
-    return counts.astype(np.int64)
+    return baseline.counts_in(finite, np.asarray(edges, dtype=np.float64))
