@@ -285,6 +285,67 @@ def test_kueue_workers_wait_gated_as_one_pod_group_until_kueue_lifts_the_gates(k
     wait_for_phase(kiln, namespace, "queued", "Succeeded")
 
 
+# Rank 0 checkpoints every epoch; every rank says with how many workers it starts, and where.
+ELASTIC_SCRIPT = """
+import os, pathlib, sys, time
+epochs, seconds = int(sys.argv[1]), float(sys.argv[2])
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+checkpoint = pathlib.Path(os.environ["KILN_CHECKPOINT_DIR"]) / "epoch"
+start = int(checkpoint.read_text()) if checkpoint.exists() else 0
+print(f"rank {rank} of {world} starting at epoch {start}", flush=True)
+for epoch in range(start, epochs):
+    time.sleep(seconds)
+    if rank == 0:
+        checkpoint.write_text(str(epoch + 1))
+"""
+
+
+def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_checkpoint(
+    kiln: Kiln, namespace: str
+) -> None:
+    eventually(lambda: gpus_in_use(kiln) == 0, "the other tests' GPU jobs to finish", TIMEOUT)
+    three_gpus = {"cpu": "500m", "gpus": {"count": 3}}
+    kiln.apply(namespace, python_job("blocker", "import time; time.sleep(8)", workers=2, resources=three_gpus))
+    wait_for_phase(kiln, namespace, "blocker", "Running")
+    elastic = {"minWorkers": 2, "maxWorkers": 4, "scaleUpCooldownSeconds": 0}
+    kiln.apply(
+        namespace,
+        python_job(
+            "flex",
+            ELASTIC_SCRIPT,
+            "40",
+            "0.5",
+            workers=2,
+            elastic=elastic,
+            resources={"cpu": "500m", "gpus": {"count": 1}},
+            checkpoint={"size": "1Gi"},
+        ),
+    )
+
+    started = wait_for_phase(kiln, namespace, "flex", "Running")
+    assert (started["worldSize"], started["workers"]["desired"], len(pods_of(kiln, namespace, "flex"))) == (2, 4, 2)
+    admitted = "admitted by the builtin gang scheduler: 2 of 4 workers fit the free capacity (elastic, at least 2)"
+    kiln.wait_for_events(namespace, "flex", ("Normal", "Admitted", admitted))
+    wait_for_phase(kiln, namespace, "blocker", "Succeeded")
+
+    def grown() -> dict[str, Any] | None:
+        status = job(kiln, namespace, "flex").get("status") or {}
+        return status if status.get("worldSize") == 4 and status.get("phase") == "Running" else None
+
+    status = eventually(grown, "flex to run with 4 workers", TIMEOUT)
+    assert (status["resizes"], status["restarts"]) == (1, 0)
+    pods = pods_of(kiln, namespace, "flex")
+    assert [pod.metadata.labels["kiln.dev/attempt"] for pod in pods] == ["1"] * 4
+    resumed = eventually(
+        lambda: re.search(r"rank 0 of 4 starting at epoch (\d+)", logs_of(kiln, namespace, "flex-worker-0")),
+        "rank 0 to start again with 4 workers",
+        TIMEOUT,
+    )
+    assert int(resumed.group(1)) >= 1  # the epoch continues from the checkpoint
+    kiln.wait_for_events(namespace, "flex", ("Normal", "Resizing"))
+    wait_for_phase(kiln, namespace, "flex", "Succeeded", timeout=2 * TIMEOUT)
+
+
 def test_two_jobs_needing_six_of_eight_gpus_never_deadlock(kiln: Kiln, namespace: str) -> None:
     spec = {"workers": 6, "resources": {"cpu": "500m", "gpus": {"count": 1}}}
     for name in ("left", "right"):

@@ -192,7 +192,7 @@ def test_cpu_nodes_exist(nodes: list[Object], expected: bool) -> None:
 def test_a_gang_that_fits_is_admitted() -> None:
     answer = cluster(TWO_4_GPU_NODES).decide(gang("bert", size=2, gpus=4))
 
-    assert answer == admission.Admission(True, "all 2 workers fit the free capacity")
+    assert answer == admission.Admission(True, "all 2 workers fit the free capacity", workers=2)
 
 
 def test_an_identical_second_gang_waits_for_the_gpus_the_first_holds() -> None:

@@ -370,3 +370,58 @@ def test_victims_stopping_are_waited_for_not_joined_by_more_and_the_gang_is_admi
     assert first.preempt == (key("b"),)  # the younger of the two
     assert (again.preempt, again.reason.startswith(f"preempting {fx.NAMESPACE}/b ")) == ((), True)
     assert cluster.take_woken() == [key("urgent")]
+
+
+# -- elastic gangs ---------------------------------------------------------------------------------
+
+
+def elastic(name: str, phase: str | None = None, **status: Any) -> Object:
+    body = job(name, phase, gpus=1, size=2, elastic={"minWorkers": 2, "maxWorkers": 4})
+    if status:
+        body["status"] = {**body.get("status", {}), **status}
+    return body
+
+
+@pytest.mark.parametrize(
+    ("busy_gpus", "admitted", "workers_", "reason"),
+    [
+        pytest.param(0, True, 4, "all 4 workers fit the free capacity", id="all-fit"),
+        pytest.param(5, True, 3, "3 of 4 workers fit the free capacity (elastic, at least 2)", id="three-fit"),
+        pytest.param(6, True, 2, "2 of 4 workers fit the free capacity (elastic, at least 2)", id="the-minimum-fits"),
+        pytest.param(7, False, None, None, id="fewer-than-the-minimum-waits"),
+    ],
+)
+def test_an_elastic_gang_is_admitted_with_as_many_workers_as_fit_between_min_and_max(
+    busy_gpus: int, admitted: bool, workers_: int | None, reason: str | None
+) -> None:
+    cluster = known(fx.node("gpu-a", gpus=8))
+    if busy_gpus:
+        running(cluster, "busy", busy_gpus, "gpu-a")
+
+    answer = cluster.decide(cluster.gang_of(workers.Job.from_body(elastic("flex"))))
+
+    assert answer.admitted is admitted
+    if admitted:
+        assert (answer.workers, answer.reason) == (workers_, reason)
+        assert sum(cluster.reserved(key("flex")).values()) == workers_
+
+
+def test_an_elastic_gang_grows_into_capacity_that_frees_and_is_woken_for_it() -> None:
+    cluster = known(fx.node("gpu-a", gpus=8))
+    running(cluster, "busy", 6, "gpu-a")
+    assert cluster.decide(cluster.gang_of(workers.Job.from_body(elastic("flex")))).workers == 2
+    cluster.job_seen(elastic("flex", "Running", worldSize=2))
+    for rank in range(2):
+        pod = worker("flex", "gpu-a", rank=rank)
+        pod["spec"]["containers"][0]["resources"] = {"limits": {GPU: "1"}}
+        cluster.pod_seen(pod)
+    assert cluster.grow(key("flex")) is None  # nothing free yet
+
+    cluster.pod_gone(worker("busy", "gpu-a", version=2))
+    cluster.job_seen(job("busy", "Succeeded", gpus=6))
+    cluster.admit_waiting()
+
+    assert cluster.take_woken() == [key("flex")]
+    assert cluster.grow(key("flex")) == 4
+    assert sum(cluster.reserved(key("flex")).values()) == 2  # the two new workers' room
+    assert cluster.decide(cluster.gang_of(workers.Job.from_body(job("late", gpus=5)))).admitted is False

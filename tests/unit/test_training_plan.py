@@ -1006,3 +1006,68 @@ def test_the_job_that_preempts_says_whom() -> None:
     assert [(event.reason, event.message) for event in result.events] == [("Preempting", reason), ("Queued", reason)]
     again = run(applied(body(), result), at(6), admission=dataclasses.replace(answer, preempt=()))
     assert again.events == []
+
+
+# -- elastic jobs ----------------------------------------------------------------------------------------
+
+ELASTIC = {"workers": 2, "elastic": {"minWorkers": 2, "maxWorkers": 4, "scaleUpCooldownSeconds": 60}}
+
+
+def world_size(pod: Object) -> str:
+    return next(v["value"] for v in pod["spec"]["containers"][0]["env"] if v["name"] == "WORLD_SIZE")
+
+
+def test_an_elastic_job_starts_with_the_workers_admission_sized_it_to() -> None:
+    answer = admission.Admission(True, "3 of 4 workers fit the free capacity (elastic, at least 2)", workers=3)
+
+    result = run(body(**ELASTIC), at(1), admission=answer)
+
+    assert result.status.world_size == 3
+    assert [world_size(pod) for pod in created_pods(result)] == ["3", "3", "3"]
+    assert (result.status.workers.desired, result.status.phase) == (4, Phase.ADMITTED)
+
+
+def test_a_running_elastic_job_grows_by_restarting_its_gang_with_the_new_world_size() -> None:
+    state = {"worldSize": 2, "startTime": T0.isoformat()}
+    manifest = body(Phase.RUNNING, state=state, **ELASTIC)
+
+    grown = run(manifest, at(90), pods=running(2), grow_to=4)
+    restarted = run(applied(manifest, grown), at(91))
+
+    assert sorted(grown.delete_pods) == ["resnet-worker-0", "resnet-worker-1"]
+    assert (grown.status.world_size, grown.status.resizes, grown.status.restarts) == (4, 1, 0)
+    assert grown.status.last_resize_time == at(90)
+    assert events(grown) == [("Normal", "Resizing")]
+    assert grown.events[0].message == (
+        "growing from 2 to 4 workers as capacity freed: the gang restarts from its checkpoint with WORLD_SIZE 4"
+    )
+    pods = created_pods(restarted)
+    assert [pod["metadata"]["labels"]["kiln.dev/attempt"] for pod in pods] == ["1"] * 4
+    assert {world_size(pod) for pod in pods} == {"4"}
+
+
+@pytest.mark.parametrize(
+    ("state", "after"),
+    [
+        pytest.param({"worldSize": 2, "startTime": T0.isoformat()}, at(60), id="cooldown-from-the-start"),
+        pytest.param(
+            {"worldSize": 3, "startTime": T0.isoformat(), "lastResizeTime": at(100).isoformat()},
+            at(160),
+            id="cooldown-from-the-last-growth",
+        ),
+        pytest.param({"worldSize": 4, "startTime": T0.isoformat()}, None, id="at-its-maximum"),
+        pytest.param({"worldSize": 2}, None, id="not-started"),
+    ],
+)
+def test_an_elastic_job_may_grow_once_per_cooldown(state: Object, after: datetime.datetime | None) -> None:
+    manifest = body(Phase.RUNNING, state=state, **ELASTIC)
+    spec = trainingjob.TrainingJobSpec.model_validate(manifest["spec"])
+
+    assert plan.may_grow_after(trainingjob.TrainingJobStatus.model_validate(manifest["status"]), spec) == after
+
+
+def test_a_running_elastic_job_below_its_maximum_wakes_when_its_cooldown_ends() -> None:
+    manifest = body(Phase.RUNNING, state={"worldSize": 2, "startTime": T0.isoformat()}, **ELASTIC)
+
+    assert run(manifest, at(10), pods=running(2)).wake_at == at(60)
+    assert run(manifest, at(61), pods=running(2)).wake_at is None

@@ -167,6 +167,9 @@ class Elastic(base.KilnModel):
     """Most workers the job runs with."""
     max_restarts: StrictInt = Field(default=3, ge=0)
     """How many membership changes torch elastic tolerates before failing."""
+    scale_up_cooldown_seconds: StrictInt = Field(default=300, ge=0)
+    """Builtin admission grows a running job toward maxWorkers when capacity frees (the gang
+    restarts from its checkpoint with the new WORLD_SIZE) at most once per this many seconds."""
 
     cel_rules = (
         base.Rule(
@@ -297,7 +300,9 @@ class TrainingJobSpec(base.KilnModel):
     """How many worker pods; more than one makes a distributed job with a headless Service
     for rendezvous."""
     elastic: Elastic | None = None
-    """Elastic bounds on the number of workers (torch elastic)."""
+    """Elastic bounds on the number of workers (torch elastic): builtin admission starts the job
+    with as many workers as fit between minWorkers and maxWorkers, and grows it toward maxWorkers
+    as capacity frees."""
     gang_scheduling: GangScheduling = Field(default_factory=GangScheduling)
     """How the workers are admitted all-or-nothing."""
     checkpoint: Checkpoint | None = None
@@ -426,6 +431,13 @@ class TrainingJobStatus(base.KilnModel):
     """Held-out metrics of the trained model."""
     model_version: str | None = None
     """The name of the ModelVersion the job registered."""
+    world_size: StrictInt | None = None
+    """How many workers the current attempt runs (WORLD_SIZE): spec.workers, or for an elastic job
+    what admission sized it to, between elastic.minWorkers and maxWorkers."""
+    resizes: StrictInt = 0
+    """How many times an elastic job was grown; each is a gang restart from the checkpoint."""
+    last_resize_time: datetime.datetime | None = None
+    """When the elastic job last grew, for elastic.scaleUpCooldownSeconds."""
     preemptions: StrictInt = 0
     """How many times builtin admission preempted the job for one of higher priority."""
     preempted_by: str | None = None

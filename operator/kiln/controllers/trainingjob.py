@@ -136,7 +136,11 @@ class Controller:
             self.sync()
             finished = (body.get("status") or {}).get("phase") in training_plan.FINISHED
             nodes = [] if finished else self._nodes()  # only placement reads them
-            seen = dataclasses.replace(self._observe(body, nodes), preempted_by=self._preempted.get((namespace, name)))
+            seen = dataclasses.replace(
+                self._observe(body, nodes),
+                preempted_by=self._preempted.get((namespace, name)),
+                grow_to=self._grow(body),
+            )
             planned = training_plan.plan(seen, self.clock(), self.settings)
             if planned.needs_logs:
                 seen = dataclasses.replace(seen, logs=self._logs(namespace, planned.needs_logs))
@@ -252,6 +256,16 @@ class Controller:
                 self._preempted[victim] = f"{job.namespace}/{job.name}"
         self.wakeups.now([*woken, *answer.preempt])
         return answer
+
+    def _grow(self, body: Mapping[str, Any]) -> int | None:
+        """Room reserved for a running elastic job to grow into, once its cooldown is over."""
+        job = workers.Job.from_body(body)
+        status = trainingjob.TrainingJobStatus.model_validate(body.get("status") or {})
+        after = training_plan.may_grow_after(status, job.spec)
+        if after is None or self.clock() < after:
+            return None
+        with self._admission:
+            return self.inventory.grow((job.namespace, job.name))
 
     # -- wake-ups -----------------------------------------------------------------------------
 

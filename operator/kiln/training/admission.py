@@ -42,6 +42,12 @@ class Gang:
     queued_at: str = ""
     """The job's creation timestamp (RFC 3339, so it sorts as text), for FIFO order."""
     preemptible: bool = True
+    min_size: int = 0
+    """The fewest workers the gang may start with (elastic minWorkers); `size` when 0."""
+
+    @property
+    def smallest(self) -> int:
+        return self.min_size or self.size
 
     @property
     def key(self) -> tuple[str, str]:
@@ -63,6 +69,8 @@ class Admission:
     """Running jobs (namespace, name) to preempt now, so the waiting job fits once they stop."""
     preempting: tuple[tuple[str, str], ...] = ()
     """Every job stopping to make room for this one: those to preempt now and those preempted before."""
+    workers: int | None = None
+    """How many workers builtin admission sized an elastic gang to."""
 
 
 def pod_requests(pod: Mapping[str, Any]) -> Resources:
@@ -158,10 +166,12 @@ def gang_of(
 ) -> Gang:
     """The job's demand: its workers, where they may run, and its place in the queue."""
     priority_class = job.spec.priority_class_name
+    elastic = job.spec.elastic
     return Gang(
         namespace=job.namespace,
         name=job.name,
-        size=job.spec.workers,
+        size=elastic.max_workers if elastic else job.spec.workers,
+        min_size=elastic.min_workers if elastic else 0,
         where=workers.placement(job.spec, cpu_nodes_for(job, nodes)),
         priority=priorities.get(priority_class, default_priority) if priority_class else default_priority,
         queued_at=job.created,

@@ -75,6 +75,12 @@ class _Entry:
     suspended: bool
     job: workers.Job | None
     """The job the gang came from, to build it again when nodes or priorities change."""
+    world: int | None = None
+    """How many workers the gang holds admission for, when elastic admission sized it."""
+
+    @property
+    def size(self) -> int:
+        return self.world or self.gang.size
 
 
 class Inventory:
@@ -278,24 +284,36 @@ class Inventory:
         if job.spec.gang_scheduling.scheduler is not trainingjob.GangScheduler.BUILTIN:
             self._forget(_key(body))
             return
-        phase = Phase((body.get("status") or {}).get("phase") or Phase.PENDING.value)
-        self.gang_seen(self.gang_of(job), phase, suspended=job.spec.suspend, job=job)
+        status = body.get("status") or {}
+        phase = Phase(status.get("phase") or Phase.PENDING.value)
+        world = status.get("worldSize") if phase in admission.HOLDS_ADMISSION else None
+        self.gang_seen(self.gang_of(job), phase, suspended=job.spec.suspend, job=job, world=world)
 
     def job_gone(self, body: Mapping[str, Any]) -> None:
         if self._fresh("trainingjob", body):
             self._forget(_key(body))
 
     def gang_seen(
-        self, gang: admission.Gang, phase: Phase, *, suspended: bool = False, job: workers.Job | None = None
+        self,
+        gang: admission.Gang,
+        phase: Phase,
+        *,
+        suspended: bool = False,
+        job: workers.Job | None = None,
+        world: int | None = None,
     ) -> None:
-        """A builtin job's gang in its observed phase."""
+        """A builtin job's gang in its observed phase (holding admission for `world` workers, when
+        elastic admission sized it)."""
         key = gang.key
+        known = self._jobs.get(key)
         if phase not in admission.QUEUED:
             self._granted.pop(key, None)  # its own status speaks for it now
+        elif key in self._granted and known is not None:
+            world = known.world  # granted, its status not written yet: the size it was granted
         if phase not in admission.HOLDS_ADMISSION:
             self._preempting.pop(key, None)
         self._dequeue(key)
-        self._jobs[key] = _Entry(gang, phase, suspended, job)
+        self._jobs[key] = _Entry(gang, phase, suspended, job, world)
         if self._waiting(key):
             bisect.insort(self._queue, (admission.queue_order(gang), key))
         self._rebalance(key)
@@ -344,15 +362,13 @@ class Inventory:
             self._reserve(entry.gang, target - count)
         if not self._reserved[key]:
             del self._reserved[key]
-        unborn = (
-            max(entry.gang.size - self._existing.get(key, 0), 0) if entry and self._holding(key) and not gone else 0
-        )
+        unborn = max(entry.size - self._existing.get(key, 0), 0) if entry and self._holding(key) and not gone else 0
         if entry is not None and unborn != self._pended.get(key, 0):
             _add_to(self._pending, key[0], quota_usage(entry.gang.requests), unborn - self._pended.get(key, 0))
             self._pended[key] = unborn
 
     def _unbound(self, key: Key) -> int:
-        return max(self._jobs[key].gang.size - self._bound.get(key, 0), 0)
+        return max(self._jobs[key].size - self._bound.get(key, 0), 0)
 
     def _reserve(self, gang: admission.Gang, count: int) -> bool:
         """Reserve `count` more workers of the gang, all or none."""
@@ -392,33 +408,61 @@ class Inventory:
                 if self._waiting(key):
                     bisect.insort(self._queue, (admission.queue_order(entry.gang), key))
 
-    def _grant(self, gang: admission.Gang, reason: str) -> str | None:
+    def _grant(self, gang: admission.Gang) -> str | None:
         """Admit the gang if its namespace's quotas allow it and its unbound workers can all be
-        reserved; why not, otherwise (a quota's reason, or "" for capacity)."""
+        reserved (an elastic gang with as many as fit, down to its minimum); why not, otherwise (a
+        quota's reason, or "" for capacity)."""
         entry = self._jobs.get(gang.key)
         if entry is None or entry.gang != gang:  # a candidate the watch has not shown yet, or changed
             self._dequeue(gang.key)
-            self._jobs[gang.key] = (
-                dataclasses.replace(entry, gang=gang) if entry else _Entry(gang, Phase.PENDING, False, None)
-            )
-        over = self._over_quota(gang)
-        if over is not None:
-            return over
+            entry = dataclasses.replace(entry, gang=gang) if entry else _Entry(gang, Phase.PENDING, False, None)
+            self._jobs[gang.key] = entry
         held = sum(self._reserved.get(gang.key, {}).values())
-        if not self._reserve(gang, self._unbound(gang.key) - held):
-            return ""
-        self._granted[gang.key] = reason
-        self._rebalance(gang.key)
-        self._dequeue(gang.key)
-        self._tried.pop(gang.key, None)
+        over: str | None = None
+        for size in range(gang.size, gang.smallest - 1, -1):
+            over = self._over_quota(gang, size)
+            if over is not None:
+                continue
+            entry.world = size if size != gang.size else None
+            if self._reserve(gang, self._unbound(gang.key) - held):
+                self._granted[gang.key] = _fits(gang, size)
+                self._rebalance(gang.key)
+                self._dequeue(gang.key)
+                self._tried.pop(gang.key, None)
+                return None
+        entry.world = None
+        return over or ""  # the smallest size's quota, or capacity
+
+    def grow(self, key: Key) -> int | None:
+        """Reserve room for an elastic gang holding admission to grow toward its maximum: its new
+        size, or None when not one more worker fits."""
+        entry = self._jobs.get(key)
+        if entry is None or not self._holding(key) or entry.size >= entry.gang.size:
+            return None
+        for size in range(entry.gang.size, entry.size, -1):
+            if self._over_quota(entry.gang, size) is None and self._reserve(entry.gang, size - entry.size):
+                entry.world = size if size != entry.gang.size else None
+                self._rebalance(key)
+                return size
         return None
 
-    def _over_quota(self, gang: admission.Gang) -> str | None:
+    def _growable(self) -> list[Key]:
+        """Elastic gangs holding admission below their maximum that one more worker would fit."""
+        found = []
+        for key, entry in self._jobs.items():
+            if entry.phase is Phase.RUNNING and entry.size < entry.gang.size and self._holding(key):
+                trial = admission.Capacity(self.nodes, self.allocatable, {n: dict(f) for n, f in self.free.items()})
+                if trial.place(entry.gang, 1) is not None:
+                    found.append(key)
+        return found
+
+    def _over_quota(self, gang: admission.Gang, size: int) -> str | None:
         """The first quota of the namespace the whole gang would exceed, worded for people. What a
         namespace uses is the larger of the quota's status and its pods as watched (each may lag the
         other), plus the workers of gangs admitted but not created yet."""
         namespace = gang.namespace
-        unborn = max(gang.size - self._existing.get(gang.key, 0), 0)
+        # What the gang already counts as pending (admitted, not created) is in `pending` below.
+        unborn = max(size - self._existing.get(gang.key, 0) - self._pended.get(gang.key, 0), 0)
         need = {name: value * unborn for name, value in quota_usage(gang.requests).items()}
         pods = self._namespace_used.get(namespace, {})
         pending = self._pending.get(namespace, {})
@@ -442,11 +486,13 @@ class Inventory:
         self._refresh_gangs()
         key = candidate.key
         if key in self._granted or self._holding(key):
-            return admission.Admission(True, self._granted.get(key) or _fits(candidate))
+            size = self._jobs[key].size if key in self._jobs else candidate.size
+            return admission.Admission(True, self._granted.get(key) or _fits(candidate, size), workers=size)
         blocked = self._admit_queue(until=admission.queue_order(candidate), skip=key)
-        refused = self._grant(candidate, _fits(candidate))
+        refused = self._grant(candidate)
         if refused is None:
-            return admission.Admission(True, _fits(candidate))
+            size = self._jobs[key].size
+            return admission.Admission(True, self._granted[key], workers=size)
         self._tried[key] = self._epoch
         if refused:
             return admission.Admission(False, refused)
@@ -527,9 +573,11 @@ class Inventory:
         return trial.place(candidate, max(candidate.size - self._bound.get(candidate.key, 0), 0)) is not None
 
     def admit_waiting(self) -> None:
-        """Capacity may have freed: admit what fits now, in queue order."""
+        """Capacity may have freed: admit what fits now, in queue order, and wake the elastic gangs
+        that could grow (their reconcile asks `grow`, once their cooldown allows)."""
         self._refresh_gangs()
         self._admit_queue()
+        self._woken += self._growable()
 
     def _admit_queue(self, until: tuple[int, str, str, str] | None = None, skip: Key | None = None) -> int:
         """Admit the waiting gangs (ahead of `until`) that fit; how many of them still wait."""
@@ -540,7 +588,7 @@ class Inventory:
             if key == skip:
                 continue
             gang = self._jobs[key].gang
-            if self._tried.get(key) != self._epoch and self._grant(gang, _fits(gang)) is None:
+            if self._tried.get(key) != self._epoch and self._grant(gang) is None:
                 self._woken.append(key)
                 continue
             self._tried[key] = self._epoch
@@ -606,5 +654,7 @@ def _descending(text: str) -> tuple[int, ...]:
     return tuple(-ord(character) for character in text)
 
 
-def _fits(gang: admission.Gang) -> str:
-    return f"all {gang.size} workers fit the free capacity"
+def _fits(gang: admission.Gang, size: int) -> str:
+    if size == gang.size:
+        return f"all {gang.size} workers fit the free capacity"
+    return f"{size} of {gang.size} workers fit the free capacity (elastic, at least {gang.smallest})"

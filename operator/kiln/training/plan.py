@@ -104,6 +104,8 @@ class Observed:
     """The last log lines of the worker that failed the job, once fetched."""
     preempted_by: str | None = None
     """The job (`namespace/name`) that builtin admission preempts this one for."""
+    grow_to: int | None = None
+    """The workers builtin admission reserved room for an elastic job to grow to."""
 
 
 @dataclasses.dataclass
@@ -189,6 +191,8 @@ class _Planner:
             self.suspend()
         elif self.seen.preempted_by and phase in admission.HOLDS_ADMISSION:
             self.preempted(self.seen.preempted_by)
+        elif self.seen.grow_to and phase is Phase.RUNNING and self.seen.grow_to > self.world:
+            self.grow(self.seen.grow_to)
         else:
             if phase is Phase.SUSPENDED:
                 self.to(Phase.PENDING, "Resumed", "resumed; waiting for admission again")
@@ -211,6 +215,32 @@ class _Planner:
             self.to(Phase.SUSPENDED, "Suspended", "spec.suspend is true: the workers are deleted, the state is kept")
         self.status.next_restart_time = None
         self.status.queued_time = None
+        self.count({})
+
+    @property
+    def world(self) -> int:
+        """The workers of the current attempt: what admission sized the gang to."""
+        return self.status.world_size or self.spec.workers
+
+    @property
+    def attempt(self) -> int:
+        """Every gang start after the first is a new attempt: a restart after a failure, or growth."""
+        return self.status.restarts + self.status.resizes
+
+    def grow(self, size: int) -> None:
+        """Restart the gang from its checkpoint with more workers (torch elastic re-forms its world
+        the same way)."""
+        self.plan.delete_pods += [worker.name for worker in self.seen.workers if not worker.deleting]
+        before = self.world
+        self.status.resizes += 1
+        self.status.world_size = size
+        self.status.last_resize_time = self.now
+        self.to(
+            Phase.ADMITTED,
+            "Resizing",
+            f"growing from {before} to {size} workers as capacity freed: the gang restarts from its checkpoint"
+            f" with WORLD_SIZE {size}",
+        )
         self.count({})
 
     def preempted(self, by: str) -> None:
@@ -248,6 +278,7 @@ class _Planner:
             self.plan.needs_admission = True
             return False
         if answer.admitted:
+            self.status.world_size = answer.workers or self.spec.workers
             self.to(
                 Phase.ADMITTED,
                 "Admitted",
@@ -282,7 +313,7 @@ class _Planner:
             self.plan.create += workers.trainer_account(job.namespace)
 
     def run_attempt(self) -> None:
-        attempt = self.status.restarts
+        attempt = self.attempt
         current = {w.rank: w for w in self.seen.workers if w.attempt == attempt and not w.deleting}
         # Workers of an older attempt, or on their way out: new ones reuse their names, so they wait.
         leaving = [w for w in self.seen.workers if w.attempt != attempt or w.deleting]
@@ -293,14 +324,14 @@ class _Planner:
             self.worker_failed(failed[0], current)
             return
         # As torch elastic: the job succeeds when every worker exited 0; rank 0 reports the result.
-        if len(current) == self.spec.workers and all(w.phase == "Succeeded" for w in current.values()):
+        if len(current) == self.world and all(w.phase == "Succeeded" for w in current.values()):
             self.succeeded(current[0])
             return
         restart_at = self.status.next_restart_time
         if restart_at is not None and not self.expired(restart_at):
             return
         self.status.next_restart_time = None
-        missing = [rank for rank in range(self.spec.workers) if rank not in current]
+        missing = [rank for rank in range(self.world) if rank not in current]
         started = [w for w in current.values() if w.phase != "Pending"]
         if missing and started:
             names = ", ".join(workers.worker_name(self.job.name, rank) for rank in missing)
@@ -308,18 +339,20 @@ class _Planner:
             return
         if missing and not leaving:
             where = workers.placement(self.spec, self.seen.cpu_nodes_exist)
+            image = self.settings.trainer_image
             self.plan.create += [
-                workers.worker_pod(self.job, rank, attempt, where, self.settings.trainer_image) for rank in missing
+                workers.worker_pod(self.job, rank, attempt, where, image, world_size=self.world) for rank in missing
             ]
         self.progress(current)
 
     def progress(self, current: Mapping[int, Worker]) -> None:
-        size = self.spec.workers
+        size = self.world
         running = [w for w in current.values() if w.phase in ("Running", "Succeeded")]
         if len(running) == size:
             if self.status.phase is not Phase.RUNNING:
                 self.to(Phase.RUNNING, "Running", f"all {size} workers are running (attempt {self.status.restarts})")
             self.status.start_time = self.status.start_time or self.now
+            self.cool_down()
             return
         unscheduled = [w for w in current.values() if w.phase == "Pending" and w.reason]
         timeout = self.spec.gang_scheduling.timeout_seconds
@@ -339,6 +372,12 @@ class _Planner:
             self.status.message = f"{len(running)} of {size} workers running" + (
                 f"; {unscheduled[0].name}: {unscheduled[0].reason}" if unscheduled else ""
             )
+
+    def cool_down(self) -> None:
+        """A running elastic job below its maximum may grow once its cooldown is over: wake then."""
+        after = may_grow_after(self.status, self.spec)
+        if after is not None:
+            self.expired(after)
 
     def worker_failed(self, worker: Worker, current: Mapping[int, Worker]) -> None:
         how = f"exit code {worker.exit_code}" if worker.exit_code is not None else "no exit code"
@@ -428,7 +467,8 @@ class _Planner:
 
     def count(self, current: Mapping[int, Worker]) -> None:
         counts = self.status.workers
-        counts.desired = 0 if self.spec.suspend else self.spec.workers
+        elastic = self.spec.elastic
+        counts.desired = 0 if self.spec.suspend else (elastic.max_workers if elastic else self.spec.workers)
         counts.active = sum(1 for w in current.values() if w.phase in ("Pending", "Running"))
         counts.ready = sum(1 for w in current.values() if w.phase == "Running")
         counts.succeeded = sum(1 for w in current.values() if w.phase == "Succeeded")
@@ -499,6 +539,20 @@ def model_version(job: workers.Job, output: trainingjob.Output, result: training
         },
         "spec": spec.to_wire(),
     }
+
+
+def may_grow_after(
+    status: trainingjob.TrainingJobStatus, spec: trainingjob.TrainingJobSpec
+) -> datetime.datetime | None:
+    """When a running elastic job below its maximum may grow (elastic.scaleUpCooldownSeconds after
+    it started or last grew); None when it may not grow."""
+    elastic = spec.elastic
+    since = status.last_resize_time or status.start_time
+    if elastic is None or status.phase is not Phase.RUNNING or since is None:
+        return None
+    if (status.world_size or spec.workers) >= elastic.max_workers:
+        return None
+    return since + datetime.timedelta(seconds=elastic.scale_up_cooldown_seconds)
 
 
 def plan(seen: Observed, now: datetime.datetime, settings: Settings = Settings()) -> Plan:

@@ -160,12 +160,12 @@ def _value(name: str, value: str | int) -> Object:
     return {"name": name, "value": str(value)}
 
 
-def _distributed_env(job: Job, rank: int) -> list[Object]:
+def _distributed_env(job: Job, rank: int, world_size: int) -> list[Object]:
     spec = job.spec
     env = [
         _value("MASTER_ADDR", f"{worker_name(job.name, 0)}.{job.name}"),
         _value("MASTER_PORT", master_port(spec)),
-        _value("WORLD_SIZE", spec.workers),
+        _value("WORLD_SIZE", world_size),
         _value("RANK", rank),
         _value("LOCAL_RANK", 0),
         _value("NODE_RANK", rank),
@@ -181,7 +181,7 @@ def _distributed_env(job: Job, rank: int) -> list[Object]:
     return env
 
 
-def _kiln_env(job: Job, rank: int, attempt: int) -> list[Object]:
+def _kiln_env(job: Job, rank: int, attempt: int, world_size: int) -> list[Object]:
     spec = job.spec
     env = [
         _value("KILN_TRAINING_JOB", job.name),
@@ -190,7 +190,7 @@ def _kiln_env(job: Job, rank: int, attempt: int) -> list[Object]:
         _value("KILN_ATTEMPT", attempt),
         _value("KILN_RESULT_FILE", RESULT_FILE),
         _value("TMPDIR", TMP_DIR),
-        *_distributed_env(job, rank),
+        *_distributed_env(job, rank, world_size),
     ]
     if spec.checkpoint is not None:
         env.append(_value("KILN_CHECKPOINT_DIR", spec.checkpoint.mount_path))
@@ -256,10 +256,12 @@ def _volumes(job: Job) -> tuple[list[Object], list[Object]]:
     return volumes, mounts
 
 
-def _container(job: Job, rank: int, attempt: int, where: Placement, *, mounts: list[Object], image: str) -> Object:
+def _container(
+    job: Job, rank: int, attempt: int, where: Placement, *, mounts: list[Object], image: str, world_size: int
+) -> Object:
     spec = job.spec
     container: Object = {"name": TRAINER_CONTAINER}
-    kiln_env = _kiln_env(job, rank, attempt)
+    kiln_env = _kiln_env(job, rank, attempt, world_size)
     if spec.container is not None:
         user = spec.container
         own = {variable.name for variable in user.env}
@@ -299,10 +301,14 @@ def _gpu_free_affinity() -> Object:
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
 
 
-def worker_pod(job: Job, rank: int, attempt: int, where: Placement, trainer_image: str) -> Object:
-    """Worker `rank` of the job's attempt `attempt` (the restart count); sklearn jobs run
+def worker_pod(
+    job: Job, rank: int, attempt: int, where: Placement, trainer_image: str, *, world_size: int | None = None
+) -> Object:
+    """Worker `rank` of the job's attempt `attempt` (restarts and resizes so far) of `world_size`
+    workers (`spec.workers` unless elastic admission sized the gang); sklearn jobs run
     `kiln-trainer` from `trainer_image`."""
     spec = job.spec
+    world = world_size or spec.workers
     name = worker_name(job.name, rank)
     labels = {RANK_LABEL: str(rank), ATTEMPT_LABEL: str(attempt)}
     metadata = _owned_metadata(job, name, labels)
@@ -318,7 +324,7 @@ def worker_pod(job: Job, rank: int, attempt: int, where: Placement, trainer_imag
         # own trainer running as the kiln-trainer account.
         "automountServiceAccountToken": spec.sklearn is not None or account == TRAINER_ACCOUNT,
         "securityContext": common.restricted_pod_security(),
-        "containers": [_container(job, rank, attempt, where, mounts=mounts, image=trainer_image)],
+        "containers": [_container(job, rank, attempt, where, mounts=mounts, image=trainer_image, world_size=world)],
         "volumes": volumes,
     }
     if where.node_selector:
@@ -339,7 +345,7 @@ def worker_pod(job: Job, rank: int, attempt: int, where: Placement, trainer_imag
         # One pod group per attempt: a restarted gang is a new workload Kueue admits afresh.
         metadata["labels"][KUEUE_QUEUE_LABEL] = str(spec.gang_scheduling.queue_name)
         metadata["labels"][KUEUE_GROUP_LABEL] = f"{job.name}-{attempt}"
-        metadata["annotations"] = {KUEUE_GROUP_COUNT_ANNOTATION: str(spec.workers)}
+        metadata["annotations"] = {KUEUE_GROUP_COUNT_ANNOTATION: str(world)}
         pod_spec["schedulingGates"] = [{"name": KUEUE_ADMISSION_GATE}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
