@@ -5,8 +5,10 @@ the demo is left: not the dev cluster, Prometheus, the operator nor any pod's pr
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
+import re
 import subprocess
 import sys
 from typing import Any
@@ -71,43 +73,43 @@ def test_the_demo_walks_the_lifecycle_and_leaves_nothing_running(kept_demo: Any)
     assert {mv["spec"]["version"]: mv["status"]["phase"] for mv in versions} == {
         "1.0.0": "Validated",
         "1.1.0": "Validated",
-        "1.1.1": "Validated",
         "1.2.0": "Validated",
+        "1.2.1": "Validated",
     }
 
-    # 1.1.0 promoted by canary, the retrained 1.1.1 too, and the fault-injected 1.2.0 rolled back
-    # by the analysis of its error rate, all traffic on 1.1.1.
+    # 1.1.0 promoted by canary, then the fault-injected 1.2.0 rolled back by the analysis of its
+    # error rate, then the retrained 1.2.1 promoted by canary in place of 1.1.0: all traffic on it.
     status = get("modeldeployments", "iris")["status"]
-    assert [(r["version"], r["outcome"]) for r in status["history"]] == [
-        ("1.0.0", "Deployed"),
-        ("1.1.0", "Promoted"),
-        ("1.1.1", "Promoted"),
-        ("1.2.0", "RolledBack"),
+    history = status["history"]
+    assert [(r["version"], r.get("previousVersion"), r["outcome"]) for r in history] == [
+        ("1.0.0", None, "Deployed"),
+        ("1.1.0", "1.0.0", "Promoted"),
+        ("1.2.0", "1.1.0", "RolledBack"),
+        ("1.2.1", "1.1.0", "Promoted"),
     ]
-    rolled_back = status["history"][-1]["reason"]
-    assert "metric error-rate failed" in rolled_back, rolled_back
-    assert (status["phase"], status["stableVersion"], status["rolledBackVersions"]) == (
-        "RolledBack",
-        "1.1.1",
-        ["1.2.0"],
-    )
-    assert status["weights"]["stable"] == 100
-    failed = next(result for result in status["analysis"] if result["phase"] == "Failed")
-    assert failed["metric"] == "error-rate"
-    assert float(failed["measurements"][-1]["value"]) > 0.2
+    rolled_back = history[2]["reason"]
+    failed = re.search(r"metric error-rate failed: value ([0-9.]+)", rolled_back)
+    assert failed is not None, rolled_back
+    assert float(failed.group(1)) > 0.2, rolled_back
+    assert (status["phase"], status["stableVersion"], status["weights"]["stable"]) == ("Healthy", "1.2.1", 100)
 
-    # Drift was detected on the shifted traffic and retrained: one TrainingJob, on the shifted data,
-    # registered 1.1.1, whose lineage names the job.
+    # Drift was detected on the shifted traffic to 1.1.0 after the rollback, and retrained: one
+    # TrainingJob, replacing 1.1.0, on the shifted data, registered 1.2.1 (the patch after the
+    # highest version registered), whose lineage names the job.
     (run,) = status["retraining"]["runs"]
-    assert (run["trigger"], run["trainingJob"], run["version"]) == ("Drift", "iris-retrain-1-1-1", "1.1.1")
+    assert (run["trigger"], run["trainingJob"], run["version"]) == ("Drift", "iris-retrain-1-2-1", "1.2.1")
     assert run["reason"].startswith("drift detected: psi "), run["reason"]
+    # The rollback ended, then retraining started, then the retrained version's rollout began.
+    moments = [history[2]["endTime"], run["time"], history[3]["startTime"]]
+    assert sorted(moments, key=datetime.datetime.fromisoformat) == moments, (history, run)
     about_iris = [e for e in core.list_namespaced_event("default").items if e.involved_object.name == "iris"]
     assert {"DriftDetected", "RetrainingStarted"} <= {event.reason for event in about_iris}
-    job = get("trainingjobs", "iris-retrain-1-1-1")
+    job = get("trainingjobs", "iris-retrain-1-2-1")
     assert job["metadata"]["labels"]["kiln.dev/retraining-for"] == "iris"
+    assert job["metadata"]["annotations"]["kiln.dev/retrained-from"] == "1.1.0"
     assert job["status"]["phase"] == "Succeeded"
-    retrained = get("modelversions", "iris-1.1.1")["spec"]["lineage"]
-    assert retrained["trainingJob"] == "iris-retrain-1-1-1"
+    retrained = get("modelversions", "iris-1.2.1")["spec"]["lineage"]
+    assert retrained["trainingJob"] == "iris-retrain-1-2-1"
     assert retrained["dataset"]["uri"] == "pvc://kiln-models/data/iris-shifted.csv"
 
     # Kept running, the cluster, Prometheus, the operator and the pods are there; once down, none is.

@@ -1,8 +1,9 @@
 """The demo's stages, each a real step through kubectl and a wait for what the operator does.
 
-The order differs from "rollback, then drift" on purpose: a ModelDeployment stays RolledBack
-until another rollout starts, and monitoring only watches a Healthy one, so drift comes before the
-bad version here.
+The deployment stays on versionPolicy Pin: each version ships when the demo pins spec.version to
+it, the retrained one too once it is Validated. A bad version is annotated for fault injection
+after it trained, which LatestValidated would race; and after the rollback the deployment stays
+RolledBack on its stable version, which monitoring watches for drift as it would a Healthy one.
 """
 
 from __future__ import annotations
@@ -54,8 +55,6 @@ class Demo:
         self.observer: observe.Observer | None = None
         self.load: traffic.LoadGenerator | None = None
         self.snapshot = observe.Snapshot()
-        self.retrained = ""
-        """The version retraining registered."""
         self.totals: dict[str, observe.Rates] = {}
         """What Prometheus counted of each version's answers, read before the cluster stops."""
 
@@ -214,18 +213,32 @@ class Demo:
         self.rolled_out(manifests.CANDIDATE, "Promoted")
         stage.outcome = f"{manifests.CANDIDATE} Promoted"
 
+    def rollback(self) -> None:
+        stage = self.stage(
+            f"Bad {manifests.BAD}",
+            "a version whose kiln-server fails half its requests; the canary's analysis rolls it back",
+        )
+        name = self.train(manifests.BAD, 2.0)
+        self.kubectl("annotate", "mv", name, f"kiln.dev/fault-injection={manifests.FAULT}")
+        self.patch({"version": manifests.BAD})
+        record = self.rolled_out(manifests.BAD, "RolledBack")
+        self.display.note(f"RolledBack: {record.get('reason')}")
+        self.display.command("kiln history md/iris")
+        for line in self.kiln("history", "md/iris").splitlines():
+            self.display.note(line)
+        stage.outcome = f"{manifests.BAD} RolledBack"
+
     def drift(self) -> None:
         stage = self.stage(
             "Drift and retraining",
-            "the traffic shifts; drift is detected, a retraining TrainingJob starts and its version ships",
+            f"the traffic shifts; drift on {manifests.CANDIDATE} is detected, a retraining TrainingJob starts"
+            " and its version ships by canary",
         )
         uri = f"pvc://{manifests.STORE_CLAIM}/{manifests.SHIFTED_DATASET}"
         target = self.stack.volumes / manifests.NAMESPACE / manifests.STORE_CLAIM / manifests.SHIFTED_DATASET
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(traffic.shifted_dataset())
         self.display.note(f"the shifted data retraining learns from: {uri}")
-        self.patch({"versionPolicy": "LatestValidated", "version": None})
-        self.display.note("versionPolicy LatestValidated: whatever retraining registers and validates ships by itself")
         assert self.load is not None
         self.load.shifted = True
         self.display.note(
@@ -243,33 +256,18 @@ class Demo:
         self.display.note(f"the operator started tj/{run['trainingJob']}: {run['reason']}")
         self.display.hint(f"kubectl get tj {run['trainingJob']} -o yaml")
         self.trained(run["trainingJob"], run["version"], f"retraining, trigger {run['trigger']}")
-        self.retrained = run["version"]
-        self.rolled_out(self.retrained, "Promoted")
+        # The deployment is pinned: the retrained version ships as any other, by the canary.
+        self.patch({"version": run["version"]})
+        self.rolled_out(run["version"], "Promoted")
         self.display.hint("kiln lineage md/iris   # trigger → TrainingJob → ModelVersion → rollout")
-        stage.outcome = f"{self.retrained} Promoted"
-
-    def rollback(self) -> None:
-        stage = self.stage(
-            f"Bad {manifests.BAD}",
-            "a version whose kiln-server fails half its requests; the canary's analysis rolls it back",
-        )
-        self.patch({"versionPolicy": "Pin", "version": self.retrained})
-        name = self.train(manifests.BAD, 2.0)
-        self.kubectl("annotate", "mv", name, f"kiln.dev/fault-injection={manifests.FAULT}")
-        self.patch({"version": manifests.BAD})
-        record = self.rolled_out(manifests.BAD, "RolledBack")
-        self.display.note(f"RolledBack: {record.get('reason')}")
-        self.display.command("kiln history md/iris")
-        for line in self.kiln("history", "md/iris").splitlines():
-            self.display.note(line)
-        stage.outcome = f"{manifests.BAD} RolledBack"
+        stage.outcome = f"{run['version']} Promoted"
 
     def run(self) -> None:
         self.start()
         self.serve_first()
         self.canary()
-        self.drift()
         self.rollback()
+        self.drift()
         self.stages[-1].ended = time.monotonic()
 
     def finish(self) -> None:
