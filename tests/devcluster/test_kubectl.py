@@ -230,7 +230,7 @@ def test_every_example_applies_and_prints_its_columns(crds: Kubectl) -> None:
 
     listed = kubectl("get", "tj,mv,md").stdout
     assert headers(listed) == [
-        ["NAME", "PHASE", "WORKERS", "READY", "RESTARTS", "MODEL", "AGE"],
+        ["NAME", "PHASE", "WORKERS", "READY", "RESTARTS", "PROGRESS", "ETA", "MODEL", "AGE"],
         ["NAME", "MODEL", "VERSION", "PHASE", "STAGE", "AGE"],
         ["NAME", "MODEL", "STABLE", "CANDIDATE", "WEIGHT", "STEP", "PHASE", "AGE"],
     ]

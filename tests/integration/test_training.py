@@ -8,6 +8,7 @@ request, so the scheduler's GPU accounting and the processes' exits are both rea
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -275,7 +276,7 @@ def test_kueue_workers_wait_gated_as_one_pod_group_until_kueue_lifts_the_gates(k
     assert {pod.metadata.annotations["kueue.x-k8s.io/pod-group-total-count"] for pod in pods} == {"2"}
     assert all(pod.spec.node_name is None for pod in pods)  # no scheduler binds a gated pod
     assert [[gate.name for gate in pod.spec.scheduling_gates] for pod in pods] == [["kueue.x-k8s.io/admission"]] * 2
-    assert job(kiln, namespace, "queued")["status"]["phase"] == "Admitted"
+    wait_for_phase(kiln, namespace, "queued", "Admitted")  # the pods are created before the status is written
 
     for pod in pods:  # what Kueue does when its ClusterQueue admits the group
         kiln.kubectl(
@@ -344,6 +345,31 @@ def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_
     assert int(resumed.group(1)) >= 1  # the epoch continues from the checkpoint
     kiln.wait_for_events(namespace, "flex", ("Normal", "Resizing"))
     wait_for_phase(kiln, namespace, "flex", "Succeeded", timeout=2 * TIMEOUT)
+
+
+def test_rank_0_s_progress_annotation_shows_in_kubectl_get_and_reaches_100_percent(kiln: Kiln, namespace: str) -> None:
+    # The worker waits for a file the test writes, so the job is still running while progress is read.
+    done = kiln.pvc_root.parent / f"{namespace}-done"
+    code = f"import pathlib, time\nwhile not pathlib.Path({str(done)!r}).exists(): time.sleep(0.2)"
+    kiln.apply(namespace, python_job("steps", code))
+    wait_for_phase(kiln, namespace, "steps", "Running")
+    report = json.dumps({"step": 150, "totalSteps": 300, "epoch": 2, "metrics": {"loss": 0.42}})
+
+    # What rank 0 does through kiln.runtime, here by hand: annotate its own pod.
+    kiln.kubectl("annotate", "pod", "-n", namespace, "steps-worker-0", f"kiln.dev/progress={report}")
+
+    def progress_column() -> str | None:
+        table = kiln.kubectl("get", "tj", "steps", "-n", namespace).stdout.splitlines()
+        row = dict(zip(table[0].split(), table[1].split(), strict=False))
+        return row["PROGRESS"] if row["PROGRESS"] != "<none>" else None
+
+    assert eventually(progress_column, "PROGRESS in kubectl get tj", TIMEOUT) == "50"
+    status = job(kiln, namespace, "steps")["status"]["progress"]
+    assert (status["step"], status["epoch"], status["metrics"]) == (150, 2, {"loss": 0.42})
+    done.write_text("")
+    finished = wait_for_phase(kiln, namespace, "steps", "Succeeded")
+    assert finished["progress"]["percent"] == 100.0
+    assert progress_column() == "100"
 
 
 def test_two_jobs_needing_six_of_eight_gpus_never_deadlock(kiln: Kiln, namespace: str) -> None:

@@ -1071,3 +1071,45 @@ def test_a_running_elastic_job_below_its_maximum_wakes_when_its_cooldown_ends() 
 
     assert run(manifest, at(10), pods=running(2)).wake_at == at(60)
     assert run(manifest, at(61), pods=running(2)).wake_at is None
+
+
+# -- progress --------------------------------------------------------------------------------------------
+
+
+def reporting(step: int, text: str | None = None) -> tuple[plan.Worker, ...]:
+    annotation = text if text is not None else json.dumps({"step": step, "totalSteps": 200, "epoch": 1})
+    return (dataclasses.replace(worker(0, "Running"), progress=annotation), worker(1, "Running"))
+
+
+def test_rank_0_s_progress_report_is_folded_into_status() -> None:
+    manifest = body(Phase.RUNNING, state={"startTime": T0.isoformat()})
+
+    first = run(manifest, at(10), pods=reporting(50))
+    later = run(applied(manifest, first), at(20), pods=reporting(100))
+
+    assert first.status.progress is not None
+    assert later.status.progress is not None
+    assert (first.status.progress.percent, first.status.progress.epoch) == (25.0, 1)
+    assert (later.status.progress.percent, later.status.progress.steps_per_second, later.status.progress.eta) == (
+        50.0,
+        5.0,
+        "20s",
+    )
+
+
+def test_a_report_that_does_not_parse_is_ignored() -> None:
+    result = run(body(Phase.RUNNING, state={"startTime": T0.isoformat()}), at(10), pods=reporting(0, "{not json"))
+
+    assert result.status.progress is None
+    assert result.status.phase == Phase.RUNNING
+
+
+def test_a_job_that_succeeds_shows_100_percent() -> None:
+    state = {"startTime": T0.isoformat(), "progress": {"step": 190, "totalSteps": 200, "percent": 95.0}}
+    done = tuple(worker(rank, "Succeeded") for rank in range(2))
+
+    result = run(body(Phase.RUNNING, state=state), at(30), pods=done)
+
+    assert result.status.phase == Phase.SUCCEEDED
+    assert result.status.progress is not None
+    assert result.status.progress.percent == 100.0

@@ -54,6 +54,8 @@ TRAINING_JOB = ResourceKind(
         PrinterColumn("Workers", ".spec.workers", "integer", "Worker pods asked for."),
         PrinterColumn("Ready", ".status.workers.ready", "integer", "Worker pods running and ready."),
         PrinterColumn("Restarts", ".status.restarts", "integer", "Gang restarts so far."),
+        PrinterColumn("Progress", ".status.progress.percent", "number", "Percent of the steps rank 0 reported."),
+        PrinterColumn("ETA", ".status.progress.eta", description="Time left at the current rate."),
         PrinterColumn("Model", ".status.modelVersion", description="The ModelVersion registered."),
         AGE,
     ),

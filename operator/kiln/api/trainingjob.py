@@ -379,6 +379,45 @@ class TrainingResult(base.KilnModel):
     to register one from this result."""
 
 
+PROGRESS_ANNOTATION = f"{base.GROUP}/progress"
+"""The annotation on which rank 0 reports its progress, as a JSON ProgressReport on its own pod."""
+
+
+class ProgressReport(base.KilnModel):
+    """What rank 0 says of its progress: `{"step": 120, "totalSteps": 1000, "epoch": 2,
+    "metrics": {"loss": 0.31}}`."""
+
+    step: StrictInt = Field(ge=0)
+    """Steps done in the whole run (resumed ones included)."""
+    total_steps: StrictInt | None = Field(default=None, ge=1)
+    """Steps the run will take, for the percentage and the ETA."""
+    epoch: StrictInt | None = Field(default=None, ge=0)
+    """The epoch under way."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """The latest training metrics (`loss`)."""
+
+
+class TrainingProgress(base.KilnModel):
+    """How far training is, folded from rank 0's reports."""
+
+    step: StrictInt = 0
+    """Steps done, as rank 0 last reported."""
+    total_steps: StrictInt | None = None
+    """Steps the run will take."""
+    epoch: StrictInt | None = None
+    """The epoch under way."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """The latest training metrics rank 0 reported."""
+    percent: float | None = None
+    """step of totalSteps, in percent (one decimal)."""
+    steps_per_second: float | None = None
+    """The rate between reports, smoothed."""
+    eta: str | None = None
+    """Time left at that rate (`12m30s`)."""
+    update_time: datetime.datetime | None = None
+    """When the operator saw the last new report."""
+
+
 class TrainingJobPhase(StrEnum):
     PENDING = "Pending"
     QUEUED = "Queued"
@@ -438,6 +477,9 @@ class TrainingJobStatus(base.KilnModel):
     """How many times an elastic job was grown; each is a gang restart from the checkpoint."""
     last_resize_time: datetime.datetime | None = None
     """When the elastic job last grew, for elastic.scaleUpCooldownSeconds."""
+    progress: TrainingProgress | None = None
+    """Rank 0's progress (step, total steps, epoch, metrics) with percent, rate and ETA, from the
+    `kiln.dev/progress` annotation on its pod."""
     preemptions: StrictInt = 0
     """How many times builtin admission preempted the job for one of higher priority."""
     preempted_by: str | None = None

@@ -19,6 +19,7 @@ import pydantic
 
 from kiln.api import base, conditions, events, modelversion, trainingjob
 from kiln.training import admission, workers
+from kiln.training import progress as training_progress
 
 Object = dict[str, Any]
 Phase = trainingjob.TrainingJobPhase
@@ -52,6 +53,8 @@ class Worker:
     """Why it stopped (the container's terminated reason), or why it is not scheduled."""
     message: str = ""
     """The container's termination message: the result file, or its last log lines."""
+    progress: str = ""
+    """What the worker reported on its pod as `kiln.dev/progress` (rank 0 does)."""
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> Worker | None:
@@ -83,6 +86,7 @@ class Worker:
             exit_code=terminated.get("exitCode"),
             reason=reason,
             message=terminated.get("message") or "",
+            progress=(metadata.get("annotations") or {}).get(trainingjob.PROGRESS_ANNOTATION, ""),
         )
 
 
@@ -343,7 +347,20 @@ class _Planner:
             self.plan.create += [
                 workers.worker_pod(self.job, rank, attempt, where, image, world_size=self.world) for rank in missing
             ]
+        self.report_progress(current)
         self.progress(current)
+
+    def report_progress(self, current: Mapping[int, Worker]) -> None:
+        """Fold what rank 0 reports into status.progress; a report that does not parse is ignored
+        (the job trains on; the last good report stands)."""
+        rank0 = current.get(0)
+        if rank0 is None or not rank0.progress:
+            return
+        try:
+            report = trainingjob.ProgressReport.model_validate_json(rank0.progress)
+        except pydantic.ValidationError:
+            return
+        self.status.progress = training_progress.fold(self.status.progress, report, self.now)
 
     def progress(self, current: Mapping[int, Worker]) -> None:
         size = self.world
@@ -453,6 +470,8 @@ class _Planner:
             + (f"; registered ModelVersion {self.status.model_version}" if self.status.model_version else ""),
         )
         self.status.completion_time = self.now
+        if self.status.progress is not None:
+            self.status.progress = training_progress.finished(self.status.progress)
         self.plan.wake_at = None
         self.finished()
 
