@@ -607,7 +607,9 @@ def test_crds_on_disk_are_exactly_what_the_models_generate() -> None:
 @pytest.mark.parametrize(
     ("kind", "short_name", "columns"),
     [
-        pytest.param("TrainingJob", "tj", ["Phase", "Workers", "Ready", "Restarts", "Model", "Age"], id="tj"),
+        pytest.param(
+            "TrainingJob", "tj", ["Phase", "Workers", "Ready", "Restarts", "Progress", "ETA", "Model", "Age"], id="tj"
+        ),
         pytest.param("ModelVersion", "mv", ["Model", "Version", "Phase", "Stage", "Digest", "Age"], id="mv"),
         pytest.param(
             "ModelDeployment",
