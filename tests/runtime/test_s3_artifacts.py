@@ -235,6 +235,28 @@ def test_a_model_deployment_serves_the_object_with_credentials_from_a_secret(
     assert downloads_of(world, "kiln/iris/1.0.0/model.skops") == downloads
 
 
+def test_a_checkpoint_in_the_object_store_lets_a_trainer_on_another_node_resume(
+    world: World, tmp_path: pathlib.Path
+) -> None:
+    uri = f"s3://{BUCKET}/checkpoints/train-iris-3-0-0"
+    first_node, second_node = tmp_path / "first", tmp_path / "second"
+    first_node.mkdir()
+    second_node.mkdir()
+
+    fitted = train(world, "3.0.0", KILN_CHECKPOINT_DIR=str(first_node), KILN_CHECKPOINT_URI=uri)
+    resumed = train(world, "3.0.1", KILN_CHECKPOINT_DIR=str(second_node), KILN_CHECKPOINT_URI=uri)
+
+    assert fitted.returncode == 0, fitted.stdout + fitted.stderr
+    assert f"checkpointed the fitted estimator in {uri}" in fitted.stdout + fitted.stderr
+    assert world.s3.get(BUCKET, "checkpoints/train-iris-3-0-0/trainer-estimator.skops")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from the checkpoint in {uri}: not fitting again" in resumed.stdout + resumed.stderr
+    digests = [
+        world.kiln.model_version(NAMESPACE, name)["spec"]["artifact"]["sha256"] for name in ("iris-3.0.0", "iris-3.0.1")
+    ]
+    assert digests[0] == digests[1], "the same estimator, not fitted again"
+
+
 def test_a_training_job_on_the_cluster_uploads_and_a_deployment_serves_what_it_trained(world: World) -> None:
     """The whole path on the dev cluster: the operator's trainer pod (credentials from a Secret through
     output.store.credentialsSecret, no claim) uploads, the registry verifies, a ModelDeployment serves."""

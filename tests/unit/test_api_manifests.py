@@ -232,7 +232,8 @@ INVALID = [
         "spec.checkpoint.claimName",
         "checkpoints",
         field="spec.checkpoint",
-        message="exactly one of claimName (an existing claim) or size (a new claim) must be set",
+        message="exactly one of claimName (an existing claim), size (a new claim) or uri (an object store prefix) must"
+        " be set",
     ),
     cel_rule(
         "toleration-exists-with-value",

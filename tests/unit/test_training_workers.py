@@ -368,6 +368,17 @@ def test_the_checkpoint_volume_is_mounted_and_announced(checkpoint: Object, clai
     assert env(pod)["KILN_CHECKPOINT_DIR"] == mount_path
 
 
+def test_a_checkpoint_in_an_object_store_is_staged_in_an_empty_dir_and_named_per_job() -> None:
+    checkpoint = {"uri": "s3://training/checkpoints/", "credentialsSecret": "ckpt-s3"}
+    pod = build(checkpoint=checkpoint)
+
+    assert {"name": "checkpoint", "emptyDir": {}} in pod["spec"]["volumes"]
+    assert env(pod)["KILN_CHECKPOINT_DIR"] == "/var/run/kiln/checkpoints"
+    assert env(pod)["KILN_CHECKPOINT_URI"] == "s3://training/checkpoints/resnet"
+    assert trainer(pod)["envFrom"] == [{"secretRef": {"name": "ckpt-s3"}}]
+    assert workers.checkpoint_pvc(fx.job(checkpoint=checkpoint)) is None
+
+
 def test_a_job_without_checkpoint_has_no_checkpoint_dir() -> None:
     pod = build()
 

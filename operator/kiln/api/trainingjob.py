@@ -224,11 +224,19 @@ class Checkpoint(base.KilnModel):
     """The storage class of a claim Kiln creates."""
     mount_path: str = Field(default="/var/run/kiln/checkpoints", max_length=4096, pattern=r"^/.*")
     """Where the volume is mounted; passed to the workers as `KILN_CHECKPOINT_DIR`."""
+    uri: str | None = Field(default=None, max_length=1024, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    """An object store prefix (`s3://bucket/checkpoints`) instead of a claim: the workers get an
+    empty directory at mountPath and `KILN_CHECKPOINT_URI` (`<uri>/<job>`); kiln-trainer uploads its
+    checkpoint there after fitting and a restarted worker downloads it first, so any node resumes."""
+    credentials_secret: str | None = Field(default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """A Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) become the
+    workers' environment for uri; unset to use the pod's web identity."""
 
     cel_rules = (
         base.Rule(
-            "has(self.claimName) != has(self.size)",
-            "exactly one of claimName (an existing claim) or size (a new claim) must be set",
+            "(has(self.claimName) ? 1 : 0) + (has(self.size) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1",
+            "exactly one of claimName (an existing claim), size (a new claim) or uri (an object store prefix) must"
+            " be set",
         ),
     )
 

@@ -108,7 +108,7 @@ def worker_name(job: str, rank: int) -> str:
 
 def checkpoint_claim(job: Job) -> str | None:
     checkpoint = job.spec.checkpoint
-    if checkpoint is None:
+    if checkpoint is None or checkpoint.uri is not None:
         return None
     return checkpoint.claim_name or f"{job.name}-checkpoint"
 
@@ -194,6 +194,8 @@ def _kiln_env(job: Job, rank: int, attempt: int, world_size: int) -> list[Object
     ]
     if spec.checkpoint is not None:
         env.append(_value("KILN_CHECKPOINT_DIR", spec.checkpoint.mount_path))
+        if spec.checkpoint.uri is not None:
+            env.append(_value("KILN_CHECKPOINT_URI", f"{spec.checkpoint.uri.rstrip('/')}/{job.name}"))
     for annotation, variable in (
         (CODE_REPOSITORY_ANNOTATION, "KILN_CODE_REPOSITORY"),
         (CODE_COMMIT_ANNOTATION, "KILN_CODE_COMMIT"),
@@ -241,8 +243,10 @@ def _volumes(job: Job) -> tuple[list[Object], list[Object]]:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": SHM_DIR})
     claim = checkpoint_claim(job)
-    if spec.checkpoint is not None and claim:
-        volumes.append({"name": "checkpoint", "persistentVolumeClaim": {"claimName": claim}})
+    if spec.checkpoint is not None and (claim or spec.checkpoint.uri):
+        # With an object store the directory only stages what is uploaded and downloaded.
+        source: Object = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}
+        volumes.append({"name": "checkpoint", **source})
         mounts.append({"name": "checkpoint", "mountPath": spec.checkpoint.mount_path})
     if spec.sklearn is not None and spec.output is not None and spec.output.store.uri is None:
         store = spec.output.store.claim_name
@@ -281,9 +285,13 @@ def _container(
         resources["requests"] = dict(where.requests)
     if where.limits:
         resources["limits"] = dict(where.limits)
-    credentials = spec.output.store.credentials_secret if spec.output is not None else None
-    if credentials and spec.output is not None and spec.output.store.uri is not None:
-        container["envFrom"] = [{"secretRef": {"name": credentials}}]
+    secrets = []
+    if spec.output is not None and spec.output.store.uri is not None and spec.output.store.credentials_secret:
+        secrets.append(spec.output.store.credentials_secret)
+    if spec.checkpoint is not None and spec.checkpoint.uri is not None and spec.checkpoint.credentials_secret:
+        secrets.append(spec.checkpoint.credentials_secret)
+    if secrets:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in dict.fromkeys(secrets)]
     container.update(
         resources=resources,
         volumeMounts=mounts,

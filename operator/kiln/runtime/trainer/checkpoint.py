@@ -5,6 +5,11 @@ After fitting, the trainer writes `trainer-estimator.skops` (the artifact bytes)
 restarted with the same key (the same spec, dataset digest and framework version) loads that
 estimator instead of fitting again, and writes the very same artifact bytes. A checkpoint that
 does not match, is damaged or holds types the trainer does not load is ignored: it only costs a fit.
+
+With `KILN_CHECKPOINT_URI` (an object store prefix, for workers on any node) the directory only
+stages: `push` uploads the two files in the same order after saving, and `pull` downloads them
+before loading, the estimator through a digest-checked download. A store that cannot be reached
+likewise only costs a fit, or a resume.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any
 
+from kiln import artifacts
 from kiln.api import trainingjob
 from kiln.runtime.trainer import artifact
 
@@ -68,3 +74,28 @@ def load(directory: pathlib.Path, fit_key: str) -> tuple[Checkpoint | None, str]
     except Exception as error:  # a damaged archive may fail in many ways; it only costs a refit
         return None, f"the checkpointed estimator cannot be loaded: {error}"
     return Checkpoint(estimator, data), "resumed"
+
+
+def push(directory: pathlib.Path, uri: str, settings: artifacts.Settings) -> str | None:
+    """Upload the checkpoint in `directory` below `uri`, estimator first; None, or why it failed."""
+    try:
+        for name in (ESTIMATOR_FILE, RECORD_FILE):
+            artifacts.write(f"{uri}/{name}", directory / name, settings)
+    except (artifacts.ArtifactError, OSError) as error:
+        return str(error)
+    return None
+
+
+def pull(directory: pathlib.Path, uri: str, settings: artifacts.Settings) -> str | None:
+    """Download the checkpoint below `uri` into `directory` for `load`; None, or why there is none."""
+    try:
+        record_bytes = b"".join(artifacts.store_for(f"{uri}/{RECORD_FILE}", settings).chunks(f"{uri}/{RECORD_FILE}"))
+        record = json.loads(record_bytes)
+        sha256 = str(record["estimatorSha256"])
+        artifacts.download_verified(f"{uri}/{ESTIMATOR_FILE}", sha256, directory / ESTIMATOR_FILE, settings)
+    except artifacts.ArtifactNotFoundError:
+        return "no checkpoint yet"
+    except (artifacts.ArtifactError, OSError, ValueError, KeyError, TypeError) as error:
+        return f"the checkpoint at {uri} could not be read ({error})"
+    artifact.write_atomically(directory / RECORD_FILE, record_bytes)
+    return None

@@ -114,18 +114,21 @@ def fit_or_resume(
 ) -> Fitted:
     """The fitted model: from a checkpoint fitted for the same inputs, else fitted now (and
     checkpointed, when a checkpoint directory is set)."""
-    if config.checkpoint_dir is not None:
-        found, why = checkpoint.load(config.checkpoint_dir, fit_key)
+    where, uri = config.checkpoint_dir, config.checkpoint_uri
+    if where is not None:
+        pulled = checkpoint.pull(where, uri, config.artifact_settings) if uri else None
+        found, why = checkpoint.load(where, fit_key) if pulled is None else (None, pulled)
         if found is not None:
-            say(f"resumed from the checkpoint in {config.checkpoint_dir}: not fitting again")
+            say(f"resumed from the checkpoint in {uri or where}: not fitting again")
             return Fitted(found.estimator, found.data)
         say(f"fitting from the start: {why}")
     estimators.fit(estimator, parts.train_features, parts.train_target)
     data = artifact.dumps(estimator.instance)
     say(f"fitted {estimator.path} on {len(parts.train_target)} rows")
-    if config.checkpoint_dir is not None:
-        checkpoint.save(config.checkpoint_dir, fit_key, data)
-        say(f"checkpointed the fitted estimator in {config.checkpoint_dir}")
+    if where is not None:
+        checkpoint.save(where, fit_key, data)
+        failed = checkpoint.push(where, uri, config.artifact_settings) if uri else None
+        say(f"checkpointed the fitted estimator in {uri or where}" if failed is None else f"not checkpointed: {failed}")
     return Fitted(estimator.instance, data)
 
 

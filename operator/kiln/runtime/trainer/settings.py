@@ -51,6 +51,9 @@ class Settings:
     """`KILN_DATASET_PATH`: the local path of a `pvc://` dataset (its claim is mounted read-only)."""
     checkpoint_dir: pathlib.Path | None = None
     """`KILN_CHECKPOINT_DIR`: where checkpoints go; none are written when unset."""
+    checkpoint_uri: str | None = None
+    """`KILN_CHECKPOINT_URI`: the object store prefix checkpoints are uploaded to and resumed from,
+    through checkpoint_dir."""
     result_file: pathlib.Path | None = None
     """`KILN_RESULT_FILE`: where the TrainingResult JSON goes (the container's terminationMessagePath)."""
     code: modelversion.CodeRef | None = None
@@ -72,6 +75,7 @@ class Settings:
             artifact_settings=_artifact_settings(environ),
             dataset_path=_path(environ, "KILN_DATASET_PATH"),
             checkpoint_dir=_path(environ, "KILN_CHECKPOINT_DIR"),
+            checkpoint_uri=environ.get("KILN_CHECKPOINT_URI") or None,
             result_file=_path(environ, "KILN_RESULT_FILE"),
             code=_code(environ),
         )
