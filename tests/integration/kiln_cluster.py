@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -153,8 +154,13 @@ class Kiln:
         return result
 
     def assert_no_traceback(self) -> None:
+        """The operator's own tracebacks start a line; a worker's, quoted in a logged status
+        message, does not."""
         text = self.operator_log.read_text()
-        assert "Traceback" not in text, f"the operator logged a traceback:\n{text[-6000:]}"
+        found = re.search(r"^Traceback", text, re.MULTILINE)
+        if found is not None:  # the lines before it say what the operator was doing when it raised
+            start = found.start()
+            raise AssertionError(f"the operator logged a traceback:\n{text[max(start - 3000, 0) : start + 5000]}")
 
     def artifact(self, namespace: str, claim: str, path: str, data: bytes) -> tuple[str, str]:
         """Write an artifact onto a claim's directory; its pvc:// URI and sha256."""

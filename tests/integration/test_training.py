@@ -28,17 +28,20 @@ GROUP, VERSION, PLURAL = "kiln.dev", "v1alpha1", "trainingjobs"
 
 # Each epoch: read the checkpoint, sleep, write the next epoch. Prints where it started, so a test
 # can tell a resumed worker from a fresh one.
+# Rank 0 checkpoints after every epoch, as a real trainer must: to a temporary file renamed into
+# place, so a gang stopped mid-write (a restart, a resize) never resumes from a torn checkpoint.
 EPOCHS_SCRIPT = """
 import os, pathlib, sys, time
 epochs, seconds = int(sys.argv[1]), float(sys.argv[2])
-rank = int(os.environ["RANK"])
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 checkpoint = pathlib.Path(os.environ["KILN_CHECKPOINT_DIR"]) / "epoch"
 start = int(checkpoint.read_text()) if checkpoint.exists() else 0
-print(f"rank {rank} starting at epoch {start}", flush=True)
+print(f"rank {rank} of {world} starting at epoch {start}", flush=True)
 for epoch in range(start, epochs):
     time.sleep(seconds)
     if rank == 0:
-        checkpoint.write_text(str(epoch + 1))
+        checkpoint.with_suffix(".tmp").write_text(str(epoch + 1))
+        checkpoint.with_suffix(".tmp").replace(checkpoint)
     print(f"rank {rank} finished epoch {epoch + 1}", flush=True)
 """
 
@@ -286,21 +289,6 @@ def test_kueue_workers_wait_gated_as_one_pod_group_until_kueue_lifts_the_gates(k
     wait_for_phase(kiln, namespace, "queued", "Succeeded")
 
 
-# Rank 0 checkpoints every epoch; every rank says with how many workers it starts, and where.
-ELASTIC_SCRIPT = """
-import os, pathlib, sys, time
-epochs, seconds = int(sys.argv[1]), float(sys.argv[2])
-rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-checkpoint = pathlib.Path(os.environ["KILN_CHECKPOINT_DIR"]) / "epoch"
-start = int(checkpoint.read_text()) if checkpoint.exists() else 0
-print(f"rank {rank} of {world} starting at epoch {start}", flush=True)
-for epoch in range(start, epochs):
-    time.sleep(seconds)
-    if rank == 0:
-        checkpoint.write_text(str(epoch + 1))
-"""
-
-
 def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_checkpoint(
     kiln: Kiln, namespace: str
 ) -> None:
@@ -313,7 +301,7 @@ def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_
         namespace,
         python_job(
             "flex",
-            ELASTIC_SCRIPT,
+            EPOCHS_SCRIPT,
             "40",
             "0.5",
             workers=2,

@@ -425,3 +425,25 @@ def test_an_elastic_gang_grows_into_capacity_that_frees_and_is_woken_for_it() ->
     assert cluster.grow(key("flex")) == 4
     assert sum(cluster.reserved(key("flex")).values()) == 2  # the two new workers' room
     assert cluster.decide(cluster.gang_of(workers.Job.from_body(job("late", gpus=5)))).admitted is False
+
+
+def test_an_elastic_gang_that_starts_running_after_capacity_freed_is_woken_to_grow() -> None:
+    cluster = known(fx.node("gpu-a", gpus=8))
+    running(cluster, "busy", 6, "gpu-a")
+    assert cluster.decide(cluster.gang_of(workers.Job.from_body(elastic("flex")))).workers == 2
+    cluster.job_seen(elastic("flex", "Admitted", worldSize=2))
+    for rank in range(2):
+        pod = worker("flex", "gpu-a", rank=rank)
+        pod["spec"]["containers"][0]["resources"] = {"limits": {GPU: "1"}}
+        cluster.pod_seen(pod)
+    cluster.pod_gone(worker("busy", "gpu-a", version=2))
+    cluster.job_seen(job("busy", "Succeeded", gpus=6))
+    cluster.admit_waiting()
+    assert cluster.take_woken() == []  # still starting: not a gang that may grow yet
+
+    cluster.job_seen(elastic("flex", "Running", worldSize=2))
+
+    assert cluster.take_woken() == [key("flex")]
+    cluster.job_seen(elastic("flex", "Running", worldSize=2))
+    assert cluster.take_woken() == []  # woken once, as it started running
+    assert cluster.grow(key("flex")) == 4

@@ -317,6 +317,9 @@ class Inventory:
         if self._waiting(key):
             bisect.insort(self._queue, (admission.queue_order(gang), key))
         self._rebalance(key)
+        # Capacity that freed before the gang ran woke nothing for it: it may grow into it now.
+        if phase is Phase.RUNNING and (known is None or known.phase is not Phase.RUNNING) and self._may_grow(key):
+            self._woken.append(key)
 
     def _forget(self, key: Key) -> None:
         self._dequeue(key)
@@ -448,13 +451,14 @@ class Inventory:
 
     def _growable(self) -> list[Key]:
         """Elastic gangs holding admission below their maximum that one more worker would fit."""
-        found = []
-        for key, entry in self._jobs.items():
-            if entry.phase is Phase.RUNNING and entry.size < entry.gang.size and self._holding(key):
-                trial = admission.Capacity(self.nodes, self.allocatable, {n: dict(f) for n, f in self.free.items()})
-                if trial.place(entry.gang, 1) is not None:
-                    found.append(key)
-        return found
+        return [key for key in self._jobs if self._may_grow(key)]
+
+    def _may_grow(self, key: Key) -> bool:
+        entry = self._jobs[key]
+        if entry.phase is not Phase.RUNNING or entry.size >= entry.gang.size or not self._holding(key):
+            return False
+        trial = admission.Capacity(self.nodes, self.allocatable, {n: dict(f) for n, f in self.free.items()})
+        return trial.place(entry.gang, 1) is not None
 
     def _over_quota(self, gang: admission.Gang, size: int) -> str | None:
         """The first quota of the namespace the whole gang would exceed, worded for people. What a
