@@ -745,6 +745,7 @@ class Kubelet(controllers.Controller):
             worker.start()
             return None
         worker.pod = pod
+        volumes.refresh(pod, worker.directories)
         if pod["metadata"].get("deletionTimestamp") and not worker.stopping.is_set():
             worker.termination = asyncio.create_task(self._terminate(worker), name=f"terminate {key[0]}/{key[1]}")
         return None

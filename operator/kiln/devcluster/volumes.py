@@ -3,7 +3,8 @@
 emptyDir lives in the pod's directory and goes with it; a PersistentVolumeClaim
 is `<data dir>/volumes/<namespace>/<claim>`, shared by every pod that mounts it
 and kept after they go; configMap, secret, downwardAPI and projected volumes
-are written as files; hostPath is the path itself.
+are written as files, the downward API's again when the pod's metadata changes;
+hostPath is the path itself.
 """
 
 from __future__ import annotations
@@ -132,6 +133,45 @@ def prepare(
     _write_files(account, {"token": token, "namespace": namespace}, None)
     directories[""] = account
     return directories
+
+
+def refresh(pod: Object, directories: dict[str, pathlib.Path]) -> None:
+    """Rewrite the downward API files of a running pod whose metadata changed, as the kubelet does
+    in its sync loop (labels and annotations change under a running pod). Each changed file is
+    replaced whole, so a reader never sees half of one."""
+    container = (pod["spec"].get("containers") or [None])[0]
+    for volume in pod["spec"].get("volumes") or []:
+        directory = directories.get(volume["name"])
+        if "downwardAPI" in volume:
+            sources, mode = [volume["downwardAPI"]], volume["downwardAPI"].get("defaultMode")
+        elif "projected" in volume:
+            projected = volume["projected"]
+            sources = [source["downwardAPI"] for source in projected.get("sources") or [] if "downwardAPI" in source]
+            mode = projected.get("defaultMode")
+        else:
+            continue
+        if directory is None:
+            continue
+        try:
+            for source in sources:
+                for relative, content in _downward_files(pod, container, source).items():
+                    _replace(directory / relative, content if isinstance(content, bytes) else content.encode(), mode)
+        except (podenv.ConfigError, OSError) as error:
+            log.info("volume %s of pod %s/%s not refreshed: %s", volume["name"], *_key(pod), error)
+
+
+def _key(pod: Object) -> tuple[str, str]:
+    return pod["metadata"]["namespace"], pod["metadata"]["name"]
+
+
+def _replace(target: pathlib.Path, data: bytes, mode: int | None) -> None:
+    if target.exists() and target.read_bytes() == data:
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_bytes(data)
+    if mode is not None:
+        partial.chmod(mode)
+    partial.replace(target)
 
 
 def mounts(container: Object, directories: dict[str, pathlib.Path]) -> dict[str, str]:
