@@ -30,7 +30,7 @@ import rich.markup
 import rich.table
 import rich.text
 
-from kiln import cli_access
+from kiln import cli_access, training_cli
 from kiln.api import modeldeployment, resources
 from kiln.api.modeldeployment import (
     AnalysisPhase,
@@ -442,8 +442,10 @@ def pause(reference: str, wait_seconds: float, access: cli_access.Access) -> Non
 
 
 @click.command()
-@click.argument("reference", metavar="md/NAME")
-@click.option("--watch", "-w", is_flag=True, help="Redraw every second until Ctrl-C (or --timeout).")
+@click.argument("reference", metavar="md/NAME|tj/NAME")
+@click.option(
+    "--watch", "-w", is_flag=True, help="Redraw every second until Ctrl-C (or --timeout; a TrainingJob: until it ends)."
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0),
@@ -453,7 +455,12 @@ def pause(reference: str, wait_seconds: float, access: cli_access.Access) -> Non
 )
 @cli_access.cluster_options
 def status(reference: str, watch: bool, timeout: float | None, access: cli_access.Access) -> None:
-    """Show a ModelDeployment's rollout: phase, versions, weights, steps, analysis and conditions."""
+    """Show a ModelDeployment's rollout: phase, versions, weights, steps, analysis and conditions; or
+    a TrainingJob's progress (tj/NAME), with --watch as a live bar that exits 0 once it Succeeded,
+    1 if it Failed."""
+    if training_cli.training_job_name(reference) is not None:
+        training_cli.status(reference, watch, timeout, access, _console())
+        return
     name = model_deployment_name(reference)
     kube, namespace = access.connect()
     console = _console()
