@@ -2,16 +2,20 @@
 
 Kiln starts one copy per worker pod and sets MASTER_ADDR, MASTER_PORT, WORLD_SIZE
 and RANK; KILN_CHECKPOINT_DIR when the job has a checkpoint volume; and
-KILN_RESULT_FILE, where rank 0 reports the final metrics.
+KILN_RESULT_FILE, where rank 0 reports the final metrics. On SIGTERM (a
+preemption, or the job suspended or deleted) rank 0 saves the last completed
+epoch, if it is not saved yet, and every rank exits.
 
     python train.py --epochs 5
 """
 
 import argparse
+import copy
 import datetime
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 
@@ -20,6 +24,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+try:  # Kiln's package reports rank 0's progress and the preemption handshake; without it, training is the same.
+    from kiln.runtime import preemption, progress
+except ImportError:
+    preemption = progress = None
 
 REQUIRED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 
@@ -31,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--timeout-seconds", type=float, default=300, help="how long to wait for a missing peer")
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS", help="save every this many epochs")
     return parser.parse_args()
 
 
@@ -53,14 +63,55 @@ def load_checkpoint(path: pathlib.Path | None, model: nn.Module, optimizer: torc
     return state["epoch"] + 1, state["loss"]
 
 
-def save_checkpoint(
-    path: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, loss: float
-) -> None:
-    # A worker killed mid-write must not leave a truncated file for the restarted gang to load.
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "loss": loss}
-    partial = path.with_suffix(".tmp")
-    torch.save(state, partial)
-    os.replace(partial, path)
+class Checkpoints:
+    """Rank 0's checkpoints: every `every` epochs, and on SIGTERM the last completed epoch if it is
+    not saved yet. A copy of that epoch's state is kept, since a SIGTERM may come mid-epoch."""
+
+    def __init__(self, path: pathlib.Path | None, every: int) -> None:
+        self.path, self.every = path, every
+        self.latest: dict | None = None
+        self.saved_epoch: int | None = None
+
+    def completed(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, loss: float) -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "loss": loss}
+        self.latest = copy.deepcopy(state)
+        if (epoch + 1) % self.every == 0:
+            self.save()
+
+    def save(self) -> None:
+        if self.path is None or self.latest is None or self.latest["epoch"] == self.saved_epoch:
+            return
+        # A worker killed mid-write must not leave a truncated file for the restarted gang to load.
+        partial = self.path.with_suffix(".tmp")
+        torch.save(self.latest, partial)
+        os.replace(partial, self.path)
+        self.saved_epoch = self.latest["epoch"]
+
+    def on_stop(self) -> None:
+        """What SIGTERM does: rank 0 saves what it has not saved yet, and says so."""
+        if self.path is None:
+            print("stopping", flush=True)
+            return
+        if self.latest is None:
+            print("stopping: no epoch completed since the start or the last resume", flush=True)
+            return
+        already = self.latest["epoch"] == self.saved_epoch
+        self.save()
+        print(f"stopping: epoch {self.latest['epoch']} is checkpointed{' already' if already else ''}", flush=True)
+
+
+def on_sigterm(stop) -> None:
+    """Checkpoint and exit on SIGTERM: through Kiln's handshake when Kiln's package is there (it
+    also says whether this is a preemption, and sets KILN_PREEMPTED=1), else by itself."""
+    if preemption is not None:
+        preemption.on_sigterm(stop)
+        return
+
+    def stopped(signum, frame) -> None:
+        stop()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped)
 
 
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> float:
@@ -101,14 +152,20 @@ def main() -> int:
     dataset = synthetic_dataset()
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler)
+    reports = progress.Reporter() if progress is not None else None
+    checkpoints = Checkpoints(checkpoint if rank == 0 else None, args.checkpoint_every)
+    on_sigterm(checkpoints.on_stop)
     for epoch in range(start, args.epochs):
         time.sleep(args.epoch_seconds)
         sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
         loss = train_epoch(ddp, loader, optimizer)
         if rank == 0:
             print(f"epoch {epoch} loss {loss:.6f}", flush=True)
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, model, optimizer, epoch, loss)
+            checkpoints.completed(epoch, model, optimizer, loss)
+        if reports is not None:  # only rank 0's reports are sent
+            reports.report(epoch + 1, args.epochs, epoch=epoch, metrics={"loss": loss})
+    if reports is not None:
+        reports.close()
 
     result_file = os.environ.get("KILN_RESULT_FILE")
     if rank == 0 and result_file:

@@ -36,8 +36,11 @@ UNEXERCISED = {
     ("kopf.dev", "clusterkopfpeerings", "list"),
     ("kopf.dev", "clusterkopfpeerings", "watch"),
     ("kopf.dev", "clusterkopfpeerings", "patch"),
-    # A finished TrainingJob with ttlSecondsAfterFinished is deleted.
+    # A finished TrainingJob with ttlSecondsAfterFinished is deleted, with its workers' access.
     ("kiln.dev", "trainingjobs", "delete"),
+    ("", "serviceaccounts", "delete"),
+    ("rbac.authorization.k8s.io", "roles", "delete"),
+    ("rbac.authorization.k8s.io", "rolebindings", "delete"),
     # A retraining trigger of a steady ModelDeployment starts a TrainingJob (spec.monitoring.retraining).
     ("kiln.dev", "trainingjobs", "create"),
     # Trained ModelVersions are created by kiln-trainer, and the operator grants that to it in a Role.
@@ -66,6 +69,10 @@ UNEXERCISED = {
     ("gateway.networking.k8s.io", "httproutes", "patch"),
     # Held only so the kiln-router Role may grant it (RBAC refuses to grant what the grantor lacks).
     ("", "configmaps", "watch"),
+    # Held so each job's workers' Role may grant them (the workers report progress on their own pods and
+    # read whether they were preempted); the operator patches the workers of a preempted job.
+    ("", "pods", "get"),
+    ("", "pods", "patch"),
     # A failed worker's last log lines, for the TrainingJob's message.
     ("", "pods/log", "get"),
     # `kiln whoami`-style identity checks; every authenticated user holds this through system:basic-user.

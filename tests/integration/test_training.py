@@ -8,7 +8,6 @@ request, so the scheduler's GPU accounting and the processes' exits are both rea
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import signal
@@ -158,21 +157,23 @@ def test_a_resource_quota_holds_a_gang_whole_until_another_job_frees_quota(kiln:
     wait_for_phase(kiln, namespace, "second", "Succeeded")
 
 
-# Counts epochs and checkpoints only when told to stop (SIGTERM), so a job that resumes past epoch 0
-# proves the checkpoint was written on preemption.
+# Counts epochs and checkpoints only when told to stop (SIGTERM, through kiln.runtime.preemption), so a
+# job that resumes past epoch 0 proves the checkpoint was written on preemption; beside it, whether the
+# handshake said the SIGTERM was a preemption (KILN_PREEMPTED).
 CHECKPOINT_ON_SIGTERM_SCRIPT = """
-import os, pathlib, signal, sys, time
+import os, pathlib, sys, time
+from kiln.runtime import preemption
 epochs, seconds = int(sys.argv[1]), float(sys.argv[2])
 checkpoint = pathlib.Path(os.environ["KILN_CHECKPOINT_DIR"]) / "epoch"
 epoch = int(checkpoint.read_text()) if checkpoint.exists() else 0
 print(f"starting at epoch {epoch}", flush=True)
 
-def stop(signum, frame):
+def save():
     checkpoint.write_text(str(epoch))
+    checkpoint.with_name("preempted").write_text(os.environ.get("KILN_PREEMPTED", "unset"))
     print(f"checkpointed epoch {epoch}", flush=True)
-    sys.exit(0)
 
-signal.signal(signal.SIGTERM, stop)
+preemption.on_sigterm(save)
 while epoch < epochs:
     time.sleep(seconds)
     epoch += 1
@@ -229,6 +230,8 @@ def test_a_high_priority_job_preempts_the_one_lower_job_that_frees_enough_which_
 
     preempted = wait_for_phase(kiln, namespace, "big", "Queued")
     assert (preempted["preemptions"], preempted["preemptedBy"]) == (1, f"{namespace}/urgent")
+    told = kiln.pvc_root / namespace / "big-checkpoint" / "preempted"
+    assert eventually(lambda: told.exists() and told.read_text(), "big's worker to checkpoint", TIMEOUT) == "1"
     wait_for_phase(kiln, namespace, "urgent", "Running")
     making_room = (
         f"preempting {namespace}/big (lower priority than 1000) to make room: waiting for their workers to"
@@ -335,25 +338,47 @@ def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_
     wait_for_phase(kiln, namespace, "flex", "Succeeded", timeout=2 * TIMEOUT)
 
 
-def test_rank_0_s_progress_annotation_shows_in_kubectl_get_and_reaches_100_percent(kiln: Kiln, namespace: str) -> None:
-    # The worker waits for a file the test writes, so the job is still running while progress is read.
-    done = kiln.pvc_root.parent / f"{namespace}-done"
-    code = f"import pathlib, time\nwhile not pathlib.Path({str(done)!r}).exists(): time.sleep(0.2)"
-    kiln.apply(namespace, python_job("steps", code))
-    wait_for_phase(kiln, namespace, "steps", "Running")
-    report = json.dumps({"step": 150, "totalSteps": 300, "epoch": 2, "metrics": {"loss": 0.42}})
+# Rank 0 reports through kiln.runtime.progress, then tries to annotate another pod with its
+# account's token, and waits for a file the test writes, so the job runs while progress is read.
+PROGRESS_SCRIPT = """
+import os, pathlib, sys, time
+from kubernetes import client
+from kiln.runtime import incluster, progress
+with progress.Reporter() as reports:
+    reports.report(150, 300, epoch=2, metrics={"loss": 0.42})
+body = {"metadata": {"annotations": {"kiln.dev/progress": "{}"}}}
+try:
+    client.CoreV1Api(incluster.api_client()).patch_namespaced_pod("bystander", os.environ["KILN_NAMESPACE"], body)
+    print("patched the bystander", flush=True)
+except client.ApiException as error:
+    print(f"patching the bystander: {error.status}", flush=True)
+while not pathlib.Path(sys.argv[1]).exists():
+    time.sleep(0.2)
+"""
 
-    # What rank 0 does through kiln.runtime, here by hand: annotate its own pod.
-    kiln.kubectl("annotate", "pod", "-n", namespace, "steps-worker-0", f"kiln.dev/progress={report}")
+
+def test_rank_0_s_progress_annotation_shows_in_kubectl_get_and_reaches_100_percent(kiln: Kiln, namespace: str) -> None:
+    kiln.kubectl("run", "bystander", "-n", namespace, "--image=registry.example/idle:1")
+    done = kiln.pvc_root.parent / f"{namespace}-done"
+    kiln.apply(namespace, python_job("steps", PROGRESS_SCRIPT, str(done)))
+    wait_for_phase(kiln, namespace, "steps", "Running")
 
     def progress_column() -> str | None:
-        table = kiln.kubectl("get", "tj", "steps", "-n", namespace).stdout.splitlines()
-        row = dict(zip(table[0].split(), table[1].split(), strict=False))
-        return row["PROGRESS"] if row["PROGRESS"] != "<none>" else None
+        header, row = kiln.kubectl("get", "tj", "steps", "-n", namespace).stdout.splitlines()[:2]
+        start = header.index("PROGRESS")  # columns are aligned; an empty one is blank
+        shown = row[start : header.index("ETA")].strip()
+        return shown if shown not in ("", "<none>") else None
 
     assert eventually(progress_column, "PROGRESS in kubectl get tj", TIMEOUT) == "50"
     status = job(kiln, namespace, "steps")["status"]["progress"]
     assert (status["step"], status["epoch"], status["metrics"]) == (150, 2, {"loss": 0.42})
+    # Its account may patch its own pod only: another pod of the namespace is refused.
+    refused = eventually(
+        lambda: "patching the bystander: 403" in logs_of(kiln, namespace, "steps-worker-0"), "the refusal", TIMEOUT
+    )
+    assert refused
+    bystander = kiln.core().read_namespaced_pod("bystander", namespace)
+    assert "kiln.dev/progress" not in (bystander.metadata.annotations or {})
     done.write_text("")
     finished = wait_for_phase(kiln, namespace, "steps", "Succeeded")
     assert finished["progress"]["percent"] == 100.0
@@ -474,6 +499,9 @@ def test_ttl_after_finished_deletes_the_job_and_its_workers(kiln: Kiln, namespac
 
     eventually(gone, "the finished job and its pods to be deleted", TIMEOUT)
     kiln.wait_for_events(namespace, "brief", ("Normal", "Succeeded"))
+    # The job is deleted orphaning what it owns (its ModelVersion outlives it): the workers' access goes too.
+    access = kiln.kubectl("get", "serviceaccount,role,rolebinding", "-n", namespace, "-o", "name").stdout.split()
+    assert [name for name in access if name.endswith("/brief-workers")] == []
 
 
 def test_active_deadline_fails_a_job_that_runs_too_long(kiln: Kiln, namespace: str) -> None:

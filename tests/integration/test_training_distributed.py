@@ -57,6 +57,10 @@ def test_four_ddp_workers_rendezvous_as_one_gang_and_succeed(kiln: Kiln) -> None
     assert status["restarts"] == 0
     assert status["metrics"]["epochs"] == 3.0
     assert status["metrics"]["loss"] > 0
+    # Rank 0 reported each epoch through kiln.runtime.progress: the last one is the 3rd of 3.
+    progress = status["progress"]
+    assert (progress["step"], progress["totalSteps"], progress["epoch"], progress["percent"]) == (3, 3, 2, 100.0)
+    assert progress["metrics"]["loss"] == status["metrics"]["loss"]
     env = {e.name: e.value for e in pods[2].spec.containers[0].env}
     assert env["MASTER_ADDR"] == "ddp-worker-0.ddp"
     assert (env["WORLD_SIZE"], env["RANK"], env["NODE_RANK"], env["LOCAL_RANK"]) == ("4", "2", "2", "0")

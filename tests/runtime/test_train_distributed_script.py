@@ -12,14 +12,17 @@ import importlib.util
 import os
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
+from polling import eventually
 
 from kiln.api import trainingjob
 
@@ -67,8 +70,15 @@ def free_port() -> int:
         return port
 
 
-def run_ranks(work: pathlib.Path, *args: str, ranks: int = WORLD_SIZE) -> Run:
-    """Start `ranks` of the WORLD_SIZE ranks, as Kiln's worker pods would, and wait for all of them."""
+Started = list[tuple["subprocess.Popen[bytes]", pathlib.Path]]
+"""Each rank's process and its stdout file."""
+
+
+def run_ranks(
+    work: pathlib.Path, *args: str, ranks: int = WORLD_SIZE, meanwhile: Callable[[Started], None] | None = None
+) -> Run:
+    """Start `ranks` of the WORLD_SIZE ranks, as Kiln's worker pods would, and wait for all of them;
+    `meanwhile` is given them as soon as they started."""
     work.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = work / "checkpoints"
     checkpoint_dir.mkdir(exist_ok=True)
@@ -95,6 +105,8 @@ def run_ranks(work: pathlib.Path, *args: str, ranks: int = WORLD_SIZE) -> Run:
                         err,
                     )
                 )
+        if meanwhile is not None:
+            meanwhile([(process, out) for process, out, _ in processes])
         deadline = time.monotonic() + RUN_TIMEOUT
         for process, _, _ in processes:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -161,6 +173,38 @@ def test_a_second_run_resumes_every_rank_after_the_last_checkpoint(tmp_path: pat
     assert second.losses() == pytest.approx({2: uninterrupted.losses()[2], 3: uninterrupted.losses()[3]}, rel=1e-4)
     assert second.checkpoint()["epoch"] == 3
     assert trainingjob.TrainingResult.model_validate_json(second.result_file.read_text()).metrics["epochs"] == 4.0
+
+
+def test_sigterm_saves_the_last_completed_epoch_which_the_next_run_resumes_after(tmp_path: pathlib.Path) -> None:
+    def terminate_after_two_epochs(started: Started) -> None:
+        rank0 = started[0][1]
+        eventually(lambda: "epoch 1 loss" in rank0.read_text(), "rank 0 to finish epoch 1", RUN_TIMEOUT)
+        for process, _ in started:  # as the kubelet stops every worker of a preempted gang
+            process.send_signal(signal.SIGTERM)
+
+    # Never checkpointed by schedule: what is saved, SIGTERM saved.
+    stopped = run_ranks(
+        tmp_path,
+        "--epochs",
+        "200",
+        "--epoch-seconds",
+        "0.2",
+        "--checkpoint-every",
+        "1000",
+        meanwhile=terminate_after_two_epochs,
+    )
+
+    assert stopped.ranks[0].returncode == 143, stopped.ranks[0].stderr[-2000:]
+    saved = re.search(r"^stopping: epoch (\d+) is checkpointed$", stopped.ranks[0].stdout, re.MULTILINE)
+    assert saved is not None, stopped.ranks[0].stdout
+    epoch = int(saved.group(1))
+    assert epoch >= 1
+    assert stopped.checkpoint()["epoch"] == epoch
+    assert not list(stopped.checkpoint_dir.glob("*.tmp"))
+
+    resumed = run_ranks(tmp_path, "--epochs", str(epoch + 2))
+    assert_all_succeeded(resumed)
+    assert [rank.stdout.splitlines()[0] for rank in resumed.ranks] == [f"resumed at epoch {epoch + 1}"] * WORLD_SIZE
 
 
 def test_a_missing_peer_fails_every_rank_within_the_rendezvous_timeout(tmp_path: pathlib.Path) -> None:

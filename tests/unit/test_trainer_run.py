@@ -377,3 +377,66 @@ def test_canonical_skops_bytes_load_back_to_the_same_model() -> None:
     loaded = artifact.loads_trusted(data)
     assert loaded.predict(features).tolist() == model.predict(features).tolist()
     assert data == artifact.dumps(RandomForestClassifier(n_estimators=5, random_state=SEED).fit(features, target))
+
+
+class TerminatedError(Exception):
+    """SIGTERM, arriving right after the fit."""
+
+
+def test_a_sigterm_after_the_fit_checkpoints_it_so_the_next_pod_resumes_without_fitting(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = sklearn_spec("sklearn.ensemble.RandomForestClassifier", "iris", n_estimators=5)
+    checkpoints = str(tmp_path / "checkpoints")
+    unsaved = run.Unsaved()
+
+    def stopped_after_fitting(line: str) -> None:
+        if line.startswith("fitted "):
+            raise TerminatedError
+
+    with pytest.raises(TerminatedError):
+        run.train(
+            config(tmp_path, spec, KILN_CHECKPOINT_DIR=checkpoints),
+            registration.InMemoryModelVersions,
+            stopped_after_fitting,
+            unsaved=unsaved,
+        )
+    said = Log()
+    unsaved.save(said)  # what the SIGTERM handler does
+    assert said.lines == [f"checkpointed the fitted estimator in {checkpoints}"]
+
+    def refit(*args: object) -> None:
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(RandomForestClassifier, "fit", refit)
+    _, log = train(tmp_path, spec, KILN_CHECKPOINT_DIR=checkpoints)
+    assert any(line.startswith("resumed from the checkpoint") for line in log.lines)
+
+
+@pytest.mark.parametrize(
+    ("checkpointed", "said"),
+    [
+        pytest.param(True, "nothing to checkpoint: no fit finished since the last checkpoint", id="checkpointed"),
+        pytest.param(False, "the fit is lost: the job has no spec.checkpoint", id="no-checkpoint-directory"),
+    ],
+)
+def test_a_sigterm_after_a_whole_run_has_nothing_to_save(tmp_path: pathlib.Path, checkpointed: bool, said: str) -> None:
+    unsaved = run.Unsaved()
+    extra = {"KILN_CHECKPOINT_DIR": str(tmp_path / "checkpoints")} if checkpointed else {}
+    run.train(
+        config(tmp_path, sklearn_spec("sklearn.tree.DecisionTreeClassifier", "iris"), output=False, **extra),
+        registration.InMemoryModelVersions,
+        Log(),
+        unsaved=unsaved,
+    )
+    log = Log()
+    unsaved.save(log)
+
+    assert log.lines == [said]
+
+
+def test_a_sigterm_before_any_fit_has_nothing_to_save() -> None:
+    log = Log()
+    run.Unsaved().save(log)
+
+    assert log.lines == ["nothing to checkpoint: no fit finished since the last checkpoint"]

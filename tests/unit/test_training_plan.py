@@ -109,7 +109,7 @@ def test_an_admitted_gang_gets_its_service_and_every_worker_in_one_plan() -> Non
 
     assert result.status.phase == Phase.ADMITTED
     assert not result.needs_admission
-    assert kinds(result) == ["Service", "Pod", "Pod", "Pod", "Pod"]
+    assert kinds(result) == ["Service", "ServiceAccount", "Role", "RoleBinding", "Pod", "Pod", "Pod", "Pod"]
     assert [pod["metadata"]["name"] for pod in created_pods(result)] == [f"resnet-worker-{rank}" for rank in range(4)]
     assert events(result) == [("Normal", "Admitted")]
     assert result.status.workers.desired == 4
@@ -189,7 +189,36 @@ def test_the_admitted_event_says_who_admitted_the_gang_and_why() -> None:
 def test_children_created_on_admission(spec: Object, observed: Object, expected: list[str]) -> None:
     result = run(body(**spec), admission=ADMIT, **observed)
 
-    assert [kind for kind in kinds(result) if kind != "Pod"] == expected
+    workers_own = {"Pod", "resnet-workers"}  # the pods, and their access to themselves (tested below)
+    created = [obj for obj in result.create if not {obj["kind"], obj["metadata"]["name"]} & workers_own]
+    assert [obj["kind"] for obj in created] == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "account", "expected"),
+    [
+        pytest.param({}, "resnet-workers", ["ServiceAccount", "Role", "RoleBinding"], id="container-job-own-account"),
+        pytest.param({"serviceAccountName": "ml-bot"}, "ml-bot", ["Role", "RoleBinding"], id="users-account"),
+        pytest.param(
+            {"workers": 1, "resources": {}, "sklearn": fx.sklearn_spec()},
+            "kiln-trainer",
+            ["Role", "RoleBinding"],
+            id="sklearn-as-kiln-trainer",
+        ),
+    ],
+)
+def test_workers_get_their_access_to_their_own_pods_before_the_pods(
+    spec: Object, account: str, expected: list[str]
+) -> None:
+    result = run(body(**spec), admission=ADMIT)
+
+    access = [obj for obj in result.create if obj["metadata"]["name"] == "resnet-workers"]
+    assert [obj["kind"] for obj in access] == expected
+    first_pod = kinds(result).index("Pod")
+    assert all(result.create.index(obj) < first_pod for obj in access)
+    binding = access[-1]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": fx.NAMESPACE}]
+    assert {pod["spec"]["serviceAccountName"] for pod in created_pods(result)} == {account}
 
 
 def test_admission_of_a_resumed_job_labels_its_workers_with_the_restart_count() -> None:
@@ -305,7 +334,7 @@ def test_an_admitted_job_reports_how_many_workers_run(pods: tuple[plan.Worker, .
 def test_only_missing_workers_are_created() -> None:
     result = run(body(Phase.ADMITTED, workers=3), pods=(worker(0, "Pending"),), children=frozenset({"Service"}))
 
-    assert [pod["metadata"]["name"] for pod in result.create] == ["resnet-worker-1", "resnet-worker-2"]
+    assert [pod["metadata"]["name"] for pod in created_pods(result)] == ["resnet-worker-1", "resnet-worker-2"]
 
 
 # -- restarts ----------------------------------------------------------------------------------------
@@ -985,12 +1014,53 @@ def test_a_preempted_job_stops_its_workers_and_queues_again_keeping_its_restarts
     assert result.events[0].message.startswith("preempted by ml/urgent: the workers were told to checkpoint")
 
 
+def test_a_preempted_job_s_workers_are_told_who_preempted_them_before_they_are_deleted() -> None:
+    manifest = body(Phase.RUNNING, state={"startTime": T0.isoformat()})
+    pods = (*running(), worker(2, "Running", deleting=True))  # on its way out already: left alone
+
+    result = run(manifest, at(30), pods=pods, preempted_by="ml/urgent")
+
+    told = {"kiln.dev/preempted": "ml/urgent"}
+    assert result.annotate_pods == {"resnet-worker-0": told, "resnet-worker-1": told}
+    assert sorted(result.delete_pods) == sorted(result.annotate_pods)
+
+
+@pytest.mark.parametrize("deleting", [pytest.param(False, id="not-deleted-yet"), pytest.param(True, id="deleting")])
+def test_a_preempted_job_asks_for_admission_only_once_its_told_workers_are_gone(deleting: bool) -> None:
+    told = dataclasses.replace(worker(0, "Running", deleting=deleting), preempted=True)
+    queued = body(Phase.QUEUED, state={"queuedTime": T0.isoformat(), "preemptions": 1})
+
+    result = run(queued, at(1), pods=(told,))
+
+    assert not result.needs_admission  # its pods still hold what admission would count as placed
+    assert result.delete_pods == ([] if deleting else ["resnet-worker-0"])
+    assert result.status.phase == Phase.QUEUED
+    assert run(queued, at(2)).needs_admission  # gone: admission is asked
+
+
+def test_a_worker_pod_annotated_preempted_is_seen_as_told() -> None:
+    pod = worker_pod("Running", labels={"kiln.dev/rank": "0", "kiln.dev/attempt": "0"})
+    pod["metadata"]["annotations"] = {"kiln.dev/preempted": "ml/urgent"}
+
+    found = plan.Worker.from_pod(pod)
+    assert found is not None
+    assert found.preempted
+
+
+def test_a_job_that_is_not_preempted_annotates_no_pod() -> None:
+    result = run(body(Phase.RUNNING, suspend=True, state={"startTime": T0.isoformat()}), at(30), pods=running())
+
+    assert sorted(result.delete_pods) == ["resnet-worker-0", "resnet-worker-1"]
+    assert result.annotate_pods == {}
+
+
 @pytest.mark.parametrize("phase", [Phase.QUEUED, Phase.SUCCEEDED])
 def test_only_a_job_holding_admission_can_be_preempted(phase: Phase) -> None:
     result = run(body(phase, state={"queuedTime": T0.isoformat()}), at(5), admission=WAIT, preempted_by="ml/urgent")
 
     assert result.status.preemptions == 0
     assert result.delete_pods == []
+    assert result.annotate_pods == {}
 
 
 def test_the_job_that_preempts_says_whom() -> None:
@@ -1112,4 +1182,18 @@ def test_a_job_that_succeeds_shows_100_percent() -> None:
 
     assert result.status.phase == Phase.SUCCEEDED
     assert result.status.progress is not None
+    assert result.status.progress.percent == 100.0
+
+
+def test_rank_0_s_last_report_seen_with_its_success_is_folded_in() -> None:
+    state = {"startTime": T0.isoformat(), "progress": {"step": 190, "totalSteps": 200, "percent": 95.0}}
+    last = json.dumps({"step": 200, "totalSteps": 200, "epoch": 4, "metrics": {"loss": 0.1}})
+    done = (dataclasses.replace(worker(0, "Succeeded"), progress=last), worker(1, "Succeeded"))
+
+    result = run(body(Phase.RUNNING, state=state), at(30), pods=done)
+
+    assert result.status.phase == Phase.SUCCEEDED
+    assert result.status.progress is not None
+    assert (result.status.progress.step, result.status.progress.epoch) == (200, 4)
+    assert result.status.progress.metrics == {"loss": 0.1}
     assert result.status.progress.percent == 100.0

@@ -287,13 +287,13 @@ def test_a_users_container_runs_as_written() -> None:
     assert trainer(pod)["args"] == ["--epochs", "10"]
     assert trainer(pod)["workingDir"] == "/workspace"
     assert pod["spec"]["priorityClassName"] == "research-high"
-    assert pod["spec"]["serviceAccountName"] == "default"
+    assert pod["spec"]["serviceAccountName"] == "resnet-workers"
 
 
 @pytest.mark.parametrize(
     ("spec", "account"),
     [
-        pytest.param({}, "default", id="container-job"),
+        pytest.param({}, "resnet-workers", id="container-job-as-its-own-account"),
         pytest.param({"sklearn": fx.sklearn_spec()}, "kiln-trainer", id="sklearn-job"),
         pytest.param({"sklearn": fx.sklearn_spec(), "serviceAccountName": "ml-bot"}, "ml-bot", id="users-account"),
     ],
@@ -303,17 +303,55 @@ def test_service_account(spec: Object, account: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "token"),
+    "spec",
     [
-        pytest.param({}, False, id="container-job"),
-        pytest.param({"serviceAccountName": "kiln-trainer"}, True, id="container-as-kiln-trainer"),
-        pytest.param({"serviceAccountName": "ml-bot"}, False, id="container-as-users-account"),
-        pytest.param({"sklearn": fx.sklearn_spec()}, True, id="sklearn-job"),
-        pytest.param({"sklearn": fx.sklearn_spec(), "serviceAccountName": "ml-bot"}, True, id="sklearn-users-account"),
+        pytest.param({}, id="container-job"),
+        pytest.param({"serviceAccountName": "ml-bot"}, id="container-as-users-account"),
+        pytest.param({"sklearn": fx.sklearn_spec()}, id="sklearn-job"),
     ],
 )
-def test_only_a_trainer_that_registers_model_versions_keeps_its_token(spec: Object, token: bool) -> None:
-    assert build(**spec)["spec"]["automountServiceAccountToken"] is token
+def test_every_worker_keeps_its_token_to_report_progress(spec: Object) -> None:
+    assert build(**spec)["spec"]["automountServiceAccountToken"] is True
+
+
+def test_workers_see_their_preempted_annotation_in_a_downward_api_file() -> None:
+    pod = build()
+
+    items = [{"path": "preempted", "fieldRef": {"fieldPath": "metadata.annotations['kiln.dev/preempted']"}}]
+    assert {"name": "kiln-podinfo", "downwardAPI": {"items": items}} in pod["spec"]["volumes"]
+    mount = {"name": "kiln-podinfo", "mountPath": "/var/run/kiln/podinfo", "readOnly": True}
+    assert mount in trainer(pod)["volumeMounts"]
+    assert env(pod)["KILN_PREEMPTED_FILE"] == "/var/run/kiln/podinfo/preempted"
+
+
+def test_workers_learn_their_pods_name_and_namespace_from_the_downward_api() -> None:
+    env = {variable["name"]: variable for variable in trainer(build())["env"]}
+
+    assert env["KILN_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["KILN_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "pods"),
+    [
+        pytest.param({"workers": 2}, ["bert-worker-0", "bert-worker-1"], id="its-workers"),
+        pytest.param(
+            {"workers": 2, "elastic": {"minWorkers": 2, "maxWorkers": 3}},
+            ["bert-worker-0", "bert-worker-1", "bert-worker-2"],
+            id="elastic-up-to-its-maximum",
+        ),
+    ],
+)
+def test_the_workers_may_patch_only_their_own_pods(spec: Object, pods: list[str]) -> None:
+    account, role, binding = workers.worker_access(fx.job(name="bert", **spec))
+
+    assert (account["kind"], role["kind"], binding["kind"]) == ("ServiceAccount", "Role", "RoleBinding")
+    assert {obj["metadata"]["name"] for obj in (account, role, binding)} == {"bert-workers"}
+    assert {obj["metadata"]["ownerReferences"][0]["uid"] for obj in (account, role, binding)} == {fx.UID}
+    own_pods = {"apiGroups": [""], "resources": ["pods"], "resourceNames": pods, "verbs": ["get", "patch"]}
+    assert role["rules"] == [own_pods]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bert-workers"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bert-workers", "namespace": fx.NAMESPACE}]
 
 
 @pytest.mark.parametrize(
@@ -383,7 +421,7 @@ def test_a_job_without_checkpoint_has_no_checkpoint_dir() -> None:
     pod = build()
 
     assert "KILN_CHECKPOINT_DIR" not in env_names(pod)
-    assert [volume["name"] for volume in pod["spec"]["volumes"]] == ["kiln-output", "tmp"]
+    assert [volume["name"] for volume in pod["spec"]["volumes"]] == ["kiln-output", "tmp", "kiln-podinfo"]
 
 
 @pytest.mark.parametrize(

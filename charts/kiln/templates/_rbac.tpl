@@ -29,10 +29,12 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
   resources: ["trainingjobs/status", "modelversions/status", "modeldeployments/status"]
   verbs: ["patch"]
 # Training workers: created, listed, watched, restarted as a gang; their last log lines explain a failure.
-# kiln-router lists its Deployment's pods for their readiness.
+# kiln-router lists its Deployment's pods for their readiness. A preempted job's workers are annotated
+# kiln.dev/preempted before they are deleted. get and patch: each job's workers get a Role that may read
+# and patch their own pods (progress, preemption), which RBAC lets only a holder of both grant.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
@@ -51,13 +53,14 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# The kiln-trainer and kiln-router identities: a ServiceAccount, a Role and a RoleBinding each.
+# The kiln-trainer and kiln-router identities: a ServiceAccount, a Role and a RoleBinding each; and each
+# TrainingJob's workers' own, deleted with the job when its time to live is over.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "delete"]
 # The stable, canary, blue, green and shadow Deployments, watched for their rollouts' progress; the
 # replicas traffic provider reads each one's readiness by name.
 - apiGroups: ["apps"]

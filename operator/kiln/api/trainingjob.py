@@ -390,6 +390,11 @@ class TrainingResult(base.KilnModel):
 PROGRESS_ANNOTATION = f"{base.GROUP}/progress"
 """The annotation on which rank 0 reports its progress, as a JSON ProgressReport on its own pod."""
 
+PREEMPTED_ANNOTATION = f"{base.GROUP}/preempted"
+"""Set on every worker of a preempted job, to the job it makes room for (`namespace/name`), right
+before the pod is deleted: its SIGTERM then means "checkpoint, you will resume"
+(`kiln.runtime.preemption`)."""
+
 
 class ProgressReport(base.KilnModel):
     """What rank 0 says of its progress: `{"step": 120, "totalSteps": 1000, "epoch": 2,

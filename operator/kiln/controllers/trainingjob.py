@@ -308,6 +308,9 @@ class Controller:
         self._create(planned.create)
         if planned.register is not None:
             self._create([planned.register], MODEL_VERSIONS)
+        for pod, marks in planned.annotate_pods.items():
+            with contextlib.suppress(client.NotFoundError):  # gone already: nothing left to tell it
+                self.kube.patch(client.PODS, namespace, pod, {"metadata": {"annotations": marks}})
         for pod in planned.delete_pods:
             self.kube.delete(client.PODS, namespace, pod)
         wire = planned.status.to_wire()
@@ -336,6 +339,8 @@ class Controller:
         for pod in self.kube.list(client.PODS, job.namespace, f"{workers.JOB_LABEL}={job.name}"):
             self.kube.delete(client.PODS, job.namespace, pod["metadata"]["name"])
         self.kube.delete(client.SERVICES, job.namespace, job.name)
+        for access in workers.worker_access(job):  # the workers' own ServiceAccount, Role and RoleBinding
+            self.kube.delete(client.resource_of(access), job.namespace, access["metadata"]["name"])
         checkpoint = workers.checkpoint_pvc(job)
         if checkpoint is not None:
             self.kube.delete(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, checkpoint["metadata"]["name"])

@@ -55,6 +55,8 @@ class Worker:
     """The container's termination message: the result file, or its last log lines."""
     progress: str = ""
     """What the worker reported on its pod as `kiln.dev/progress` (rank 0 does)."""
+    preempted: bool = False
+    """The pod is annotated `kiln.dev/preempted`: a worker of a preempted attempt, on its way out."""
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> Worker | None:
@@ -87,6 +89,7 @@ class Worker:
             reason=reason,
             message=terminated.get("message") or "",
             progress=(metadata.get("annotations") or {}).get(trainingjob.PROGRESS_ANNOTATION, ""),
+            preempted=trainingjob.PREEMPTED_ANNOTATION in (metadata.get("annotations") or {}),
         )
 
 
@@ -118,6 +121,9 @@ class Plan:
     create: list[Object] = dataclasses.field(default_factory=list)
     """Objects to create; ones that exist already are left as they are."""
     delete_pods: list[str] = dataclasses.field(default_factory=list)
+    annotate_pods: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    """Annotations to set on these pods before any pod is deleted: a preempted worker's sign that its
+    SIGTERM means checkpoint and resume later."""
     events: list[events.Event] = dataclasses.field(default_factory=list)
     register: Object | None = None
     """A ModelVersion to create from the job's result."""
@@ -248,9 +254,11 @@ class _Planner:
         self.count({})
 
     def preempted(self, by: str) -> None:
-        """Stop every worker (SIGTERM and the grace period: time to write a checkpoint) and queue
-        again; the restart count is kept, since nothing failed."""
-        self.plan.delete_pods += [worker.name for worker in self.seen.workers if not worker.deleting]
+        """Tell every worker it is preempted (the annotation), stop it (SIGTERM and the grace period:
+        time to write a checkpoint) and queue again; the restart count is kept, since nothing failed."""
+        stopping = [worker.name for worker in self.seen.workers if not worker.deleting]
+        self.plan.annotate_pods.update({name: {trainingjob.PREEMPTED_ANNOTATION: by} for name in stopping})
+        self.plan.delete_pods += stopping
         self.status.preemptions += 1
         self.status.preempted_by = by
         self.status.next_restart_time = None
@@ -264,7 +272,7 @@ class _Planner:
         self.count({})
 
     def active(self) -> None:
-        if self.status.phase in (Phase.PENDING, Phase.QUEUED) and not self.queue():
+        if self.status.phase in (Phase.PENDING, Phase.QUEUED) and (self.preempted_still_there() or not self.queue()):
             return
         self.ensure_children()
         deadline = self.spec.active_deadline_seconds
@@ -274,6 +282,13 @@ class _Planner:
                 self.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
                 return
         self.run_attempt()
+
+    def preempted_still_there(self) -> bool:
+        """Whether workers told they were preempted still exist: they hold their capacity until they
+        are gone (their deletion wakes the job), so the job asks for admission only then."""
+        stopping = [worker for worker in self.seen.workers if worker.preempted]
+        self.plan.delete_pods += [w.name for w in stopping if not w.deleting and w.name not in self.plan.delete_pods]
+        return bool(stopping)
 
     def queue(self) -> bool:
         """Wait for admission; True once the gang is admitted."""
@@ -323,6 +338,7 @@ class _Planner:
         leaving = [w for w in self.seen.workers if w.attempt != attempt or w.deleting]
         self.plan.delete_pods += [w.name for w in leaving if not w.deleting]
         self.count(current)
+        self.report_progress(current)  # first: rank 0's last report may come with its success
         failed = sorted((w for w in current.values() if w.phase == "Failed"), key=lambda w: w.rank)
         if failed:
             self.worker_failed(failed[0], current)
@@ -344,10 +360,11 @@ class _Planner:
         if missing and not leaving:
             where = workers.placement(self.spec, self.seen.cpu_nodes_exist)
             image = self.settings.trainer_image
+            # Before the pods: a pod whose service account does not exist yet is refused.
+            self.plan.create += workers.worker_access(self.job)
             self.plan.create += [
                 workers.worker_pod(self.job, rank, attempt, where, image, world_size=self.world) for rank in missing
             ]
-        self.report_progress(current)
         self.progress(current)
 
     def report_progress(self, current: Mapping[int, Worker]) -> None:

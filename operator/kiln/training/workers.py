@@ -1,5 +1,6 @@
 """The objects a TrainingJob owns, built from its spec: worker pods, the headless Service, claims,
-the PodGroup of an external gang scheduler, and the trainer's service account.
+the PodGroup of an external gang scheduler, the workers' access to their own pods, and the
+trainer's service account.
 
 Pure builders: a job's wire body in, Kubernetes objects as dicts out. Placement (GPU requests,
 nodeSelector, tolerations, keeping CPU jobs off GPU nodes) is decided once, in `placement`, and
@@ -30,6 +31,7 @@ MODEL_LABEL = f"{base.GROUP}/model"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kiln"}
 CODE_REPOSITORY_ANNOTATION = f"{base.GROUP}/code-repository"
 CODE_COMMIT_ANNOTATION = f"{base.GROUP}/code-commit"
+PREEMPTED_ANNOTATION = trainingjob.PREEMPTED_ANNOTATION
 
 COSCHEDULING_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
@@ -50,6 +52,9 @@ DATASETS_DIR = "/var/run/kiln/datasets"
 TMP_DIR = "/var/run/kiln/tmp"
 """The trainer's writable temporary directory (TMPDIR): the root filesystem is read-only."""
 SHM_DIR = "/dev/shm"
+PODINFO_DIR = "/var/run/kiln/podinfo"
+PREEMPTED_FILE = f"{PODINFO_DIR}/preempted"
+"""The pod's `kiln.dev/preempted` annotation, kept current by the kubelet (a downwardAPI volume)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,9 +192,12 @@ def _kiln_env(job: Job, rank: int, attempt: int, world_size: int) -> list[Object
         _value("KILN_TRAINING_JOB", job.name),
         _value("KILN_TRAINING_JOB_UID", job.uid),
         {"name": "KILN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # Rank 0 reports its progress on its own pod (kiln.runtime.progress).
+        {"name": "KILN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         _value("KILN_ATTEMPT", attempt),
         _value("KILN_RESULT_FILE", RESULT_FILE),
         _value("TMPDIR", TMP_DIR),
+        _value("KILN_PREEMPTED_FILE", PREEMPTED_FILE),
         *_distributed_env(job, rank, world_size),
     ]
     if spec.checkpoint is not None:
@@ -234,10 +242,17 @@ def _volumes(job: Job) -> tuple[list[Object], list[Object]]:
     spec = job.spec
     # The root filesystem is read-only: the trainer writes its result, temporary files and (torch's
     # collectives between ranks) shared memory to volumes.
-    volumes: list[Object] = [{"name": "kiln-output", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    # A worker told to stop reads from podinfo whether it was preempted (kiln.runtime.preemption).
+    preempted = {"path": "preempted", "fieldRef": {"fieldPath": f"metadata.annotations['{PREEMPTED_ANNOTATION}']"}}
+    volumes: list[Object] = [
+        {"name": "kiln-output", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "kiln-podinfo", "downwardAPI": {"items": [preempted]}},
+    ]
     mounts: list[Object] = [
         {"name": "kiln-output", "mountPath": OUTPUT_DIR},
         {"name": "tmp", "mountPath": TMP_DIR},
+        {"name": "kiln-podinfo", "mountPath": PODINFO_DIR, "readOnly": True},
     ]
     if spec.workers > 1 or spec.elastic is not None:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
@@ -321,16 +336,15 @@ def worker_pod(
     labels = {RANK_LABEL: str(rank), ATTEMPT_LABEL: str(attempt)}
     metadata = _owned_metadata(job, name, labels)
     volumes, mounts = _volumes(job)
-    account = spec.service_account_name or (TRAINER_ACCOUNT if spec.sklearn else "default")
     pod_spec: Object = {
         "restartPolicy": "Never",
         # hostname.subdomain is rank's stable DNS name behind the headless Service.
         "hostname": name,
         "subdomain": job.name,
-        "serviceAccountName": account,
-        # Only a trainer that registers ModelVersions talks to the API: kiln-trainer, or a user's
-        # own trainer running as the kiln-trainer account.
-        "automountServiceAccountToken": spec.sklearn is not None or account == TRAINER_ACCOUNT,
+        "serviceAccountName": worker_account(job),
+        # Every worker may talk to the API: rank 0 reports its progress on its own pod, and
+        # kiln-trainer registers ModelVersions.
+        "automountServiceAccountToken": True,
         "securityContext": common.restricted_pod_security(),
         "containers": [_container(job, rank, attempt, where, mounts=mounts, image=trainer_image, world_size=world)],
         "volumes": volumes,
@@ -430,6 +444,42 @@ def pod_group(job: Job) -> Object | None:
         return None
     metadata = _owned_metadata(job, job.name)
     return {"apiVersion": api_version, "kind": "PodGroup", "metadata": metadata, "spec": group_spec}
+
+
+def worker_account(job: Job) -> str:
+    """The service account the workers run as: the one the spec names, else kiln-trainer for the
+    sklearn trainer, else the job's own (`worker_access`)."""
+    if job.spec.service_account_name:
+        return job.spec.service_account_name
+    return TRAINER_ACCOUNT if job.spec.sklearn is not None else f"{job.name}-workers"
+
+
+def worker_access(job: Job) -> list[Object]:
+    """What lets the workers report progress on their own pods, and read whether they were
+    preempted, and nothing else: a Role that may get and patch only the job's worker pods (by name,
+    up to the most workers the job may have), bound to the workers' account; and that account, when
+    it is the job's own. All owned by the job."""
+    name = f"{job.name}-workers"
+    metadata = _owned_metadata(job, name)
+    elastic = job.spec.elastic
+    most = max(job.spec.workers, elastic.max_workers if elastic else 0)
+    pods = [worker_name(job.name, rank) for rank in range(most)]
+    account = worker_account(job)
+    objects: list[Object] = []
+    if account == name:
+        objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata})
+    rules = [{"apiGroups": [""], "resources": ["pods"], "resourceNames": pods, "verbs": ["get", "patch"]}]
+    return [
+        *objects,
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata, "rules": rules},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": job.namespace}],
+        },
+    ]
 
 
 def needs_trainer_account(job: Job) -> bool:

@@ -6,12 +6,13 @@ It runs inside a TrainingJob's pod and reads its whole contract from the environ
 `evaluation` (held-out split and metrics), `baseline` (feature histograms for drift), `artifact`
 (canonical skops bytes, written atomically), `checkpoint` (resume without refitting),
 `registration` (the ModelVersion, through the API) and `result` (the result file the operator
-reads). `run` strings them together.
+reads). `run` strings them together, and rank 0 reports its progress through
+`kiln.runtime.progress`.
 
 It logs one line per step to stdout; on failure it logs the reason as the last line, to stderr, and
 exits 1, or `DATASET_REJECTED_EXIT_CODE` (65) when the data breaks its `expectations`. Imports only
-kiln.api of Kiln (and `kiln.monitoring.statistics`, the PSI drift detection uses), and the
-`kubernetes` client.
+kiln.api, kiln.artifacts and kiln.runtime of Kiln (and `kiln.monitoring.statistics`, the PSI drift
+detection uses), and the `kubernetes` client.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import traceback
 from collections.abc import Sequence
 
 from kiln.api import trainingjob
+from kiln.runtime import preemption, progress
 from kiln.runtime.trainer import errors, expectations, registration, run, settings
 
 PREFIX = "kiln-trainer:"
@@ -42,8 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments:
         print(USAGE, file=sys.stderr if arguments not in (["-h"], ["--help"]) else sys.stdout)
         return 0 if arguments in (["-h"], ["--help"]) else 2
+    unsaved = run.Unsaved()
+    # SIGTERM (preempted, suspended, deleted) keeps a finished fit and exits at once, with a log line.
+    preemption.on_sigterm(lambda: unsaved.save(say), say=say)
     try:
-        run.train(settings.Settings.from_environment(), registration.KubeModelVersions, say)
+        with progress.Reporter() as reports:
+            run.train(settings.Settings.from_environment(), registration.KubeModelVersions, say, reports, unsaved)
     except expectations.DatasetRejected as error:
         return fail(str(error), trainingjob.DATASET_REJECTED_EXIT_CODE)
     except errors.TrainerError as error:

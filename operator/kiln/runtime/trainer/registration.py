@@ -1,25 +1,24 @@
 """The ModelVersion the trainer registers, and the API it registers it through.
 
 `ModelVersions` is the one seam to the Kubernetes API: `KubeModelVersions` talks to a cluster with
-the pod's service account (in-cluster config, or `KUBECONFIG` when set, as the dev cluster's
-kubelet gives every pod), and `InMemoryModelVersions` is its fake for tests. Registering is
-idempotent: when the ModelVersion already exists (a restarted pod) with the same artifact digest
-the work is done; with another digest the trainer fails, naming both.
+the pod's service account (`kiln.runtime.incluster`), and `InMemoryModelVersions` is its fake for
+tests. Registering is idempotent: when the ModelVersion already exists (a restarted pod) with the
+same artifact digest the work is done; with another digest the trainer fails, naming both.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from kiln.api import base, modelversion, trainingjob
+from kiln.runtime import incluster
 from kiln.runtime.trainer import errors
 
 PLURAL = "modelversions"
@@ -64,12 +63,7 @@ class KubeModelVersions:
     connection) are retried a few times with back-off."""
 
     def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        configuration = client.Configuration()
-        if os.environ.get("KUBECONFIG"):
-            config.load_kube_config(client_configuration=configuration)
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-        self._api = client.CustomObjectsApi(client.ApiClient(configuration))
+        self._api = client.CustomObjectsApi(incluster.api_client())
         self._sleep = sleep
 
     def _call(self, what: str, call: Callable[[], Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from kiln.api import modelversion, trainingjob
+from kiln.runtime import progress
 from kiln.runtime.trainer import (
     artifact,
     baseline,
@@ -29,6 +30,8 @@ from kiln.runtime.trainer import (
 
 Say = Callable[[str], None]
 MAX_FEATURE_NAMES = 4096
+STEPS = 4
+"""The progress rank 0 reports: the dataset loaded, the estimator fitted, measured, the run done."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,50 @@ class Fitted:
     artifact: bytes
 
 
+@dataclass
+class Unsaved:
+    """A fit that finished but is not checkpointed yet, for a SIGTERM to save before the pod goes."""
+
+    config: settings.Settings | None = None
+    fit_key: str = ""
+    model: Any = None
+
+    def fitted(self, config: settings.Settings, fit_key: str, model: Any) -> None:
+        self.config, self.fit_key, self.model = config, fit_key, model
+
+    def saved(self) -> None:
+        self.model = None
+
+    def save(self, say: Say) -> None:
+        """Checkpoint the fit that waits, if one does and there is a checkpoint directory."""
+        config, model = self.config, self.model
+        if config is None or model is None:
+            say("nothing to checkpoint: no fit finished since the last checkpoint")
+            return
+        if config.checkpoint_dir is None:
+            say("the fit is lost: the job has no spec.checkpoint")
+            return
+        checkpoint.save(config.checkpoint_dir, self.fit_key, artifact.dumps(model))
+        uri = config.checkpoint_uri
+        failed = checkpoint.push(config.checkpoint_dir, uri, config.artifact_settings) if uri else None
+        self.saved()
+        where = uri or config.checkpoint_dir
+        say(f"checkpointed the fitted estimator in {where}" if failed is None else f"not checkpointed: {failed}")
+
+
 def train(
     config: settings.Settings,
     api: Callable[[], registration.ModelVersions],
     say: Say,
+    reports: progress.Reporter | None = None,
+    unsaved: Unsaved | None = None,
 ) -> trainingjob.TrainingResult:
-    """Run the whole job; the TrainingResult written to the result file (when one is set)."""
+    """Run the whole job; the TrainingResult written to the result file (when one is set). Progress
+    goes to `reports`, one step per stage, the last one with the metrics; a fit not yet
+    checkpointed waits in `unsaved` meanwhile."""
     spec = config.sklearn
+    reports = reports or progress.Reporter(lambda report: None)
+    reports.report(0, STEPS)
     if config.result_file is not None:
         result.clear(config.result_file)
     source = f"{datasets.BUILTIN_SCHEME}{spec.dataset.builtin}" if spec.dataset.builtin else spec.dataset.uri
@@ -51,6 +91,7 @@ def train(
     data = datasets.load(spec, config.dataset_path, expectations.checker(spec.dataset, config.namespace, api))
     rows, columns = data.features.shape
     say(f"loaded {rows} rows x {columns} features (sha256 {data.sha256})")
+    reports.report(1, STEPS)
     estimator = estimators.build(spec)
     parts = evaluation.split(
         data.features, data.target, spec.test_size, spec.random_seed, stratify=estimator.is_classifier
@@ -58,9 +99,12 @@ def train(
     held_out = f"held out {len(parts.test_target)} of {rows} rows"
     say(f"{held_out}{', stratified by class' if parts.stratified else ''}")
     version = framework_version(estimator.framework)
-    fitted = fit_or_resume(config, estimator, parts, checkpoint.key(spec, data.sha256, version), say)
+    fit_key = checkpoint.key(spec, data.sha256, version)
+    fitted = fit_or_resume(config, estimator, parts, fit_key, say, unsaved=unsaved or Unsaved())
+    reports.report(2, STEPS)
     metrics = evaluation.measure(fitted.model, estimator.is_classifier, parts)
     say("metrics: " + ", ".join(f"{name}={value:.4f}" for name, value in metrics.items()))
+    reports.report(3, STEPS, metrics=metrics)
     described = signature(fitted.model, parts, data.feature_names)
     history = lineage(config, data, estimator)
     registered: tuple[str, modelversion.Artifact] | None = None
@@ -91,7 +135,9 @@ def train(
         lineage=history,
         model_version=registered[0] if registered else None,
     )
-    return report(config, outcome, say)
+    written = report(config, outcome, say)
+    reports.report(STEPS, STEPS, metrics=metrics, final=True)
+    return written
 
 
 def report(config: settings.Settings, outcome: trainingjob.TrainingResult, say: Say) -> trainingjob.TrainingResult:
@@ -110,10 +156,16 @@ def framework_version(framework: str) -> str:
 
 
 def fit_or_resume(
-    config: settings.Settings, estimator: estimators.Estimator, parts: evaluation.Split, fit_key: str, say: Say
+    config: settings.Settings,
+    estimator: estimators.Estimator,
+    parts: evaluation.Split,
+    fit_key: str,
+    say: Say,
+    *,
+    unsaved: Unsaved,
 ) -> Fitted:
     """The fitted model: from a checkpoint fitted for the same inputs, else fitted now (and
-    checkpointed, when a checkpoint directory is set)."""
+    checkpointed, when a checkpoint directory is set; `unsaved` holds it until then)."""
     where, uri = config.checkpoint_dir, config.checkpoint_uri
     if where is not None:
         pulled = checkpoint.pull(where, uri, config.artifact_settings) if uri else None
@@ -123,12 +175,14 @@ def fit_or_resume(
             return Fitted(found.estimator, found.data)
         say(f"fitting from the start: {why}")
     estimators.fit(estimator, parts.train_features, parts.train_target)
+    unsaved.fitted(config, fit_key, estimator.instance)
     data = artifact.dumps(estimator.instance)
     say(f"fitted {estimator.path} on {len(parts.train_target)} rows")
     if where is not None:
         checkpoint.save(where, fit_key, data)
         failed = checkpoint.push(where, uri, config.artifact_settings) if uri else None
         say(f"checkpointed the fitted estimator in {uri or where}" if failed is None else f"not checkpointed: {failed}")
+        unsaved.saved()
     return Fitted(estimator.instance, data)
 
 
