@@ -116,19 +116,12 @@ def reconcile_model_version(name: str, namespace: str | None, memo: Any, **_: An
 _TRAINING_JOBS = (base.GROUP, base.VERSION, resources.TRAINING_JOB.plural)
 
 
-@kopf.on.resume(*_TRAINING_JOBS, id="training-job-resume")
-@kopf.on.create(*_TRAINING_JOBS, id="training-job-create")
-@kopf.on.update(*_TRAINING_JOBS, id="training-job-update")
-async def reconcile_training_job(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Admit, start, restart and finish one TrainingJob (kiln.controllers.trainingjob): the controller's
-    wake-ups run the reconcile, so a burst of changes to one job is one reconcile, retried there."""
-    memo.training_jobs.wakeups.now([(namespace or "default", name)])
-
-
 # What builtin admission reads, fed from watches (kiln.training.inventory); no I/O, so async: each
-# event costs no thread. A worker's event wakes its job; so do time-driven steps (back-off, deadlines,
-# queue timeouts, time to live) and capacity freeing for a queued job: the controller's own wake-ups
-# run those reconciles (a burst of events for one job is one reconcile), not a per-job timer.
+# event costs no thread. A TrainingJob that is new or changed (its spec, its deletion) wakes, and so
+# does a job whose worker changed; so do time-driven steps (back-off, deadlines, queue timeouts, time
+# to live) and capacity freeing for a queued job: the controller's own wake-ups run those reconciles
+# (a burst of events for one job is one reconcile), not a per-job timer. TrainingJobs have watch
+# handlers only, so kopf never writes to them: no annotation of its own to race the status writes.
 @kopf.on.event("", "v1", "pods", id="training-inventory-pods")
 async def pod_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.POD, type, body)
@@ -152,11 +145,6 @@ async def resource_quota_seen(type: str | None, body: kopf.Body, memo: Any, **_:
 @kopf.on.event(*_TRAINING_JOBS, id="training-inventory-jobs")
 async def training_job_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.TRAINING_JOB, type, body)
-
-
-@kopf.on.delete(*_TRAINING_JOBS, id="training-job-delete", optional=True)
-def forget_training_job(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    memo.training_jobs.forget(namespace or "default", name)
 
 
 _MODEL_DEPLOYMENTS = (base.GROUP, base.VERSION, resources.MODEL_DEPLOYMENT.plural)

@@ -280,10 +280,12 @@ def test_events_before_the_first_list_admit_nothing(api: fake.FakeApi, clock: fa
     controller = trainingjob.Controller(kube=api, clock=clock)
     queued = fx.job_body("waiting", status={"phase": "Queued"}, workers=1, resources={"gpus": {"count": 4}})
 
-    controller.watched("trainingjob", None, queued)
+    controller.watched("trainingjob", None, queued)  # new to the controller: it wakes to be reconciled
+    woken = controller.wakeups.pending()
     controller.watched("node", None, fx.node("gpu-c", gpus=4))  # capacity appears: a running pod may fill it
 
-    assert controller.wakeups.pending() == {}
+    assert controller.wakeups.pending() == woken
+    assert controller.inventory.reserved((fx.NAMESPACE, "waiting")) == {}
 
 
 def test_the_first_list_admits_and_wakes_the_queued_jobs_that_fit(api: fake.FakeApi, clock: fake.ManualClock) -> None:
@@ -295,3 +297,36 @@ def test_the_first_list_admits_and_wakes_the_queued_jobs_that_fit(api: fake.Fake
     controller.sync()
 
     assert (fx.NAMESPACE, "waiting") in controller.wakeups.due(fx.T0)
+
+
+def test_a_watch_event_older_than_the_controllers_own_status_write_is_not_planned_from(
+    api: fake.FakeApi, controller: trainingjob.Controller, clock: fake.ManualClock
+) -> None:
+    api.add(TRAINING_JOBS, submitted())
+    before_admission = api.get(TRAINING_JOBS, fx.NAMESPACE, NAME)
+    assert before_admission is not None
+    reconcile(controller)
+    controller.watched("trainingjob", "MODIFIED", before_admission)  # its watch event, arriving late
+    clock.advance(1)
+
+    reconcile(controller)  # planned from that event, its status write would be refused (409)
+
+    assert job_status(api)["phase"] == "Admitted"
+    assert created(api, "Pod") == [workers.worker_name(NAME, 0), workers.worker_name(NAME, 1)]
+
+
+def test_only_a_pod_event_that_changes_the_worker_as_planned_wakes_its_job(
+    api: fake.FakeApi, controller: trainingjob.Controller, clock: fake.ManualClock
+) -> None:
+    api.add(TRAINING_JOBS, submitted())
+    reconcile(controller)
+    controller.wakeups.due(clock() + datetime.timedelta(days=1))
+    pod = api.get(client.PODS, fx.NAMESPACE, workers.worker_name(NAME, 0))
+    assert pod is not None
+
+    bound = {**pod, "spec": {**pod["spec"], "nodeName": "gpu-a"}}
+    controller.watched("pod", "MODIFIED", bound)
+    assert (fx.NAMESPACE, NAME) not in controller.wakeups.pending()
+
+    controller.watched("pod", "MODIFIED", {**bound, "status": {"phase": "Running"}})
+    assert (fx.NAMESPACE, NAME) in controller.wakeups.pending()

@@ -372,6 +372,34 @@ def test_victims_stopping_are_waited_for_not_joined_by_more_and_the_gang_is_admi
     assert cluster.take_woken() == [key("urgent")]
 
 
+def test_a_victim_queued_again_while_its_worker_stops_is_still_waited_for_and_never_readmitted_into_its_own_room() -> (
+    None
+):
+    cluster = known(fx.node("gpu-a", gpus=4), fx.node("gpu-b", gpus=4))
+    classes(cluster)
+    running(cluster, "a", 4, "gpu-a", priorityClassName="low")
+    running(cluster, "b", 4, "gpu-b", priorityClassName="low", seconds=1)
+    urgent = job("urgent", "Queued", seconds=99, priorityClassName="high")
+    cluster.job_seen(urgent)
+    assert cluster.decide(cluster.gang_of(workers.Job.from_body(urgent))).preempt == (key("b"),)
+    stopping = worker("b", "gpu-b", version=2)
+    stopping["spec"]["containers"][0]["resources"] = {"limits": {GPU: "4"}}
+    stopping["metadata"]["deletionTimestamp"] = fx.at(5).isoformat()
+    cluster.pod_seen(stopping)
+    victim = job("b", "Queued", seconds=1, priorityClassName="low")
+    cluster.job_seen(victim)
+
+    again = cluster.decide(cluster.gang_of(workers.Job.from_body(urgent)))
+    victim_readmitted = cluster.decide(cluster.gang_of(workers.Job.from_body(victim))).admitted
+    cluster.pod_gone(worker("b", "gpu-b", version=3))
+    cluster.admit_waiting()
+
+    assert (again.preempt, again.reason.startswith(f"preempting {fx.NAMESPACE}/b ")) == ((), True)
+    assert victim_readmitted is False
+    assert cluster.take_woken() == [key("urgent")]
+    assert decide(cluster, victim) is False  # the room went to the job it was made for
+
+
 # -- elastic gangs ---------------------------------------------------------------------------------
 
 

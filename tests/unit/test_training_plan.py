@@ -952,6 +952,14 @@ def test_pods_kiln_did_not_make_are_not_workers(labels: Object) -> None:
             id="running-until-its-deadline",
         ),
         pytest.param(
+            body(Phase.ADMITTED, activeDeadlineSeconds=3600),
+            running(),
+            None,
+            at(10),
+            at(3610),
+            id="starting-to-run-until-its-deadline",
+        ),
+        pytest.param(
             body(Phase.RUNNING, state={"startTime": T0.isoformat()}), running(), None, at(10), None, id="running"
         ),
         pytest.param(

@@ -13,12 +13,12 @@ RBAC refuses to let the operator create a Role granting what it does not hold it
 trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so the operator holds those.
 */}}
 {{- define "kiln.namespacedRules" -}}
-# The Kiln kinds: kopf watches them and patches its finalizer and progress annotations; a finished
-# TrainingJob with a TTL is deleted; retraining triggers create TrainingJobs; trained ModelVersions are
-# created (and granted to kiln-trainer).
+# The Kiln kinds: kopf watches them and patches its finalizer and progress annotations (not on
+# TrainingJobs, which it only watches); a finished TrainingJob with a TTL is deleted; retraining
+# triggers create TrainingJobs; trained ModelVersions are created (and granted to kiln-trainer).
 - apiGroups: ["kiln.dev"]
   resources: ["trainingjobs"]
-  verbs: ["get", "list", "watch", "patch", "delete", "create"]
+  verbs: ["get", "list", "watch", "delete", "create"]
 - apiGroups: ["kiln.dev"]
   resources: ["modelversions"]
   verbs: ["get", "list", "watch", "patch", "create"]

@@ -115,6 +115,12 @@ class Controller:
     _admission: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     """Guards the inventory: decisions and the events that feed it, one at a time."""
     _synced: bool = False
+    _bodies: dict[Key, Object] = dataclasses.field(default_factory=dict)
+    """Each job as last watched or written, read instead of a GET; a write it makes that is refused
+    (the job changed meanwhile) drops it, so the next reconcile reads the job from the API server."""
+    _written: dict[Key, str] = dataclasses.field(default_factory=dict)
+    """The resourceVersion of the controller's last status write of a job, until its watch event
+    comes: a watch delivers one object's events in order, so events before it are older."""
     _preempted: dict[Key, str] = dataclasses.field(default_factory=dict)
     """Running jobs builtin admission preempts, with the job they make room for, until they stopped."""
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
@@ -124,12 +130,13 @@ class Controller:
     def forget(self, namespace: str, name: str) -> None:
         """Drop the lock of a deleted job."""
         self._locks.forget(namespace, name)
+        self._remember(namespace, name, None)
         self.metrics.training_job_seen(namespace, name, None)
 
     def reconcile(self, namespace: str, name: str) -> None:
         """Bring one TrainingJob's children and status up to date."""
         with self._locks.hold(namespace, name), self.metrics.reconciling(resources.TRAINING_JOB.kind):
-            body = self.kube.get(TRAINING_JOBS, namespace, name)
+            body = self._bodies.get((namespace, name)) or self.kube.get(TRAINING_JOBS, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self.metrics.training_job_seen(namespace, name, None)
                 return
@@ -180,11 +187,56 @@ class Controller:
         """A watch event of a pod, node, priority class, ResourceQuota or TrainingJob (`kind` as in
         `inventory.KINDS`). A worker's event wakes its job; if capacity freed, the gangs that fit
         now are admitted and woken."""
+        namespace = body["metadata"].get("namespace") or "default"
+        if kind == inventory.TRAINING_JOB:
+            self._job_watched(namespace, event_type, body)
+        job_name = (body["metadata"].get("labels") or {}).get(workers.JOB_LABEL) if kind == inventory.POD else None
+        job = (namespace, str(job_name)) if job_name else None
+        worker_changed = job is not None and self._worker_changed(job, event_type, body)
         woken = self._feed(kind, event_type, body)
-        job = (body["metadata"].get("labels") or {}).get(workers.JOB_LABEL) if kind == inventory.POD else None
-        if job:
-            woken.append((body["metadata"].get("namespace") or "default", job))
+        if job is not None and worker_changed:
+            woken.append(job)
         self.wakeups.now(woken)
+
+    def _remember(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        self._written.pop((namespace, name), None)
+        if body is None:
+            self._bodies.pop((namespace, name), None)
+        else:
+            self._bodies[(namespace, name)] = dict(body)
+
+    def _remember_written(self, namespace: str, body: Mapping[str, Any]) -> None:
+        key = (namespace, body["metadata"]["name"])
+        self._remember(*key, body)
+        self._written[key] = body["metadata"]["resourceVersion"]
+
+    def _job_watched(self, namespace: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Keep the watched job unless it is older than the controller's own last write, and wake it
+        if it is new to the controller or changed as only others change it (a new spec, its
+        deletion): the controller's own status writes wake nothing."""
+        metadata = body["metadata"]
+        key = (namespace, metadata["name"])
+        if event_type == "DELETED":
+            self.forget(*key)
+            return
+        known = self._bodies.get(key)
+        changed = known is None or any(
+            metadata.get(field) != known["metadata"].get(field) for field in ("uid", "generation", "deletionTimestamp")
+        )
+        written = self._written.get(key)
+        if changed or written is None or metadata.get("resourceVersion") == written:
+            self._remember(*key, body)
+        if changed:
+            self.wakeups.now([key])
+
+    def _worker_changed(self, job: Key, event_type: str | None, pod: Mapping[str, Any]) -> bool:
+        """Whether the event changes the worker as its job's plan sees it: most pod updates (binding,
+        the kubelet's bookkeeping) do not, and waking the job for them would only cost a reconcile."""
+        if event_type == "DELETED":
+            return True
+        with self._admission:
+            before = self.inventory.worker_pod(job, pod["metadata"]["name"])
+        return before is None or training_plan.Worker.from_pod(before) != training_plan.Worker.from_pod(pod)
 
     def _feed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> list[Key]:
         """Take the event into the inventory; the jobs admitted because capacity freed."""
@@ -212,7 +264,9 @@ class Controller:
         found = [worker for worker in map(training_plan.Worker.from_pod, owned) if worker is not None]
         if status.phase in training_plan.FINISHED:
             return training_plan.Observed(body=body, workers=found)
-        children = frozenset(kind for kind, exists in self._children(job).items() if exists)
+        # Children are made before the workers, and matter when a gang starts: only then are they read.
+        looked_up = self._children(job) if not found else dict.fromkeys(self._child_kinds(job), True)
+        children = frozenset(kind for kind, exists in looked_up.items() if exists)
         store = workers.model_store_pvc(job)
         output = job.spec.output
         model_version = self.kube.get(MODEL_VERSIONS, job.namespace, output.model_version_name()) if output else None
@@ -228,17 +282,22 @@ class Controller:
             model_version=model_version,
         )
 
-    def _children(self, job: workers.Job) -> dict[str, bool]:
-        found = {"Service": self.kube.get(client.SERVICES, job.namespace, job.name) is not None}
+    def _child_kinds(self, job: workers.Job) -> dict[str, tuple[client.Resource, str]]:
+        """The job's other children: kind -> (resource, name)."""
+        kinds = {"Service": (client.SERVICES, job.name)}
         claim = workers.checkpoint_claim(job)
         if claim:
-            found["PersistentVolumeClaim"] = (
-                self.kube.get(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, claim) is not None
-            )
+            kinds["PersistentVolumeClaim"] = (client.PERSISTENT_VOLUME_CLAIMS, claim)
         pod_groups = POD_GROUPS.get(job.spec.gang_scheduling.scheduler)
         if pod_groups is not None:
-            found["PodGroup"] = self.kube.get(pod_groups, job.namespace, job.name) is not None
-        return found
+            kinds["PodGroup"] = (pod_groups, job.name)
+        return kinds
+
+    def _children(self, job: workers.Job) -> dict[str, bool]:
+        return {
+            kind: self.kube.get(resource, job.namespace, name) is not None
+            for kind, (resource, name) in self._child_kinds(job).items()
+        }
 
     def _logs(self, namespace: str, pod: str) -> str:
         try:
@@ -293,6 +352,7 @@ class Controller:
         try:
             self.reconcile(namespace, name)
         except client.ConflictError:
+            self._remember(namespace, name, None)
             self.wakeups.now([(namespace, name)])  # it changed while planned: plan again on what it is now
         except (client.ApiError, pydantic.ValidationError) as error:
             log.warning("TrainingJob %s/%s: %s; trying again in %gs", namespace, name, error, RETRY_SECONDS)
@@ -316,7 +376,9 @@ class Controller:
         wire = planned.status.to_wire()
         if body.get("status") != wire and not planned.delete_job:
             body = self.kube.patch_status(TRAINING_JOBS, body, wire)
-            self.watched(inventory.TRAINING_JOB, None, body)  # before its watch event: it may free capacity
+            self._remember_written(namespace, body)
+            # Into the inventory before its watch event comes: the new phase may free capacity.
+            self.wakeups.now(self._feed(inventory.TRAINING_JOB, None, body))
         job = workers.Job.from_body(body)
         gpus = job.spec.resources.gpus.count * job.spec.workers if job.spec.resources.gpus else 0
         self.metrics.training_job_seen(namespace, job.name, None if planned.delete_job else planned.status.phase, gpus)

@@ -179,6 +179,9 @@ def gang_of(
     )
 
 
+_MAX_SCORES = 100_000
+
+
 class Capacity:
     """Free resources per node, taken as workers are placed. It works on the `free` map it is given,
     in place, so one map can be kept up to date as the cluster changes (`kiln.training.inventory`)."""
@@ -189,11 +192,18 @@ class Capacity:
         self.nodes = nodes
         self.allocatable = allocatable
         self.free = free
+        self._takes: dict[str, int] = {}
+        """How often each node's free map changed in place; a map replaced is a new object."""
+        self._scores: dict[tuple[str, frozenset[tuple[str, Fraction]]], tuple[Resources, int, bool, Fraction]] = {}
+        """Whether a worker fits each node and the node's free share, by node and requests, as of
+        the free map and change they were computed for: placing one worker changes one node, so the
+        next placement recomputes that node only."""
 
     def take(self, node: str, requests: Mapping[str, Fraction], times: int = 1) -> None:
         free = self.free.setdefault(node, {})
         for name, value in requests.items():
             free[name] = free.get(name, Fraction(0)) - value * times
+        self._takes[node] = self._takes.get(node, 0) + 1
 
     def give(self, node: str, requests: Mapping[str, Fraction], times: int = 1) -> None:
         self.take(node, requests, -times)
@@ -210,15 +220,29 @@ class Capacity:
         candidates = [name for name, node in self.nodes.items() if name in self.free and matches(node, gang.where)]
         placed: dict[str, int] = {}
         for _ in range(count):
-            fitting = [name for name in candidates if self._fits(name, requests)]
+            scores = {name: self._score(name, requests) for name in candidates}
+            fitting = [name for name in candidates if scores[name][0]]
             if not fitting:
                 for name, times in placed.items():
                     self.give(name, requests, times)
                 return None
-            chosen = max(fitting, key=lambda name: self._share_free(name, requests))
+            chosen = max(fitting, key=lambda name: scores[name][1])
             self.take(chosen, requests)
             placed[chosen] = placed.get(chosen, 0) + 1
         return placed
+
+    def _score(self, node: str, requests: Resources) -> tuple[bool, Fraction]:
+        """Whether a worker fits the node, and the node's free share."""
+        if len(self._scores) > _MAX_SCORES:  # many request shapes: start over rather than grow
+            self._scores.clear()
+        free, takes = self.free[node], self._takes.get(node, 0)
+        key = (node, frozenset(requests.items()))
+        known = self._scores.get(key)
+        if known is not None and known[0] is free and known[1] == takes:
+            return known[2], known[3]
+        fits, share = self._fits(node, requests), self._share_free(node, requests)
+        self._scores[key] = (free, takes, fits, share)
+        return fits, share
 
     def _share_free(self, node: str, requests: Resources) -> Fraction:
         allocatable = self.allocatable[node]

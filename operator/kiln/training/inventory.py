@@ -60,6 +60,8 @@ class _PodUse:
     """Where it is bound; None while it waits for the scheduler."""
     requests: Resources
     job: Key | None
+    deleting: bool = False
+    """On its way out: it holds its node until it stops, but is no longer one of its gang's workers."""
 
 
 @dataclasses.dataclass
@@ -205,19 +207,20 @@ class Inventory:
             self._workers.setdefault(job, {})[key[1]] = dict(body)
         node = (body.get("spec") or {}).get("nodeName") or None
         live = (body.get("status") or {}).get("phase") not in admission.FINISHED_POD_PHASES
+        deleting = bool(body["metadata"].get("deletionTimestamp"))
         known = self._pods.get(key)
-        if known is not None and live and known.node == node:
+        if known is not None and live and (known.node, known.deleting) == (node, deleting):
             return  # only binding, finishing or going changes what a pod holds
         if known is not None:
             self._unuse(key, freed=not live)
         if not live:
             return
-        use = _PodUse(node, admission.pod_requests(body), job)
+        use = _PodUse(node, admission.pod_requests(body), job, deleting)
         self._pods[key] = use
         _add_to(self._namespace_used, key[0], quota_usage(use.requests), 1)
         if use.node is not None:
             self._add(self._used, use.node, use.requests, 1)
-        if job is not None:
+        if job is not None and not deleting:
             self._existing[job] = self._existing.get(job, 0) + 1
             if use.node is not None:
                 self._bound[job] = self._bound.get(job, 0) + 1
@@ -233,6 +236,7 @@ class Inventory:
             pods.pop(name, None)
             if not pods:
                 del self._workers[(namespace, job_name)]
+                self._stopped((namespace, job_name))
         if (namespace, name) in self._pods:
             self._unuse((namespace, name))
 
@@ -244,9 +248,10 @@ class Inventory:
         if freed:
             self._freed()
         if use.job is not None:
-            self._existing[use.job] -= 1
-            if use.node is not None:
-                self._bound[use.job] -= 1
+            if not use.deleting:
+                self._existing[use.job] -= 1
+                if use.node is not None:
+                    self._bound[use.job] -= 1
             self._rebalance(use.job)
 
     def quota_seen(self, body: Mapping[str, Any]) -> None:
@@ -310,16 +315,23 @@ class Inventory:
             self._granted.pop(key, None)  # its own status speaks for it now
         elif key in self._granted and known is not None:
             world = known.world  # granted, its status not written yet: the size it was granted
-        if phase not in admission.HOLDS_ADMISSION:
-            self._preempting.pop(key, None)
+        if phase in admission.HOLDS_ADMISSION and known is not None and known.phase not in admission.HOLDS_ADMISSION:
+            self._preempting.pop(key, None)  # admitted again
         self._dequeue(key)
         self._jobs[key] = _Entry(gang, phase, suspended, job, world)
+        self._stopped(key)
         if self._waiting(key):
             bisect.insort(self._queue, (admission.queue_order(gang), key))
         self._rebalance(key)
         # Capacity that freed before the gang ran woke nothing for it: it may grow into it now.
         if phase is Phase.RUNNING and (known is None or known.phase is not Phase.RUNNING) and self._may_grow(key):
             self._woken.append(key)
+
+    def _stopped(self, key: Key) -> None:
+        """A preempted gang counts as making room for its preemptor until its last worker is gone:
+        until then the preemptor waits for it, and picks no other victim."""
+        if key in self._preempting and not self._holding(key) and key not in self._workers:
+            del self._preempting[key]
 
     def _forget(self, key: Key) -> None:
         self._dequeue(key)
@@ -611,6 +623,10 @@ class Inventory:
     def worker_pods(self, key: Key) -> list[Object]:
         """The pods labelled with the job, as last seen."""
         return list(self._workers.get(key, {}).values())
+
+    def worker_pod(self, key: Key, name: str) -> Object | None:
+        """One of the job's pods, as last seen."""
+        return self._workers.get(key, {}).get(name)
 
     def bound(self, key: Key) -> int:
         return self._bound.get(key, 0)

@@ -275,13 +275,19 @@ class _Planner:
         if self.status.phase in (Phase.PENDING, Phase.QUEUED) and (self.preempted_still_there() or not self.queue()):
             return
         self.ensure_children()
-        deadline = self.spec.active_deadline_seconds
-        if deadline is not None and self.status.start_time is not None:
-            expiry = self.status.start_time + datetime.timedelta(seconds=deadline)
-            if self.expired(expiry):
-                self.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
-                return
+        if self.deadline_passed():
+            deadline = self.spec.active_deadline_seconds
+            self.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
+            return
         self.run_attempt()
+
+    def deadline_passed(self) -> bool:
+        """Whether activeDeadlineSeconds have passed since the job started running; if not, it
+        wakes when they will have."""
+        deadline = self.spec.active_deadline_seconds
+        if deadline is None or self.status.start_time is None:
+            return False
+        return self.expired(self.status.start_time + datetime.timedelta(seconds=deadline))
 
     def preempted_still_there(self) -> bool:
         """Whether workers told they were preempted still exist: they hold their capacity until they
@@ -385,7 +391,9 @@ class _Planner:
         if len(running) == size:
             if self.status.phase is not Phase.RUNNING:
                 self.to(Phase.RUNNING, "Running", f"all {size} workers are running (attempt {self.status.restarts})")
-            self.status.start_time = self.status.start_time or self.now
+            if self.status.start_time is None:
+                self.status.start_time = self.now
+                self.deadline_passed()  # not yet: it only sets the wake-up, as no other event may come
             self.cool_down()
             return
         unscheduled = [w for w in current.values() if w.phase == "Pending" and w.reason]
@@ -448,6 +456,7 @@ class _Planner:
         self.status.restarts += 1
         delay = backoff(self.status.restarts, self.settings)
         self.status.next_restart_time = self.now + datetime.timedelta(seconds=delay)
+        self.expired(self.status.next_restart_time)  # not yet: it sets the wake-up for the restart
         self.plan.delete_pods += [w.name for w in current.values() if w.name not in self.plan.delete_pods]
         self.to(
             Phase.ADMITTED,
