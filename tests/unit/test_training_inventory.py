@@ -434,15 +434,21 @@ def test_an_elastic_gang_is_admitted_with_as_many_workers_as_fit_between_min_and
         assert sum(cluster.reserved(key("flex")).values()) == workers_
 
 
-def test_an_elastic_gang_grows_into_capacity_that_frees_and_is_woken_for_it() -> None:
+def elastic_beside_a_busy_job(phase: str) -> inventory.Inventory:
+    """An 8-GPU node, 6 of them busy: the elastic job flex admitted with 2 of 4 workers, in `phase`."""
     cluster = known(fx.node("gpu-a", gpus=8))
     running(cluster, "busy", 6, "gpu-a")
     assert cluster.decide(cluster.gang_of(workers.Job.from_body(elastic("flex")))).workers == 2
-    cluster.job_seen(elastic("flex", "Running", worldSize=2))
+    cluster.job_seen(elastic("flex", phase, worldSize=2))
     for rank in range(2):
         pod = worker("flex", "gpu-a", rank=rank)
         pod["spec"]["containers"][0]["resources"] = {"limits": {GPU: "1"}}
         cluster.pod_seen(pod)
+    return cluster
+
+
+def test_an_elastic_gang_grows_into_capacity_that_frees_and_is_woken_for_it() -> None:
+    cluster = elastic_beside_a_busy_job("Running")
     assert cluster.grow(key("flex")) is None  # nothing free yet
 
     cluster.pod_gone(worker("busy", "gpu-a", version=2))
@@ -456,14 +462,7 @@ def test_an_elastic_gang_grows_into_capacity_that_frees_and_is_woken_for_it() ->
 
 
 def test_an_elastic_gang_that_starts_running_after_capacity_freed_is_woken_to_grow() -> None:
-    cluster = known(fx.node("gpu-a", gpus=8))
-    running(cluster, "busy", 6, "gpu-a")
-    assert cluster.decide(cluster.gang_of(workers.Job.from_body(elastic("flex")))).workers == 2
-    cluster.job_seen(elastic("flex", "Admitted", worldSize=2))
-    for rank in range(2):
-        pod = worker("flex", "gpu-a", rank=rank)
-        pod["spec"]["containers"][0]["resources"] = {"limits": {GPU: "1"}}
-        cluster.pod_seen(pod)
+    cluster = elastic_beside_a_busy_job("Admitted")
     cluster.pod_gone(worker("busy", "gpu-a", version=2))
     cluster.job_seen(job("busy", "Succeeded", gpus=6))
     cluster.admit_waiting()
