@@ -299,20 +299,7 @@ def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_
     three_gpus = {"cpu": "500m", "gpus": {"count": 3}}
     kiln.apply(namespace, python_job("blocker", "import time; time.sleep(8)", workers=2, resources=three_gpus))
     wait_for_phase(kiln, namespace, "blocker", "Running")
-    elastic = {"minWorkers": 2, "maxWorkers": 4, "scaleUpCooldownSeconds": 0}
-    kiln.apply(
-        namespace,
-        python_job(
-            "flex",
-            EPOCHS_SCRIPT,
-            "40",
-            "0.5",
-            workers=2,
-            elastic=elastic,
-            resources={"cpu": "500m", "gpus": {"count": 1}},
-            checkpoint={"size": "1Gi"},
-        ),
-    )
+    kiln.apply(namespace, elastic_job("flex"))
 
     started = wait_for_phase(kiln, namespace, "flex", "Running")
     assert (started["worldSize"], started["workers"]["desired"], len(pods_of(kiln, namespace, "flex"))) == (2, 4, 2)
@@ -320,11 +307,7 @@ def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_
     kiln.wait_for_events(namespace, "flex", ("Normal", "Admitted", admitted))
     wait_for_phase(kiln, namespace, "blocker", "Succeeded")
 
-    def grown() -> dict[str, Any] | None:
-        status = job(kiln, namespace, "flex").get("status") or {}
-        return status if status.get("worldSize") == 4 and status.get("phase") == "Running" else None
-
-    status = eventually(grown, "flex to run with 4 workers", TIMEOUT)
+    status = running_with(kiln, namespace, "flex", 4)
     assert (status["resizes"], status["restarts"]) == (1, 0)
     pods = pods_of(kiln, namespace, "flex")
     assert [pod.metadata.labels["kiln.dev/attempt"] for pod in pods] == ["1"] * 4
@@ -336,6 +319,82 @@ def test_an_elastic_job_starts_with_what_fits_and_grows_to_its_maximum_from_its_
     assert int(resumed.group(1)) >= 1  # the epoch continues from the checkpoint
     kiln.wait_for_events(namespace, "flex", ("Normal", "Resizing"))
     wait_for_phase(kiln, namespace, "flex", "Succeeded", timeout=2 * TIMEOUT)
+
+
+def elastic_job(name: str, **spec: Any) -> dict[str, Any]:
+    """2 to 4 workers of 1 GPU that checkpoint every epoch, growing as soon as capacity frees."""
+    elastic = {"minWorkers": 2, "maxWorkers": 4, "scaleUpCooldownSeconds": 0}
+    resources = {"cpu": "500m", "gpus": {"count": 1}}
+    return python_job(
+        name,
+        EPOCHS_SCRIPT,
+        "40",
+        "0.5",
+        workers=2,
+        elastic=elastic,
+        resources=resources,
+        checkpoint={"size": "1Gi"},
+        **spec,
+    )
+
+
+def running_with(kiln: Kiln, namespace: str, name: str, world: int) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = job(kiln, namespace, name).get("status") or {}
+        return status if status.get("worldSize") == world and status.get("phase") == "Running" else None
+
+    result: dict[str, Any] = eventually(reached, f"tj/{name} to run with {world} workers", TIMEOUT)
+    return result
+
+
+def test_a_high_priority_job_shrinks_a_lower_elastic_one_which_resumes_smaller_and_grows_back_after(
+    kiln: Kiln, namespace: str
+) -> None:
+    low, high = priority_classes(kiln, namespace)
+    eventually(lambda: gpus_in_use(kiln) == 0, "the other tests' GPU jobs to finish", TIMEOUT)
+    keeper = python_job("keeper", "import time; time.sleep(600)", resources={"cpu": "500m", "gpus": {"count": 4}})
+    kiln.apply(namespace, {**keeper, "spec": {**keeper["spec"], "priorityClassName": high}})
+    wait_for_phase(kiln, namespace, "keeper", "Running")
+    kiln.apply(namespace, elastic_job("flex", priorityClassName=low))
+    running_with(kiln, namespace, "flex", 4)
+    eventually(lambda: "finished epoch 2" in logs_of(kiln, namespace, "flex-worker-0"), "flex to run 2 epochs", TIMEOUT)
+
+    urgent = python_job("urgent", "import time; time.sleep(5)", resources={"cpu": "500m", "gpus": {"count": 2}})
+    kiln.apply(namespace, {**urgent, "spec": {**urgent["spec"], "priorityClassName": high}})
+
+    shrunk = running_with(kiln, namespace, "flex", 2)
+    assert (shrunk["preemptions"], shrunk["preemptedBy"], shrunk["resizes"]) == (1, f"{namespace}/urgent", 1)
+    wait_for_phase(kiln, namespace, "urgent", "Running")
+    kiln.wait_for_events(
+        namespace,
+        "urgent",
+        (
+            "Normal",
+            "Preempting",
+            f"preempting {namespace}/flex down to 2 workers (lower priority than 1000) to make room: waiting for"
+            " their workers to checkpoint and stop",
+        ),
+    )
+    kiln.wait_for_events(
+        namespace,
+        "flex",
+        (
+            "Normal",
+            "Resizing",
+            f"shrinking from 4 to 2 workers to make room for {namespace}/urgent: the gang restarts from its"
+            " checkpoint with WORLD_SIZE 2",
+        ),
+    )
+    resumed = eventually(
+        lambda: re.search(r"rank 0 of 2 starting at epoch (\d+)", logs_of(kiln, namespace, "flex-worker-0")),
+        "rank 0 to start again with 2 workers",
+        TIMEOUT,
+    )
+    assert int(resumed.group(1)) >= 2  # the epoch continues from the checkpoint
+
+    wait_for_phase(kiln, namespace, "urgent", "Succeeded")
+    assert running_with(kiln, namespace, "flex", 4)["resizes"] == 2
+    kiln.kubectl("delete", "tj", "keeper", "flex", "-n", namespace)  # the GPUs go back to the next tests
 
 
 # Rank 0 reports through kiln.runtime.progress, then tries to annotate another pod with its
@@ -387,6 +446,7 @@ def test_rank_0_s_progress_annotation_shows_in_kubectl_get_and_reaches_100_perce
 
 def test_two_jobs_needing_six_of_eight_gpus_never_deadlock(kiln: Kiln, namespace: str) -> None:
     spec = {"workers": 6, "resources": {"cpu": "500m", "gpus": {"count": 1}}}
+    eventually(lambda: gpus_in_use(kiln) == 0, "the other tests' GPU jobs to finish", TIMEOUT)
     for name in ("left", "right"):
         kiln.apply(namespace, python_job(name, "import time; time.sleep(3)", **spec))
     # Both finish: one ran while the other waited with no worker holding a GPU.

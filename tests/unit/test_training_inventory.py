@@ -400,11 +400,59 @@ def test_a_victim_queued_again_while_its_worker_stops_is_still_waited_for_and_ne
     assert decide(cluster, victim) is False  # the room went to the job it was made for
 
 
+def elastic_workers(cluster: inventory.Inventory, name: str, node: str, count: int, **metadata: Any) -> None:
+    for rank in range(count):
+        pod = worker(name, node, rank=rank, version=metadata.pop("version", 1))
+        pod["spec"]["containers"][0]["resources"] = {"limits": {GPU: "1"}}
+        pod["metadata"].update(metadata)
+        cluster.pod_seen(pod)
+
+
+def test_a_lower_priority_elastic_gang_is_shrunk_rather_than_stopped_when_that_makes_room() -> None:
+    cluster = known(fx.node("gpu-a", gpus=4))
+    classes(cluster)
+    flex = elastic("flex", priority_class="low")
+    assert cluster.decide(cluster.gang_of(workers.Job.from_body(flex))).workers == 4
+    cluster.job_seen(elastic("flex", "Running", worldSize=4, priority_class="low"))
+    elastic_workers(cluster, "flex", "gpu-a", 4)
+    urgent = job("urgent", "Queued", gpus=2, seconds=99, priorityClassName="high")
+    cluster.job_seen(urgent)
+
+    first = cluster.decide(cluster.gang_of(workers.Job.from_body(urgent)))
+    again = cluster.decide(cluster.gang_of(workers.Job.from_body(urgent)))
+    cluster.job_seen(elastic("flex", "Admitted", worldSize=2, priority_class="low"))
+    elastic_workers(cluster, "flex", "gpu-a", 4, version=2, deletionTimestamp=fx.at(5).isoformat())
+    waiting = cluster.decide(cluster.gang_of(workers.Job.from_body(urgent)))
+    for rank in range(4):
+        cluster.pod_gone(worker("flex", "gpu-a", rank=rank, version=3))
+    cluster.admit_waiting()
+
+    reason = f"preempting {fx.NAMESPACE}/flex down to 2 workers (lower priority than 1000) to make room"
+    assert (first.preempt, first.shrink, first.reason.startswith(reason)) == ((), ((key("flex"), 2),), True)
+    assert (again.shrink, again.reason.startswith(reason)) == ((), True)
+    assert (waiting.admitted, waiting.reason.startswith(reason)) == (False, True)
+    assert cluster.take_woken() == [key("urgent")]
+    assert sum(cluster.reserved(key("flex")).values()) == 2  # its two workers' room, beside urgent's
+
+
+def test_an_elastic_gang_is_stopped_whole_when_shrinking_to_its_minimum_leaves_too_little_room() -> None:
+    cluster = known(fx.node("gpu-a", gpus=4))
+    classes(cluster)
+    assert cluster.decide(cluster.gang_of(workers.Job.from_body(elastic("flex", priority_class="low")))).workers
+    cluster.job_seen(elastic("flex", "Running", worldSize=4, priority_class="low"))
+    elastic_workers(cluster, "flex", "gpu-a", 4)
+
+    answer = cluster.decide(cluster.gang_of(workers.Job.from_body(job("urgent", gpus=3, priorityClassName="high"))))
+
+    assert (answer.preempt, answer.shrink) == ((key("flex"),), ())
+
+
 # -- elastic gangs ---------------------------------------------------------------------------------
 
 
-def elastic(name: str, phase: str | None = None, **status: Any) -> Object:
-    body = job(name, phase, gpus=1, size=2, elastic={"minWorkers": 2, "maxWorkers": 4})
+def elastic(name: str, phase: str | None = None, *, priority_class: str | None = None, **status: Any) -> Object:
+    spec = {"priorityClassName": priority_class} if priority_class else {}
+    body = job(name, phase, gpus=1, size=2, elastic={"minWorkers": 2, "maxWorkers": 4}, **spec)
     if status:
         body["status"] = {**body.get("status", {}), **status}
     return body

@@ -1124,6 +1124,26 @@ def test_a_running_elastic_job_grows_by_restarting_its_gang_with_the_new_world_s
     assert {world_size(pod) for pod in pods} == {"4"}
 
 
+def test_an_elastic_job_shrunk_for_a_higher_priority_one_restarts_with_fewer_workers_told_they_are_preempted() -> None:
+    state = {"worldSize": 4, "startTime": T0.isoformat()}
+    manifest = body(Phase.RUNNING, state=state, **ELASTIC)
+
+    shrunk = run(manifest, at(90), pods=running(4), shrink_for=("ml/urgent", 2))
+    restarted = run(applied(manifest, shrunk), at(91))
+
+    stopping = [f"resnet-worker-{rank}" for rank in range(4)]
+    assert sorted(shrunk.delete_pods) == stopping
+    assert shrunk.annotate_pods == {name: {"kiln.dev/preempted": "ml/urgent"} for name in stopping}
+    assert (shrunk.status.phase, shrunk.status.world_size, shrunk.status.resizes) == (Phase.ADMITTED, 2, 1)
+    assert (shrunk.status.preemptions, shrunk.status.preempted_by, shrunk.status.restarts) == (1, "ml/urgent", 0)
+    assert events(shrunk) == [("Normal", "Resizing")]
+    assert shrunk.events[0].message == (
+        "shrinking from 4 to 2 workers to make room for ml/urgent: the gang restarts from its checkpoint with"
+        " WORLD_SIZE 2"
+    )
+    assert {world_size(pod) for pod in created_pods(restarted)} == {"2"}
+
+
 @pytest.mark.parametrize(
     ("state", "after"),
     [

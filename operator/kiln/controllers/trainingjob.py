@@ -123,6 +123,9 @@ class Controller:
     comes: a watch delivers one object's events in order, so events before it are older."""
     _preempted: dict[Key, str] = dataclasses.field(default_factory=dict)
     """Running jobs builtin admission preempts, with the job they make room for, until they stopped."""
+    _shrinking: dict[Key, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    """Elastic jobs builtin admission shrinks, with the job they make room for and the workers they
+    keep, until their status says they shrank."""
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _runner: threading.Thread | None = None
@@ -146,6 +149,7 @@ class Controller:
             seen = dataclasses.replace(
                 self._observe(body, nodes),
                 preempted_by=self._preempted.get((namespace, name)),
+                shrink_for=self._shrinking.get((namespace, name)),
                 grow_to=self._grow(body),
             )
             planned = training_plan.plan(seen, self.clock(), self.settings)
@@ -158,6 +162,10 @@ class Controller:
             self._act(body, planned)
             if planned.status.phase not in admission.HOLDS_ADMISSION:
                 self._preempted.pop((namespace, name), None)
+            shrink = self._shrinking.get((namespace, name))
+            shrunk = (planned.status.world_size or 0) <= shrink[1] if shrink else False
+            if shrink and (shrunk or planned.status.phase not in admission.HOLDS_ADMISSION):
+                del self._shrinking[(namespace, name)]
             self.wakeups.at((namespace, name), planned.wake_at)
 
     # -- the inventory ------------------------------------------------------------------------
@@ -313,7 +321,9 @@ class Controller:
             woken = self.inventory.take_woken()
             for victim in answer.preempt:
                 self._preempted[victim] = f"{job.namespace}/{job.name}"
-        self.wakeups.now([*woken, *answer.preempt])
+            for victim, keep in answer.shrink:
+                self._shrinking[victim] = (f"{job.namespace}/{job.name}", keep)
+        self.wakeups.now([*woken, *answer.preempt, *(victim for victim, _ in answer.shrink)])
         return answer
 
     def _grow(self, body: Mapping[str, Any]) -> int | None:

@@ -67,8 +67,10 @@ class Admission:
     """Why the job waits (for people), or which scheduler admitted it."""
     preempt: tuple[tuple[str, str], ...] = ()
     """Running jobs (namespace, name) to preempt now, so the waiting job fits once they stop."""
+    shrink: tuple[tuple[tuple[str, str], int], ...] = ()
+    """Elastic running jobs to restart now with fewer workers (how many they keep), so it fits."""
     preempting: tuple[tuple[str, str], ...] = ()
-    """Every job stopping to make room for this one: those to preempt now and those preempted before."""
+    """Every job stopping or shrinking to make room for this one: now, and before."""
     workers: int | None = None
     """How many workers builtin admission sized an elastic gang to."""
 

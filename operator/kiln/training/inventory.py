@@ -114,6 +114,11 @@ class Inventory:
         self._jobs: dict[Key, _Entry] = {}
         self._reserved: dict[Key, dict[str, int]] = {}
         self._preempting: dict[Key, Key] = {}
+        self._shrinking: dict[Key, int] = {}
+        """Elastic gangs of `_preempting` that make room by restarting with fewer workers: how many
+        they keep."""
+        self._stopping: dict[Key, int] = {}
+        """Each job's workers on their way out that still hold their node."""
         """Running gangs told to stop, with the gang they make room for, until they are seen stopped."""
         self._granted: dict[Key, str] = {}
         """Gangs admitted here whose Admitted status has not been seen yet, with the reason."""
@@ -213,18 +218,25 @@ class Inventory:
             return  # only binding, finishing or going changes what a pod holds
         if known is not None:
             self._unuse(key, freed=not live)
-        if not live:
-            return
-        use = _PodUse(node, admission.pod_requests(body), job, deleting)
+        if live:
+            self._use(key, _PodUse(node, admission.pod_requests(body), job, deleting))
+        if job is not None:
+            self._stopped(job)
+
+    def _use(self, key: Key, use: _PodUse) -> None:
         self._pods[key] = use
         _add_to(self._namespace_used, key[0], quota_usage(use.requests), 1)
         if use.node is not None:
             self._add(self._used, use.node, use.requests, 1)
-        if job is not None and not deleting:
-            self._existing[job] = self._existing.get(job, 0) + 1
-            if use.node is not None:
-                self._bound[job] = self._bound.get(job, 0) + 1
-            self._rebalance(job, bound_on=use.node)
+        if use.job is None:
+            return
+        if use.deleting:
+            self._stopping[use.job] = self._stopping.get(use.job, 0) + 1
+            return
+        self._existing[use.job] = self._existing.get(use.job, 0) + 1
+        if use.node is not None:
+            self._bound[use.job] = self._bound.get(use.job, 0) + 1
+        self._rebalance(use.job, bound_on=use.node)
 
     def pod_gone(self, body: Mapping[str, Any]) -> None:
         if not self._fresh("pod", body):
@@ -236,9 +248,10 @@ class Inventory:
             pods.pop(name, None)
             if not pods:
                 del self._workers[(namespace, job_name)]
-                self._stopped((namespace, job_name))
         if (namespace, name) in self._pods:
             self._unuse((namespace, name))
+        if job_name:
+            self._stopped((namespace, job_name))
 
     def _unuse(self, key: Key, freed: bool = True) -> None:
         use = self._pods.pop(key)
@@ -248,7 +261,9 @@ class Inventory:
         if freed:
             self._freed()
         if use.job is not None:
-            if not use.deleting:
+            if use.deleting:
+                self._stopping[use.job] -= 1
+            else:
                 self._existing[use.job] -= 1
                 if use.node is not None:
                     self._bound[use.job] -= 1
@@ -317,6 +332,7 @@ class Inventory:
             world = known.world  # granted, its status not written yet: the size it was granted
         if phase in admission.HOLDS_ADMISSION and known is not None and known.phase not in admission.HOLDS_ADMISSION:
             self._preempting.pop(key, None)  # admitted again
+            self._shrinking.pop(key, None)
         self._dequeue(key)
         self._jobs[key] = _Entry(gang, phase, suspended, job, world)
         self._stopped(key)
@@ -328,15 +344,27 @@ class Inventory:
             self._woken.append(key)
 
     def _stopped(self, key: Key) -> None:
-        """A preempted gang counts as making room for its preemptor until its last worker is gone:
-        until then the preemptor waits for it, and picks no other victim."""
-        if key in self._preempting and not self._holding(key) and key not in self._workers:
+        """A preempted gang counts as making room for its preemptor until the last of its workers
+        that must go is gone (all of them, or those a shrunk gang gives up): until then the
+        preemptor waits for it, and picks no other victim."""
+        if key not in self._preempting:
+            return
+        entry = self._jobs.get(key)
+        kept = self._shrinking.get(key)
+        if kept is None and self._holding(key):
+            return  # its status does not say it stopped yet
+        if kept is not None and entry is not None and entry.size > kept:
+            return  # its status does not say it shrank yet
+        staying = entry.size if kept is not None and entry is not None and self._holding(key) else 0
+        if not self._stopping.get(key) and self._existing.get(key, 0) <= staying:
             del self._preempting[key]
+            self._shrinking.pop(key, None)
 
     def _forget(self, key: Key) -> None:
         self._dequeue(key)
         self._granted.pop(key, None)
         self._preempting.pop(key, None)
+        self._shrinking.pop(key, None)
         self._tried.pop(key, None)
         self._rebalance(key, gone=True)
         self._jobs.pop(key, None)
@@ -540,6 +568,12 @@ class Inventory:
         usage = self._usage_by_job({*going, *eligible})
         if going and self._fits_without(candidate, going, usage):
             return self._preempting_reason(candidate, going, ())
+        shrunk = self._shrinkage(candidate, going, eligible, usage)
+        if shrunk is not None:
+            victim, keep = shrunk
+            self._preempting[victim] = candidate.key
+            self._shrinking[victim] = keep
+            return self._preempting_reason(candidate, going, (victim,))
         if not self._fits_without(candidate, going + eligible, usage):
             return None
         single = next((key for key in eligible if self._fits_without(candidate, [*going, key], usage)), None)
@@ -555,15 +589,41 @@ class Inventory:
             self._preempting[key] = candidate.key
         return self._preempting_reason(candidate, going, tuple(chosen))
 
+    def _shrinkage(
+        self,
+        candidate: admission.Gang,
+        going: list[Key],
+        eligible: list[Key],
+        usage: Mapping[Key, list[tuple[str, Resources, int]]],
+    ) -> tuple[Key, int] | None:
+        """An elastic gang above its minimum that, restarted with fewer workers, leaves the candidate
+        room, so no gang has to stop: the one giving up the fewest workers (the least important
+        first), and how many it keeps."""
+        best: tuple[Key, int] | None = None
+        for key in eligible:
+            entry = self._jobs[key]
+            for keep in range(entry.size - 1, entry.gang.smallest - 1, -1):
+                if best is not None and entry.size - keep >= self._jobs[best[0]].size - best[1]:
+                    break
+                if self._fits_without(candidate, [*going, key], usage, keeping={key: keep}):
+                    best = (key, keep)
+                    break
+        return best
+
     def _preempting_reason(
         self, candidate: admission.Gang, going: list[Key], chosen: tuple[Key, ...]
     ) -> admission.Admission:
-        names = ", ".join(f"{namespace}/{name}" for namespace, name in [*going, *chosen])
+        names = ", ".join(
+            f"{namespace}/{name}"
+            + (f" down to {self._shrinking[(namespace, name)]} workers" if (namespace, name) in self._shrinking else "")
+            for namespace, name in [*going, *chosen]
+        )
         return admission.Admission(
             False,
             f"preempting {names} (lower priority than {candidate.priority}) to make room: waiting for"
             " their workers to checkpoint and stop",
-            preempt=chosen,
+            preempt=tuple(key for key in chosen if key not in self._shrinking),
+            shrink=tuple((key, self._shrinking[key]) for key in chosen if key in self._shrinking),
             preempting=(*going, *chosen),
         )
 
@@ -579,13 +639,22 @@ class Inventory:
         return usage
 
     def _fits_without(
-        self, candidate: admission.Gang, keys: list[Key], usage: Mapping[Key, list[tuple[str, Resources, int]]]
+        self,
+        candidate: admission.Gang,
+        keys: list[Key],
+        usage: Mapping[Key, list[tuple[str, Resources, int]]],
+        keeping: Mapping[Key, int] | None = None,
     ) -> bool:
+        """Whether the candidate fits once the gangs `keys` stopped, those shrinking (`keeping`, and
+        those shrinking for it already) restarted with the workers they keep."""
         trial = admission.Capacity(self.nodes, self.allocatable, {node: dict(free) for node, free in self.free.items()})
         for key in keys:
             for node, requests, times in usage[key]:
                 if node in trial.free:
                     trial.give(node, requests, times)
+        kept = {key: self._shrinking[key] for key in keys if key in self._shrinking} | dict(keeping or {})
+        if any(trial.place(self._jobs[key].gang, keep) is None for key, keep in kept.items()):
+            return False
         return trial.place(candidate, max(candidate.size - self._bound.get(candidate.key, 0), 0)) is not None
 
     def admit_waiting(self) -> None:

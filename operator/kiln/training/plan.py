@@ -110,6 +110,8 @@ class Observed:
     logs: str | None = None
     """The last log lines of the worker that failed the job, once fetched."""
     preempted_by: str | None = None
+    shrink_for: tuple[str, int] | None = None
+    """The job (namespace/name) builtin admission shrinks this elastic one for, and the workers it keeps."""
     """The job (`namespace/name`) that builtin admission preempts this one for."""
     grow_to: int | None = None
     """The workers builtin admission reserved room for an elastic job to grow to."""
@@ -201,6 +203,8 @@ class _Planner:
             self.suspend()
         elif self.seen.preempted_by and phase in admission.HOLDS_ADMISSION:
             self.preempted(self.seen.preempted_by)
+        elif self.seen.shrink_for and phase in admission.HOLDS_ADMISSION and self.seen.shrink_for[1] < self.world:
+            self.shrink(*self.seen.shrink_for)
         elif self.seen.grow_to and phase is Phase.RUNNING and self.seen.grow_to > self.world:
             self.grow(self.seen.grow_to)
         else:
@@ -240,17 +244,23 @@ class _Planner:
     def grow(self, size: int) -> None:
         """Restart the gang from its checkpoint with more workers (torch elastic re-forms its world
         the same way)."""
+        self.resize(size, f"growing from {self.world} to {size} workers as capacity freed")
+
+    def shrink(self, by: str, size: int) -> None:
+        """Restart the gang from its checkpoint with fewer workers, so a job of higher priority fits
+        beside it: a partial preemption, the workers told so (they checkpoint), the admission kept."""
+        stopping = [worker.name for worker in self.seen.workers if not worker.deleting]
+        self.plan.annotate_pods.update({name: {trainingjob.PREEMPTED_ANNOTATION: by} for name in stopping})
+        self.status.preemptions += 1
+        self.status.preempted_by = by
+        self.resize(size, f"shrinking from {self.world} to {size} workers to make room for {by}")
+
+    def resize(self, size: int, why: str) -> None:
         self.plan.delete_pods += [worker.name for worker in self.seen.workers if not worker.deleting]
-        before = self.world
         self.status.resizes += 1
         self.status.world_size = size
         self.status.last_resize_time = self.now
-        self.to(
-            Phase.ADMITTED,
-            "Resizing",
-            f"growing from {before} to {size} workers as capacity freed: the gang restarts from its checkpoint"
-            f" with WORLD_SIZE {size}",
-        )
+        self.to(Phase.ADMITTED, "Resizing", f"{why}: the gang restarts from its checkpoint with WORLD_SIZE {size}")
         self.count({})
 
     def preempted(self, by: str) -> None:
