@@ -353,13 +353,20 @@ def test_a_job_that_opted_out_is_never_preempted() -> None:
     assert (answer.admitted, answer.preempt) == (False, ())
 
 
-def test_victims_stopping_are_waited_for_not_joined_by_more_and_the_gang_is_admitted_once_they_stopped() -> None:
+def urgent_beside_two_low_jobs() -> tuple[inventory.Inventory, Object]:
+    """Two 4-GPU nodes each full with a low-priority job, a and the younger b, and urgent (high,
+    4 GPUs) queued."""
     cluster = known(fx.node("gpu-a", gpus=4), fx.node("gpu-b", gpus=4))
     classes(cluster)
     running(cluster, "a", 4, "gpu-a", priorityClassName="low")
     running(cluster, "b", 4, "gpu-b", priorityClassName="low", seconds=1)
     urgent = job("urgent", "Queued", seconds=99, priorityClassName="high")
     cluster.job_seen(urgent)
+    return cluster, urgent
+
+
+def test_victims_stopping_are_waited_for_not_joined_by_more_and_the_gang_is_admitted_once_they_stopped() -> None:
+    cluster, urgent = urgent_beside_two_low_jobs()
     first = cluster.decide(cluster.gang_of(workers.Job.from_body(urgent)))
 
     again = cluster.decide(cluster.gang_of(workers.Job.from_body(urgent)))
@@ -375,12 +382,7 @@ def test_victims_stopping_are_waited_for_not_joined_by_more_and_the_gang_is_admi
 def test_a_victim_queued_again_while_its_worker_stops_is_still_waited_for_and_never_readmitted_into_its_own_room() -> (
     None
 ):
-    cluster = known(fx.node("gpu-a", gpus=4), fx.node("gpu-b", gpus=4))
-    classes(cluster)
-    running(cluster, "a", 4, "gpu-a", priorityClassName="low")
-    running(cluster, "b", 4, "gpu-b", priorityClassName="low", seconds=1)
-    urgent = job("urgent", "Queued", seconds=99, priorityClassName="high")
-    cluster.job_seen(urgent)
+    cluster, urgent = urgent_beside_two_low_jobs()
     assert cluster.decide(cluster.gang_of(workers.Job.from_body(urgent))).preempt == (key("b"),)
     stopping = worker("b", "gpu-b", version=2)
     stopping["spec"]["containers"][0]["resources"] = {"limits": {GPU: "4"}}

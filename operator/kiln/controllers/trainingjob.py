@@ -121,17 +121,12 @@ class Controller:
     _written: dict[Key, str] = dataclasses.field(default_factory=dict)
     """The resourceVersion of the controller's last status write of a job, until its watch event
     comes: a watch delivers one object's events in order, so events before it are older."""
-    _preempted: dict[Key, str] = dataclasses.field(default_factory=dict)
-    """Running jobs builtin admission preempts, with the job they make room for, until they stopped."""
-    _shrinking: dict[Key, tuple[str, int]] = dataclasses.field(default_factory=dict)
-    """Elastic jobs builtin admission shrinks, with the job they make room for and the workers they
-    keep, until their status says they shrank."""
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _runner: threading.Thread | None = None
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop the lock of a deleted job."""
+        """Drop what is kept of a deleted job: its lock and its body."""
         self._locks.forget(namespace, name)
         self._remember(namespace, name, None)
         self.metrics.training_job_seen(namespace, name, None)
@@ -146,10 +141,11 @@ class Controller:
             self.sync()
             finished = (body.get("status") or {}).get("phase") in training_plan.FINISHED
             nodes = [] if finished else self._nodes()  # only placement reads them
+            preempted_by, shrink_for = self._making_room((namespace, name))
             seen = dataclasses.replace(
                 self._observe(body, nodes),
-                preempted_by=self._preempted.get((namespace, name)),
-                shrink_for=self._shrinking.get((namespace, name)),
+                preempted_by=preempted_by,
+                shrink_for=shrink_for,
                 grow_to=self._grow(body),
             )
             planned = training_plan.plan(seen, self.clock(), self.settings)
@@ -160,12 +156,6 @@ class Controller:
                 seen = dataclasses.replace(seen, admission=self._admit(body))
                 planned = training_plan.plan(seen, self.clock(), self.settings)
             self._act(body, planned)
-            if planned.status.phase not in admission.HOLDS_ADMISSION:
-                self._preempted.pop((namespace, name), None)
-            shrink = self._shrinking.get((namespace, name))
-            shrunk = (planned.status.world_size or 0) <= shrink[1] if shrink else False
-            if shrink and (shrunk or planned.status.phase not in admission.HOLDS_ADMISSION):
-                del self._shrinking[(namespace, name)]
             self.wakeups.at((namespace, name), planned.wake_at)
 
     # -- the inventory ------------------------------------------------------------------------
@@ -319,12 +309,18 @@ class Controller:
         with self._admission:
             answer = scheduler.admit(self.inventory.gang_of(job), lambda: self.inventory)
             woken = self.inventory.take_woken()
-            for victim in answer.preempt:
-                self._preempted[victim] = f"{job.namespace}/{job.name}"
-            for victim, keep in answer.shrink:
-                self._shrinking[victim] = (f"{job.namespace}/{job.name}", keep)
         self.wakeups.now([*woken, *answer.preempt, *(victim for victim, _ in answer.shrink)])
         return answer
+
+    def _making_room(self, key: Key) -> tuple[str | None, tuple[str, int] | None]:
+        """What builtin admission asks of the job for another: to stop (the job it is preempted by),
+        or to shrink (that job, and the workers it keeps)."""
+        with self._admission:
+            room = self.inventory.making_room(key)
+        if room is None:
+            return None, None
+        (namespace, name), keep = room
+        return (f"{namespace}/{name}", None) if keep is None else (None, (f"{namespace}/{name}", keep))
 
     def _grow(self, body: Mapping[str, Any]) -> int | None:
         """Room reserved for a running elastic job to grow into, once its cooldown is over."""

@@ -221,8 +221,9 @@ class Capacity:
         requests = gang.requests
         candidates = [name for name, node in self.nodes.items() if name in self.free and matches(node, gang.where)]
         placed: dict[str, int] = {}
+        shape = frozenset(requests.items())
         for _ in range(count):
-            scores = {name: self._score(name, requests) for name in candidates}
+            scores = {name: self._score(name, requests, shape) for name in candidates}
             fitting = [name for name in candidates if scores[name][0]]
             if not fitting:
                 for name, times in placed.items():
@@ -233,12 +234,12 @@ class Capacity:
             placed[chosen] = placed.get(chosen, 0) + 1
         return placed
 
-    def _score(self, node: str, requests: Resources) -> tuple[bool, Fraction]:
-        """Whether a worker fits the node, and the node's free share."""
+    def _score(self, node: str, requests: Resources, shape: frozenset[tuple[str, Fraction]]) -> tuple[bool, Fraction]:
+        """Whether a worker with these requests (`shape`, as a key) fits the node, and the node's free share."""
         if len(self._scores) > _MAX_SCORES:  # many request shapes: start over rather than grow
             self._scores.clear()
         free, takes = self.free[node], self._takes.get(node, 0)
-        key = (node, frozenset(requests.items()))
+        key = (node, shape)
         known = self._scores.get(key)
         if known is not None and known[0] is free and known[1] == takes:
             return known[2], known[3]

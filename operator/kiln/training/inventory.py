@@ -343,6 +343,14 @@ class Inventory:
         if phase is Phase.RUNNING and (known is None or known.phase is not Phase.RUNNING) and self._may_grow(key):
             self._woken.append(key)
 
+    def making_room(self, key: Key) -> tuple[Key, int | None] | None:
+        """The job a gang holding admission is to make room for, and how many workers it keeps when
+        it shrinks (None: it stops), until its status says it did."""
+        by, entry, keep = self._preempting.get(key), self._jobs.get(key), self._shrinking.get(key)
+        if by is None or entry is None or not self._holding(key) or (keep is not None and entry.size <= keep):
+            return None
+        return by, keep
+
     def _stopped(self, key: Key) -> None:
         """A preempted gang counts as making room for its preemptor until the last of its workers
         that must go is gone (all of them, or those a shrunk gang gives up): until then the
@@ -613,11 +621,7 @@ class Inventory:
     def _preempting_reason(
         self, candidate: admission.Gang, going: list[Key], chosen: tuple[Key, ...]
     ) -> admission.Admission:
-        names = ", ".join(
-            f"{namespace}/{name}"
-            + (f" down to {self._shrinking[(namespace, name)]} workers" if (namespace, name) in self._shrinking else "")
-            for namespace, name in [*going, *chosen]
-        )
+        names = ", ".join(self._victim_named(key) for key in [*going, *chosen])
         return admission.Admission(
             False,
             f"preempting {names} (lower priority than {candidate.priority}) to make room: waiting for"
@@ -626,6 +630,10 @@ class Inventory:
             shrink=tuple((key, self._shrinking[key]) for key in chosen if key in self._shrinking),
             preempting=(*going, *chosen),
         )
+
+    def _victim_named(self, key: Key) -> str:
+        keep = self._shrinking.get(key)
+        return f"{key[0]}/{key[1]}" + (f" down to {keep} workers" if keep is not None else "")
 
     def _usage_by_job(self, keys: set[Key]) -> dict[Key, list[tuple[str, Resources, int]]]:
         """What each of the jobs holds: its bound workers and its reservation, node by node."""

@@ -249,11 +249,17 @@ class _Planner:
     def shrink(self, by: str, size: int) -> None:
         """Restart the gang from its checkpoint with fewer workers, so a job of higher priority fits
         beside it: a partial preemption, the workers told so (they checkpoint), the admission kept."""
+        self.tell_preempted(by)
+        self.resize(size, f"shrinking from {self.world} to {size} workers to make room for {by}")
+
+    def tell_preempted(self, by: str) -> list[str]:
+        """Annotate every worker not yet on its way out as preempted by `by` (on the SIGTERM that
+        follows, it checkpoints) and count the preemption; the workers told."""
         stopping = [worker.name for worker in self.seen.workers if not worker.deleting]
         self.plan.annotate_pods.update({name: {trainingjob.PREEMPTED_ANNOTATION: by} for name in stopping})
         self.status.preemptions += 1
         self.status.preempted_by = by
-        self.resize(size, f"shrinking from {self.world} to {size} workers to make room for {by}")
+        return stopping
 
     def resize(self, size: int, why: str) -> None:
         self.plan.delete_pods += [worker.name for worker in self.seen.workers if not worker.deleting]
@@ -266,11 +272,7 @@ class _Planner:
     def preempted(self, by: str) -> None:
         """Tell every worker it is preempted (the annotation), stop it (SIGTERM and the grace period:
         time to write a checkpoint) and queue again; the restart count is kept, since nothing failed."""
-        stopping = [worker.name for worker in self.seen.workers if not worker.deleting]
-        self.plan.annotate_pods.update({name: {trainingjob.PREEMPTED_ANNOTATION: by} for name in stopping})
-        self.plan.delete_pods += stopping
-        self.status.preemptions += 1
-        self.status.preempted_by = by
+        self.plan.delete_pods += self.tell_preempted(by)
         self.status.next_restart_time = None
         self.status.queued_time = self.now
         self.to(
