@@ -14,6 +14,7 @@ import contextlib
 import copy
 import logging
 import pathlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -278,8 +279,7 @@ def copied(obj: Object) -> Object:
 
 
 def object_key(event: store.Event) -> Key:
-    metadata = event.object["metadata"]
-    return (metadata.get("namespace", ""), metadata["name"])
+    return store.key_of(event.object)
 
 
 class FileWriter(Controller):
@@ -303,7 +303,11 @@ class FileWriter(Controller):
         return [("", "")] if event.resource in self.watched else ()
 
     async def reconcile(self, key: Key) -> float | None:
+        started = time.perf_counter()
         text = self.render()
+        # A render reads every object it lists: in a big cluster, coalesce more events into each, so
+        # rendering takes at most a tenth of the loop however often the objects change.
+        self.debounce_seconds = max(type(self).debounce_seconds, 9 * (time.perf_counter() - started))
         if not self.path.exists() or self.path.read_text() != text:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_suffix(".tmp")

@@ -679,6 +679,12 @@ class Kubelet(controllers.Controller):
         self.hosts_file = state_dir / "hosts"
         self.bin_dir = state_dir / "bin"
         self.workers: dict[Key, PodWorker] = {}
+        self._addresses = network.AddressRange(network.POD_NETWORK, network.ALLOCATION_OFFSET)
+        self._pod_ips = {
+            store.key_of(pod): pod["status"]["podIP"]
+            for pod in self.client.list(POD)
+            if pod.get("status", {}).get("podIP")
+        }
         self.processes: set[asyncio.subprocess.Process] = set()
         self.closing = False
         self._write_python_wrappers()
@@ -697,9 +703,7 @@ class Kubelet(controllers.Controller):
         )
 
     def allocate_ip(self) -> str:
-        used = {p.get("status", {}).get("podIP", "") for p in self.client.list(POD)}
-        used |= {worker.ip for worker in self.workers.values()}
-        return network.next_free_address(network.POD_NETWORK, used, network.ALLOCATION_OFFSET)
+        return self._addresses.allocate({*self._pod_ips.values(), *(worker.ip for worker in self.workers.values())})
 
     def cluster_addresses(self, values: Iterable[str], namespace: str) -> dict[str, str | None]:
         """Each value that names a cluster host, with its address now (None: not yet resolvable)."""
@@ -723,7 +727,15 @@ class Kubelet(controllers.Controller):
                 for p in self.client.list(POD)
                 if p["spec"].get("nodeName") == name
             ]
-        return [controllers.object_key(event)] if event.resource == POD else ()
+        if event.resource != POD:
+            return ()
+        key = controllers.object_key(event)
+        address = event.object.get("status", {}).get("podIP")
+        if address and event.type != store.DELETED:
+            self._pod_ips[key] = address
+        else:
+            self._pod_ips.pop(key, None)
+        return [key]
 
     async def reconcile(self, key: Key) -> float | None:
         if self.closing:

@@ -53,6 +53,21 @@ def next_free_address(network: ipaddress.IPv4Network | ipaddress.IPv6Network, us
     raise errors.ApiError(500, "InternalError", f"the range {network} is full")
 
 
+class AddressRange:
+    """Hands out a range's addresses in turn: each search starts after the address last given, so
+    an allocation costs one step, not a scan past every address in use, and a freed address is not
+    handed out again at once (as kube's allocators avoid)."""
+
+    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network, offset: int = 0) -> None:
+        self._network = network
+        self._next = offset
+
+    def allocate(self, used: set[str]) -> str:
+        address = next_free_address(self._network, used, self._next)
+        self._next = int(ipaddress.ip_address(address)) - int(self._network.network_address) - 1
+        return address
+
+
 def allocate_cluster_ip(cluster: registry.Registry, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
     """Admission for Services: a ClusterIP Service without an address gets one; the address is immutable."""
     if rt.kind != "Service":
@@ -184,14 +199,27 @@ def endpoint_slice_for(service: Object, pods: list[Object]) -> Object:
 
 
 class EndpointsController(controllers.Controller):
-    """Endpoints and EndpointSlices for every Service with a selector."""
+    """Endpoints and EndpointSlices for every Service with a selector.
+
+    Pods are indexed by label and Services by selector, as the store changes, so neither a pod's
+    event nor a Service's reconcile scans every object: one Service per TrainingJob makes that
+    quadratic in a busy cluster."""
 
     name = "endpoint-controller"
+
+    def __init__(self, cluster: registry.Registry) -> None:
+        super().__init__(cluster)
+        self._pods = store.LabelIndex(POD)
+        self._pods.fill(self.client.list(POD))
+        self._selectors = store.LabelIndex(SERVICE, lambda service: service.get("spec", {}).get("selector") or {})
+        self._selectors.fill(self.client.list(SERVICE))
 
     def initial_keys(self) -> Iterable[Key]:
         return self.keys_of(SERVICE)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
+        self._pods.observe(event)
+        self._selectors.observe(event)
         if event.resource == SERVICE:
             return [controllers.object_key(event)]
         if event.resource == POD:
@@ -199,12 +227,13 @@ class EndpointsController(controllers.Controller):
             labels = [event.object["metadata"].get("labels") or {}]
             if event.previous is not None:
                 labels.append(event.previous["metadata"].get("labels") or {})
-            return [
-                (namespace, service["metadata"]["name"])
-                for service in self.client.list(SERVICE, namespace)
-                if service.get("spec", {}).get("selector")
-                and any(selectors.selector_matches({"matchLabels": service["spec"]["selector"]}, lab) for lab in labels)
-            ]
+            keys = []
+            for name in sorted(set().union(*(self._selectors.having_any(namespace, lab) for lab in labels))):
+                service = self.client.get(SERVICE, namespace, name)
+                selector = (service or {}).get("spec", {}).get("selector")
+                if selector and any(selectors.selector_matches({"matchLabels": selector}, lab) for lab in labels):
+                    keys.append((namespace, name))
+            return keys
         return ()
 
     async def reconcile(self, key: Key) -> float | None:
@@ -212,7 +241,8 @@ class EndpointsController(controllers.Controller):
         service = self.client.get(SERVICE, namespace, name)
         if service is None or not service.get("spec", {}).get("selector"):
             return None
-        pods = self.client.list(POD, namespace)
+        names = self._pods.having_all(namespace, service["spec"]["selector"])
+        pods = [pod for pod in (self.client.get(POD, namespace, name) for name in names) if pod is not None]
         subsets = endpoints_for(service, pods)
         labels = dict(service["metadata"].get("labels") or {})
         endpoints: Object = {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "subsets": subsets}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from kiln.devcluster import controllers, objects, scheduling, store
+from kiln.devcluster import controllers, objects, registry, scheduling, store
 from kiln.devcluster.controllers import NODE, POD, PRIORITY_CLASS, PVC, Key
 
 Object = dict[str, Any]
@@ -21,11 +21,16 @@ class Scheduler(controllers.Controller):
     name = "default-scheduler"
     debounce_seconds = 0.02
 
+    def __init__(self, cluster: registry.Registry) -> None:
+        super().__init__(cluster)
+        self._usage = scheduling.NodeUsage.of(self.client.list(POD))
+
     def initial_keys(self) -> Iterable[Key]:
         return [EVERYTHING]
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == POD:
+            self._usage.observe(event.object, gone=event.type == store.DELETED)
             spec = event.object.get("spec", {})
             pending = scheduling.is_pending(event.object)
             freed = event.type == store.DELETED or scheduling.is_terminal(event.object)
@@ -40,7 +45,7 @@ class Scheduler(controllers.Controller):
         groups = self._min_members()
         classes = {pc["metadata"]["name"]: int(pc.get("value", 0)) for pc in self.client.list(PRIORITY_CLASS)}
         claims = {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in self.client.list(PVC)}
-        result = scheduling.plan(pods, self.client.list(NODE), groups, classes, claims)
+        result = scheduling.plan(pods, self.client.list(NODE), groups, classes, claims, usage=self._usage)
         now = objects.now()
         for pod, node in result.bindings:
             self._bind(pod, node, now)

@@ -126,6 +126,53 @@ class NodeState:
         return dataclasses.replace(self, requested=dict(self.requested), scored=dict(self.scored))
 
 
+class NodeUsage:
+    """What the bound pods take of each node, kept current one pod event at a time as kube-scheduler's
+    cache is, so a scheduling pass starts from it instead of adding up every pod in the cluster."""
+
+    def __init__(self) -> None:
+        self._pods: dict[tuple[str, str], tuple[str, Resources, Resources]] = {}
+        self._requested: dict[str, Resources] = collections.defaultdict(dict)
+        self._scored: dict[str, Resources] = collections.defaultdict(dict)
+        self._nodes: dict[str, tuple[str, NodeState]] = {}
+
+    @classmethod
+    def of(cls, pods: Iterable[Object]) -> NodeUsage:
+        usage = cls()
+        for pod in pods:
+            usage.observe(pod, gone=False)
+        return usage
+
+    def observe(self, pod: Object, gone: bool) -> None:
+        key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+        before = self._pods.pop(key, None)
+        if before is not None:
+            self._add(before, -1)
+        if not gone and occupies_node(pod):
+            taken = (pod["spec"]["nodeName"], pod_requests(pod), scoring_requests(pod))
+            self._pods[key] = taken
+            self._add(taken, 1)
+
+    def _add(self, taken: tuple[str, Resources, Resources], sign: int) -> None:
+        node, requested, scored = taken
+        for tally, amounts in ((self._requested[node], requested), (self._scored[node], scored)):
+            for name, amount in amounts.items():
+                tally[name] = tally.get(name, Fraction(0)) + sign * amount
+
+    def states(self, nodes: Iterable[Object]) -> list[NodeState]:
+        """Each node as a pass may fill it: what it offers, less what its pods take."""
+        states = []
+        for node in nodes:
+            name, version = node["metadata"]["name"], node["metadata"].get("resourceVersion", "")
+            known = self._nodes.get(name)
+            if known is None or known[0] != version:
+                known = self._nodes[name] = (version, NodeState.of(node))
+            states.append(
+                dataclasses.replace(known[1], requested=dict(self._requested[name]), scored=dict(self._scored[name]))
+            )
+        return states
+
+
 def tolerates(toleration: Object, taint: Object) -> bool:
     if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
         return False
@@ -274,19 +321,18 @@ def plan(
     min_members: dict[GroupRef, int],
     priority_classes: dict[str, int] | None = None,
     claims: set[tuple[str, str]] | None = None,
+    *,
+    usage: NodeUsage | None = None,
 ) -> Plan:
     """Bind what fits, highest priority first then oldest; gangs bind all of minMember or none.
 
     `min_members` holds each existing PodGroup's minMember; `claims` the
-    (namespace, name) of existing PersistentVolumeClaims.
+    (namespace, name) of existing PersistentVolumeClaims; `usage` what the
+    pods take of the nodes, when the caller keeps it (else it is added up).
     """
     classes = priority_classes or {}
     default_priority = 0
-    states = [NodeState.of(node) for node in nodes]
-    by_name = {state.name: state for state in states}
-    for pod in pods:
-        if occupies_node(pod) and pod["spec"]["nodeName"] in by_name:
-            by_name[pod["spec"]["nodeName"]].take(pod)
+    states = (usage or NodeUsage.of(pods)).states(nodes)
     pending = sorted(
         (pod for pod in pods if is_pending(pod)),
         key=lambda pod: (

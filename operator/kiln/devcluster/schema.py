@@ -265,8 +265,10 @@ def _rule_errors(schema: Schema, value: Any, old: Any, path: str) -> Iterator[Fi
 
 
 def _all_rule_errors(schema: Schema, value: Any, old: Any, path: str) -> Iterator[FieldError]:
-    """CEL errors of a value and everything under it; `old` is the correlated stored value."""
-    if value is None:
+    """CEL errors of a value and everything under it; `old` is the correlated stored value. A value
+    an update leaves as it was is not checked again, as kube-apiserver ratchets CRD validation: a
+    status write does not re-run the spec's rules."""
+    if value is None or (old is not _NO_VALUE and value == old):
         return
     if isinstance(value, dict):
         properties = schema.get("properties", {})

@@ -1,9 +1,9 @@
 """Object storage with one monotonic resourceVersion, a watch history, and SQLite persistence.
 
 Like k3s's kine, objects live in SQLite when a data directory is given and in
-memory otherwise. Reads come from an in-memory index; every write goes to
-SQLite in the same call, so a restart finds every object and the counter
-where it stopped. A bounded history of events serves watches that resume
+memory only otherwise. Reads come from an in-memory index; with a data
+directory, every write goes to SQLite in the same call, so a restart finds
+every object and the counter where it stopped. A bounded history of events serves watches that resume
 from a resourceVersion; older versions are answered with 410 Gone.
 """
 
@@ -70,6 +70,70 @@ class Watcher:
             self.queue.put_nowait(seen)
 
 
+class LabelIndex:
+    """The names of one resource's objects by namespace and label, kept current from its events, so a
+    controller finds what a selector picks (or what selects an object) without scanning every object.
+
+    `labels_of` says which labels to index an object under: its own by default, or a Service's
+    selector, say. Candidates are a superset: a caller still matches the whole selector."""
+
+    def __init__(self, resource: str, labels_of: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> None:
+        self.resource = resource
+        self._labels_of = labels_of or (lambda obj: obj["metadata"].get("labels") or {})
+        self._names: dict[tuple[str, str, str], set[str]] = collections.defaultdict(set)
+        self._indexed: dict[Key, dict[str, str]] = {}
+
+    def fill(self, objects: builtins.list[dict[str, Any]]) -> None:
+        for obj in objects:
+            self._put(obj)
+
+    def observe(self, event: Event) -> None:
+        if event.resource != self.resource:
+            return
+        if event.type == DELETED:
+            self._drop(key_of(event.object))
+        else:
+            self._put(event.object)
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        key = key_of(obj)
+        labels = dict(self._labels_of(obj))
+        if self._indexed.get(key) == labels:
+            return
+        self._drop(key)
+        self._indexed[key] = labels
+        for label, value in labels.items():
+            self._names[(key[0], label, value)].add(key[1])
+
+    def _drop(self, key: Key) -> None:
+        for label, value in self._indexed.pop(key, {}).items():
+            names = self._names[(key[0], label, value)]
+            names.discard(key[1])
+            if not names:
+                del self._names[(key[0], label, value)]
+
+    def having_all(self, namespace: str, labels: dict[str, str]) -> set[str]:
+        """Names that may carry every one of `labels` (all of the namespace's objects for none)."""
+        if not labels:
+            return {name for space, name in self._indexed if space == namespace}
+        candidates = [self._names.get((namespace, label, value), set()) for label, value in labels.items()]
+        candidates.sort(key=builtins.len)
+        return set(candidates[0])
+
+    def having_any(self, namespace: str, labels: dict[str, str]) -> set[str]:
+        """Names indexed under at least one of `labels`."""
+        found: set[str] = set()
+        for pair in labels.items():
+            found |= self._names.get((namespace, *pair), set())
+        return found
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    """(namespace, name): where the store keeps an object."""
+    metadata = obj["metadata"]
+    return (metadata.get("namespace", ""), metadata["name"])
+
+
 class Store:
     """All objects of all resources, keyed by resource, namespace and name."""
 
@@ -83,14 +147,14 @@ class Store:
         self.listeners: list[Callable[[Event], None]] = []
 
     @staticmethod
-    def _open(data_dir: pathlib.Path | None) -> sqlite3.Connection:
+    def _open(data_dir: pathlib.Path | None) -> sqlite3.Connection | None:
+        """The database, or None in memory: nothing would ever read it back."""
         if data_dir is None:
-            database = sqlite3.connect(":memory:", check_same_thread=False)
-        else:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            database = sqlite3.connect(data_dir / "state.db", check_same_thread=False)
-            database.execute("PRAGMA journal_mode=WAL")
-            database.execute("PRAGMA synchronous=NORMAL")
+            return None
+        data_dir.mkdir(parents=True, exist_ok=True)
+        database = sqlite3.connect(data_dir / "state.db", check_same_thread=False)
+        database.execute("PRAGMA journal_mode=WAL")
+        database.execute("PRAGMA synchronous=NORMAL")
         database.execute(
             "CREATE TABLE IF NOT EXISTS objects ("
             " resource TEXT, namespace TEXT, name TEXT, body TEXT,"
@@ -105,6 +169,8 @@ class Store:
         return database
 
     def _load(self) -> int:
+        if self._database is None:
+            return 1
         for resource, namespace, name, body in self._database.execute(
             "SELECT resource, namespace, name, body FROM objects"
         ):
@@ -120,7 +186,8 @@ class Store:
         return int(row[0]) if row else 1
 
     def close(self) -> None:
-        self._database.close()
+        if self._database is not None:
+            self._database.close()
 
     def next_version(self) -> int:
         self.resource_version += 1
@@ -146,9 +213,10 @@ class Store:
         key = (metadata.get("namespace", ""), metadata["name"])
         previous = self._objects[resource].get(key)
         self._objects[resource][key] = obj
-        self._database.execute(
-            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", (resource, key[0], key[1], json.dumps(obj))
-        )
+        if self._database is not None:
+            self._database.execute(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", (resource, key[0], key[1], json.dumps(obj))
+            )
         event = Event(version, resource, event_type, obj, previous if event_type == MODIFIED else None)
         self._commit(event)
         self._publish(event)
@@ -161,16 +229,19 @@ class Store:
         key = (metadata.get("namespace", ""), metadata["name"])
         self._objects[resource].pop(key, None)
         gone = {**obj, "metadata": {**metadata, "resourceVersion": str(version)}}
-        self._database.execute(
-            "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
-            (resource, key[0], key[1]),
-        )
+        if self._database is not None:
+            self._database.execute(
+                "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
+                (resource, key[0], key[1]),
+            )
         event = Event(version, resource, DELETED, gone)
         self._commit(event)
         self._publish(event)
         return gone
 
     def _commit(self, event: Event) -> None:
+        if self._database is None:
+            return
         self._database.execute("INSERT OR REPLACE INTO counter VALUES (1, ?)", (event.resource_version,))
         self._database.execute(
             "INSERT INTO log VALUES (?, ?, ?, ?, ?)",
