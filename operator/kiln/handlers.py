@@ -114,6 +114,7 @@ def reconcile_model_version(name: str, namespace: str | None, memo: Any, **_: An
 
 
 _TRAINING_JOBS = (base.GROUP, base.VERSION, resources.TRAINING_JOB.plural)
+_INVENTORY_PREFIX = "training-inventory-"
 
 
 # What builtin admission reads, fed from watches (kiln.training.inventory); no I/O, so async: each
@@ -122,29 +123,37 @@ _TRAINING_JOBS = (base.GROUP, base.VERSION, resources.TRAINING_JOB.plural)
 # to live) and capacity freeing for a queued job: the controller's own wake-ups run those reconciles
 # (a burst of events for one job is one reconcile), not a per-job timer. TrainingJobs have watch
 # handlers only, so kopf never writes to them: no annotation of its own to race the status writes.
-@kopf.on.event("", "v1", "pods", id="training-inventory-pods")
+@kopf.on.event("", "v1", "pods", id=f"{_INVENTORY_PREFIX}pods")
 async def pod_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.POD, type, body)
 
 
-@kopf.on.event("", "v1", "nodes", id="training-inventory-nodes")
+@kopf.on.event("", "v1", "nodes", id=f"{_INVENTORY_PREFIX}nodes")
 async def node_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.NODE, type, body)
 
 
-@kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses", id="training-inventory-priority-classes")
+@kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses", id=f"{_INVENTORY_PREFIX}priority-classes")
 async def priority_class_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.PRIORITY_CLASS, type, body)
 
 
-@kopf.on.event("", "v1", "resourcequotas", id="training-inventory-quotas")
+@kopf.on.event("", "v1", "resourcequotas", id=f"{_INVENTORY_PREFIX}quotas")
 async def resource_quota_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.RESOURCE_QUOTA, type, body)
 
 
-@kopf.on.event(*_TRAINING_JOBS, id="training-inventory-jobs")
+@kopf.on.event(*_TRAINING_JOBS, id=f"{_INVENTORY_PREFIX}jobs")
 async def training_job_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.TRAINING_JOB, type, body)
+
+
+def quiet_inventory_handlers(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Handler 'training-inventory-pods' succeeded." lines: one for every pod, node or job
+    event in the cluster, from handlers that only feed memory, they would be most of the log (and a
+    good part of the operator's time in a big cluster). Their failures are still logged."""
+    message = record.getMessage()
+    return not (message.startswith(f"Handler '{_INVENTORY_PREFIX}") and message.endswith(" succeeded."))
 
 
 _MODEL_DEPLOYMENTS = (base.GROUP, base.VERSION, resources.MODEL_DEPLOYMENT.plural)
@@ -205,6 +214,8 @@ def run_operator(
     """Run the operator until it is stopped: every namespace when none are named; with a metrics port,
     /metrics is served on it (all addresses)."""
     kopf.configure(verbose=verbose, log_prefix=True)
+    if not verbose:
+        logging.getLogger("kopf.objects").addFilter(quiet_inventory_handlers)
     if metrics_port:
         METRICS.serve(metrics_port)
     kopf.run(

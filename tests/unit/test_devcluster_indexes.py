@@ -553,6 +553,10 @@ RANGE_SCHEMA: schema.Schema = {
                     "type": "string",
                     "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "storage is immutable"}],
                 },
+                "replicas": {
+                    "type": "integer",
+                    "x-kubernetes-validations": [{"rule": "self > oldSelf", "message": "replicas must grow"}],
+                },
                 "limits": {
                     "type": "object",
                     "x-kubernetes-validations": [BOUNDS_RULE],
@@ -611,6 +615,12 @@ def resource(status: str = "Pending", **spec: Any) -> Object:
             id="transition rule and spec rule together",
         ),
         pytest.param(resource(max=9), resource(), [], id="transition rule, unchanged value"),
+        pytest.param(
+            resource("Running", replicas=3),
+            resource(replicas=3),
+            ['spec.replicas: Invalid value: "integer": replicas must grow'],
+            id="transition rules are never ratcheted",
+        ),
         pytest.param(resource(ports=[-1]), resource(ports=[-1], max=2), [], id="unchanged list of a broken item"),
         pytest.param(
             resource(ports=[-1, 80]),

@@ -316,19 +316,32 @@ def test_a_job_that_passes_two_phases_in_one_reconcile_announces_each() -> None:
     assert result.events[1].message == "all 2 workers are running (attempt 0)"
 
 
+ADMISSION_MESSAGE = "admitted by the builtin gang scheduler: all 2 workers fit the free capacity"
+
+
 @pytest.mark.parametrize(
     ("pods", "message"),
     [
-        pytest.param((), "0 of 2 workers running", id="none-yet"),
+        pytest.param((), ADMISSION_MESSAGE, id="none-yet"),
+        pytest.param((worker(0, "Pending"), worker(1, "Pending")), ADMISSION_MESSAGE, id="all-starting"),
         pytest.param((worker(0, "Running"), worker(1, "Pending")), "1 of 2 workers running", id="one"),
     ],
 )
-def test_an_admitted_job_reports_how_many_workers_run(pods: tuple[plan.Worker, ...], message: str) -> None:
-    result = run(body(Phase.ADMITTED), at(10), pods=pods)
+def test_an_admitted_job_keeps_its_admission_message_until_a_worker_runs(
+    pods: tuple[plan.Worker, ...], message: str
+) -> None:
+    result = run(body(Phase.ADMITTED, state={"message": ADMISSION_MESSAGE}), at(10), pods=pods)
 
     assert result.status.phase == Phase.ADMITTED
     assert result.status.message == message
     assert result.events == []
+
+
+def test_the_status_that_creates_the_workers_counts_them_active() -> None:
+    result = run(body(Phase.PENDING), admission=ADMIT, children=frozenset({"Service"}))
+
+    assert len(created_pods(result)) == 2
+    assert (result.status.workers.active, result.status.workers.ready) == (2, 0)
 
 
 def test_only_missing_workers_are_created() -> None:

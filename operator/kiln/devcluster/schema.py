@@ -245,10 +245,13 @@ def _cel_value(schema: Schema, value: Any) -> Any:
 
 
 def _rule_errors(schema: Schema, value: Any, old: Any, path: str) -> Iterator[FieldError]:
+    unchanged = old is not _NO_VALUE and value == old
     for rule in schema.get("x-kubernetes-validations", []):
         expression = rule["rule"]
         is_transition = re.search(r"\boldSelf\b", expression) is not None
-        if is_transition and old is _NO_VALUE:
+        # Ratcheting, as kube-apiserver's: a value an update leaves as it was is not held to its
+        # rules again (a status write does not re-run the spec's), but transition rules always run.
+        if (is_transition and old is _NO_VALUE) or (unchanged and not is_transition):
             continue
         variables = {"self": _cel_value(schema, value)}
         if is_transition:
@@ -265,10 +268,8 @@ def _rule_errors(schema: Schema, value: Any, old: Any, path: str) -> Iterator[Fi
 
 
 def _all_rule_errors(schema: Schema, value: Any, old: Any, path: str) -> Iterator[FieldError]:
-    """CEL errors of a value and everything under it; `old` is the correlated stored value. A value
-    an update leaves as it was is not checked again, as kube-apiserver ratchets CRD validation: a
-    status write does not re-run the spec's rules."""
-    if value is None or (old is not _NO_VALUE and value == old):
+    """CEL errors of a value and everything under it; `old` is the correlated stored value."""
+    if value is None:
         return
     if isinstance(value, dict):
         properties = schema.get("properties", {})
@@ -281,9 +282,10 @@ def _all_rule_errors(schema: Schema, value: Any, old: Any, path: str) -> Iterato
             child_path = _child(path, name) if name in properties else f"{path}[{name}]"
             yield from _all_rule_errors(child_schema, child, child_old, child_path)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        # Items of a plain list cannot be correlated with the stored list, so no oldSelf below.
+        # Items of a plain list are correlated with the stored list's only when it is unchanged.
+        same = old == value
         for index, item in enumerate(value):
-            yield from _all_rule_errors(schema["items"], item, _NO_VALUE, f"{path}[{index}]")
+            yield from _all_rule_errors(schema["items"], item, item if same else _NO_VALUE, f"{path}[{index}]")
     yield from _rule_errors(schema, value, old, path)
 
 

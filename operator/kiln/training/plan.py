@@ -383,6 +383,9 @@ class _Planner:
             self.plan.create += [
                 workers.worker_pod(self.job, rank, attempt, where, image, world_size=self.world) for rank in missing
             ]
+            # As the Job controller counts the pods it just made: the status written now is the one
+            # that stands until a worker runs, with no second write only to count them.
+            self.status.workers.active += len(missing)
         self.progress(current)
 
     def report_progress(self, current: Mapping[int, Worker]) -> None:
@@ -422,7 +425,9 @@ class _Planner:
                 return
         if self.status.phase is not Phase.ADMITTED:
             self.to(Phase.ADMITTED, "Starting", f"{len(running)} of {size} workers running")
-        elif not self.reason:  # a transition this reconcile keeps its own message
+        # A transition keeps its own message (this reconcile's, or the last one's until a worker
+        # runs or is refused a node: "admitted by ..." says more than "0 of 4 workers running").
+        elif not self.reason and (running or unscheduled):
             self.status.message = f"{len(running)} of {size} workers running" + (
                 f"; {unscheduled[0].name}: {unscheduled[0].reason}" if unscheduled else ""
             )
