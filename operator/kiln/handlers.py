@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -32,15 +32,29 @@ METRICS = metrics.Metrics()
 """The operator's own metrics, which `run_operator` serves on its metrics port."""
 
 
+_CHANGE_HANDLED = frozenset(
+    (f"{base.GROUP}/{base.VERSION}", kind.kind) for kind in (resources.MODEL_VERSION, resources.MODEL_DEPLOYMENT)
+)
+
+
+class ChangeHandledOnly(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base, built only for the kinds with create/update handlers. kopf builds it (a deep
+    copy of the object) for every watch event to tell what changed, and the watch-only kinds (every
+    pod, node and TrainingJob event feeds the training inventory) would pay for it for nothing."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if (body.get("apiVersion"), body.get("kind")) not in _CHANGE_HANDLED:
+            return kopf.BodyEssence()
+        return super().build(body=body, extra_fields=extra_fields)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Keep kopf's bookkeeping in kiln.dev annotations: the CRD schemas are structural,
     so the API server would prune kopf's default `status.kopf` field."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=base.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=base.GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = ChangeHandledOnly(prefix=base.GROUP, key="last-handled-configuration")
     settings.posting.level = logging.INFO
     # kopf pauses every peer that sees another of the same priority, itself included, so replicas that
     # all kept the default would all stand by: each draws its own, and the highest is the active one.

@@ -194,6 +194,10 @@ class Controller:
     name = "controller"
     debounce_seconds = 0.0
     """Coalesce a burst of events into one reconcile this much later (for whole-cluster keys)."""
+    busy_share = 1.0
+    """At most this share of the event loop's time for a debounced controller, whose reconcile reads
+    the whole cluster: as that grows, its debounce grows with it, so each reconcile takes in more
+    events and the API server keeps the rest of the loop."""
 
     def __init__(self, cluster: registry.Registry) -> None:
         self.client = Client(cluster, self.name)
@@ -259,6 +263,7 @@ class Controller:
                 timer.cancel()
 
     async def _reconcile_safely(self, key: Key) -> None:
+        started = time.perf_counter()
         try:
             again = await self.reconcile(key)
         except errors.ApiError as error:
@@ -270,6 +275,10 @@ class Controller:
             log.exception("%s: reconciling %s/%s failed", self.name, *key)
             self.enqueue_after(key, ERROR_RETRY_SECONDS)
             return
+        finally:
+            if self.debounce_seconds:
+                took = time.perf_counter() - started
+                self.debounce_seconds = max(type(self).debounce_seconds, took * (1 / self.busy_share - 1))
         if again is not None:
             self.enqueue_after(key, again)
 
@@ -287,6 +296,7 @@ class FileWriter(Controller):
     so a reader (a pod's resolver, Prometheus) never sees half a file."""
 
     debounce_seconds = 0.1
+    busy_share = 0.05
     watched: tuple[str, ...] = ()
 
     def __init__(self, cluster: registry.Registry, path: pathlib.Path) -> None:
@@ -303,11 +313,7 @@ class FileWriter(Controller):
         return [("", "")] if event.resource in self.watched else ()
 
     async def reconcile(self, key: Key) -> float | None:
-        started = time.perf_counter()
         text = self.render()
-        # A render reads every object it lists: in a big cluster, coalesce more events into each, so
-        # rendering takes at most a tenth of the loop however often the objects change.
-        self.debounce_seconds = max(type(self).debounce_seconds, 9 * (time.perf_counter() - started))
         if not self.path.exists() or self.path.read_text() != text:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_suffix(".tmp")

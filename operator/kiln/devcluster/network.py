@@ -285,6 +285,8 @@ class ServiceProxy(controllers.Controller):
     """kube-proxy in userspace mode: a TCP listener on each ClusterIP:port, round-robin to ready endpoints."""
 
     name = "kube-proxy"
+    debounce_seconds = 0.02  # a burst of Services is one pass over them all, as kube-proxy's min sync period
+    busy_share = 0.1
 
     def __init__(self, cluster: registry.Registry) -> None:
         super().__init__(cluster)

@@ -20,6 +20,7 @@ class Scheduler(controllers.Controller):
 
     name = "default-scheduler"
     debounce_seconds = 0.02
+    busy_share = 0.3
 
     def __init__(self, cluster: registry.Registry) -> None:
         super().__init__(cluster)
@@ -88,6 +89,8 @@ class Scheduler(controllers.Controller):
         self.client.event(pod, "Warning", "FailedScheduling", message)
 
     def _update_groups(self, groups: dict[scheduling.GroupRef, int]) -> None:
+        if not groups:
+            return
         pods = self.client.list(POD)
         for ref, min_member in groups.items():
             group = self.client.get(ref.resource, ref.namespace, ref.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -239,15 +240,22 @@ def failure_message(node_count: int, reasons_by_node: Iterable[list[str]]) -> st
     return f"0/{node_count} nodes are available: {', '.join(histogram)}."
 
 
-def _least_allocated_score(node: NodeState, requests: Resources) -> Fraction:
-    """kube-scheduler's default scoring: prefer the node left with the most free cpu and memory."""
-    score = Fraction(0)
+def _least_allocated_score(node: NodeState, requests: Resources) -> float:
+    """kube-scheduler's default scoring: prefer the node left with the most free cpu and memory (in
+    floating point, as kube-scheduler's integer scores are not exact either: equal nodes tie)."""
+    score = 0.0
     for resource in ("cpu", "memory"):
         offered = node.allocatable.get(resource, Fraction(0))
         if offered > 0:
             used = node.scored.get(resource, Fraction(0)) + requests[resource]
-            score += (offered - used) / offered
+            score += 1.0 - float(used) / float(offered)
     return score
+
+
+@functools.cache
+def _first_by_name(name: str) -> list[int]:
+    """A sort key under which, of nodes that score the same, the first name alphabetically wins."""
+    return [-ord(char) for char in name]
 
 
 def place(pod: Object, nodes: list[NodeState]) -> tuple[NodeState | None, str]:
@@ -264,7 +272,7 @@ def place(pod: Object, nodes: list[NodeState]) -> tuple[NodeState | None, str]:
     if not fitting:
         return None, failure_message(len(nodes), reasons_by_node)
     scoring = scoring_requests(pod)
-    best = max(fitting, key=lambda node: (_least_allocated_score(node, scoring), [-ord(c) for c in node.name]))
+    best = max(fitting, key=lambda node: (_least_allocated_score(node, scoring), _first_by_name(node.name)))
     best.take(pod)
     return best, ""
 

@@ -11,6 +11,7 @@ scheduler will be asked to place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -76,10 +77,21 @@ class Job:
             name=metadata["name"],
             namespace=metadata.get("namespace") or "default",
             uid=metadata.get("uid", ""),
-            spec=trainingjob.TrainingJobSpec.model_validate(body.get("spec") or {}),
+            spec=_spec_of(body.get("spec") or {}),
             annotations=metadata.get("annotations") or {},
             created=metadata.get("creationTimestamp", ""),
         )
+
+
+def _spec_of(spec: Mapping[str, Any]) -> trainingjob.TrainingJobSpec:
+    """The spec parsed, once for each distinct spec: parsing checks every CEL rule, and each event
+    and reconcile of every job reads its spec (jobs submitted from one template share theirs)."""
+    return _parsed_spec(json.dumps(spec, sort_keys=True, separators=(",", ":")))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_spec(text: str) -> trainingjob.TrainingJobSpec:
+    return trainingjob.TrainingJobSpec.model_validate_json(text)
 
 
 @dataclasses.dataclass(frozen=True)
