@@ -386,6 +386,24 @@ def test_a_node_whose_resource_version_changes_is_read_again() -> None:
     assert placed(scheduling.plan([big], cordoned, {}, usage=usage)) == []
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_what_a_pass_remembers_of_nodes_places_a_burst_as_looking_at_every_node_afresh_would(seed: int) -> None:
+    rng = random.Random(seed)
+    pods = [workload(f"p{index:02d}", rng.choice(REQUESTS), index) for index in range(40)]
+    nodes = [node(f"node-{index}", cpu=rng.choice(["4", "8"])) for index in range(5)]
+
+    remembered = placed(scheduling.plan(pods, nodes, {}))
+
+    states = scheduling.NodeUsage.of([]).states(nodes)
+    afresh = []
+    for pod in pods:  # created in name order: the plan's order too
+        best, _ = scheduling.place(pod, states)
+        if best is not None:
+            afresh.append((pod["metadata"]["name"], best.name))
+    assert remembered == afresh
+    assert len(remembered) < len(pods)  # the nodes filled up: refusals were remembered too
+
+
 # --- network.AddressRange -----------------------------------------------------------------------------------------
 
 TINY = ipaddress.ip_network("10.0.0.0/29")  # .2 to .6: .0 is the network, .1 the gateway, .7 broadcast

@@ -7,7 +7,9 @@ import copy
 import pathlib
 from typing import Any
 
-from kiln.devcluster import volumes
+import pytest
+
+from kiln.devcluster import podenv, volumes
 
 Object = dict[str, Any]
 PREEMPTED = {"path": "preempted", "fieldRef": {"fieldPath": "metadata.annotations['kiln.dev/preempted']"}}
@@ -66,3 +68,33 @@ def test_a_pod_whose_volumes_are_not_set_up_yet_is_skipped(tmp_path: pathlib.Pat
     volumes.refresh(pod({"kiln.dev/preempted": "ml/urgent"}), {})
 
     assert not (tmp_path / "pod").exists()
+
+
+def config_map_pod(*paths: str) -> Object:
+    items = [{"key": "settings", "path": path} for path in paths]
+    body = pod()
+    body["spec"]["volumes"] = [{"name": "config", "configMap": {"name": "app", "items": items}}]
+    return body
+
+
+def written(tmp_path: pathlib.Path, body: Object) -> dict[str, pathlib.Path]:
+    config_map = {"metadata": {"name": "app"}, "data": {"settings": "x=1"}}
+    return volumes.prepare(body, tmp_path / "pod", tmp_path / "claims", lambda kind, name: config_map, "token")
+
+
+def test_a_config_map_item_lands_at_its_path_nested_or_not(tmp_path: pathlib.Path) -> None:
+    directories = written(tmp_path, config_map_pod("app.conf", "deep/er/app.conf"))
+
+    assert (directories["config"] / "app.conf").read_text() == "x=1"
+    assert (directories["config"] / "deep" / "er" / "app.conf").read_text() == "x=1"
+
+
+@pytest.mark.parametrize("path", ["../outside", "a/../../outside", "/etc/outside"])
+def test_an_item_path_that_leaves_its_volume_is_refused_and_nothing_is_written_outside(
+    tmp_path: pathlib.Path, path: str
+) -> None:
+    with pytest.raises(podenv.ConfigError, match="escapes its volume"):
+        written(tmp_path, config_map_pod(path))
+
+    assert not (tmp_path / "pod" / "volumes" / "outside").exists()
+    assert not (tmp_path / "outside").exists()

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import datetime
+import json
 import logging
 import os
 import pathlib
@@ -23,8 +24,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
-
-import yaml
 
 from kiln.devcluster import (
     config,
@@ -469,7 +468,7 @@ class PodWorker:
             "current-context": "pod",
         }
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "kubeconfig").write_text(yaml.safe_dump(document))
+        (self.dir / "kubeconfig").write_text(json.dumps(document))  # JSON is YAML, and quicker to write
 
     def container_mounts(self, spec: Object) -> dict[str, str]:
         """The container's mountPath -> directory map, and its terminationMessagePath's file when

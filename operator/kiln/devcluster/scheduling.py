@@ -12,6 +12,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,6 +32,7 @@ VOLCANO_ANNOTATION = "scheduling.k8s.io/group-name"
 COSCHEDULING_PODGROUPS = "podgroups.scheduling.x-k8s.io"
 VOLCANO_PODGROUPS = "podgroups.scheduling.volcano.sh"
 _SCHEDULED_EFFECTS = ("NoSchedule", "NoExecute")
+_REVISIONS = itertools.count()
 
 
 def is_terminal(pod: Object) -> bool:
@@ -102,6 +105,9 @@ class NodeState:
     unschedulable: bool
     requested: Resources = field(default_factory=dict)
     scored: Resources = field(default_factory=dict)
+    revision: int = field(default_factory=lambda: next(_REVISIONS), compare=False)
+    """Unique to what the node holds: a copy shares it, a pod taken gives a new one (so a pass can
+    remember how a node looked to pods of one shape until it changes)."""
 
     @classmethod
     def of(cls, node: Object) -> NodeState:
@@ -119,6 +125,7 @@ class NodeState:
         for tally, requests in ((self.requested, pod_requests(pod)), (self.scored, scoring_requests(pod))):
             for name, amount in requests.items():
                 tally[name] = tally.get(name, Fraction(0)) + amount
+        self.revision = next(_REVISIONS)
 
     def free(self, resource: str) -> Fraction:
         return self.allocatable.get(resource, Fraction(0)) - self.requested.get(resource, Fraction(0))
@@ -169,7 +176,12 @@ class NodeUsage:
             if known is None or known[0] != version:
                 known = self._nodes[name] = (version, NodeState.of(node))
             states.append(
-                dataclasses.replace(known[1], requested=dict(self._requested[name]), scored=dict(self._scored[name]))
+                dataclasses.replace(
+                    known[1],
+                    requested=dict(self._requested[name]),
+                    scored=dict(self._scored[name]),
+                    revision=next(_REVISIONS),
+                )
             )
         return states
 
@@ -258,21 +270,39 @@ def _first_by_name(name: str) -> list[int]:
     return [-ord(char) for char in name]
 
 
-def place(pod: Object, nodes: list[NodeState]) -> tuple[NodeState | None, str]:
-    """The best node for the pod, or None with the reason none fits."""
-    requests = pod_requests(pod)
-    fitting = []
+Verdicts = dict[tuple[Any, str, int], tuple[list[str], float]]
+"""What a pass found of each node for pods of one shape: why it refuses them, or its score."""
+
+
+def _shape(pod: Object, requests: Resources, scoring: Resources) -> tuple[Any, ...]:
+    """All that the filters and scores read of a pod: pods of one shape fare alike on a node."""
+    spec = pod.get("spec", {})
+    placing = json.dumps([spec.get(key) for key in ("tolerations", "nodeSelector", "affinity")], sort_keys=True)
+    return (tuple(sorted(requests.items())), tuple(sorted(scoring.items())), placing)
+
+
+def place(pod: Object, nodes: list[NodeState], verdicts: Verdicts | None = None) -> tuple[NodeState | None, str]:
+    """The best node for the pod, or None with the reason none fits. `verdicts` carries what the
+    pass already found, so a node unchanged since a pod of the same shape was placed is not
+    filtered and scored again (a burst of like pods costs one look at each node, not one each)."""
+    requests, scoring = pod_requests(pod), scoring_requests(pod)
+    shape = _shape(pod, requests, scoring)
+    found = {} if verdicts is None else verdicts
+    fitting: list[tuple[float, NodeState]] = []
     reasons_by_node = []
     for node in nodes:
-        reasons = filter_reasons(pod, requests, node)
+        key = (shape, node.name, node.revision)
+        if key not in found:
+            reasons = filter_reasons(pod, requests, node)
+            found[key] = (reasons, 0.0 if reasons else _least_allocated_score(node, scoring))
+        reasons, score = found[key]
         if reasons:
             reasons_by_node.append(reasons)
         else:
-            fitting.append(node)
+            fitting.append((score, node))
     if not fitting:
         return None, failure_message(len(nodes), reasons_by_node)
-    scoring = scoring_requests(pod)
-    best = max(fitting, key=lambda node: (_least_allocated_score(node, scoring), _first_by_name(node.name)))
+    _, best = max(fitting, key=lambda scored: (scored[0], _first_by_name(scored[1].name)))
     best.take(pod)
     return best, ""
 
@@ -341,6 +371,7 @@ def plan(
     classes = priority_classes or {}
     default_priority = 0
     states = (usage or NodeUsage.of(pods)).states(nodes)
+    verdicts: Verdicts = {}
     pending = sorted(
         (pod for pod in pods if is_pending(pod)),
         key=lambda pod: (
@@ -358,7 +389,7 @@ def plan(
             continue
         group = group_of(pod)
         if group is None:
-            node, why = place(pod, states)
+            node, why = place(pod, states, verdicts)
             if node is None:
                 result.unschedulable.append((pod, why))
             else:
