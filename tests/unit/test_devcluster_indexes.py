@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kiln.devcluster import errors, kube_schemas, network, scheduling, schema, selectors, store
+from kiln.devcluster import errors, kinds, kube_schemas, network, registry, scheduling, schema, selectors, store
 from kiln.devcluster.controllers import POD, SERVICE
 
 Object = dict[str, Any]
@@ -652,3 +652,44 @@ def test_rules_of_values_an_update_leaves_unchanged_are_not_run_again(
     obj: Object, old: Object | None, expected: list[str]
 ) -> None:
     assert [str(error) for error in schema.validate(RANGE_SCHEMA, obj, old)] == expected
+
+
+# --- registry.bind ------------------------------------------------------------------------------------------------
+
+
+def bound_cluster() -> tuple[registry.Registry, kinds.ResourceType]:
+    cluster = registry.Registry(store.Store(None))
+    cluster.create(cluster.types.get("", "v1", "namespaces"), "", {"metadata": {"name": "team-a"}})
+    pods_type = cluster.types.get("", "v1", "pods")
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}
+    created = cluster.create(pods_type, "team-a", workload("web", {"cpu": "1"}, 0))
+    cluster.update(
+        pods_type, "team-a", "web", {**created, "status": {"conditions": [unschedulable]}}, subresource="status"
+    )
+    return cluster, pods_type
+
+
+def test_a_binding_sets_the_node_and_the_scheduled_condition_in_one_write() -> None:
+    cluster, pods_type = bound_cluster()
+    before = cluster.store.resource_version
+
+    bound = cluster.bind(pods_type, "team-a", "web", "node-2", manager="default-scheduler")
+
+    assert cluster.store.resource_version == before + 1
+    assert bound["spec"]["nodeName"] == "node-2"
+    (scheduled,) = bound["status"]["conditions"]
+    assert (scheduled["type"], scheduled["status"]) == ("PodScheduled", "True")
+    assert {"reason", "message"}.isdisjoint(scheduled)
+    assert [entry["manager"] for entry in bound["metadata"]["managedFields"]][-1] == "default-scheduler"
+
+
+def test_a_pod_bound_already_cannot_be_bound_again_and_is_left_as_it_was() -> None:
+    cluster, pods_type = bound_cluster()
+    cluster.bind(pods_type, "team-a", "web", "node-2", manager=None)
+    stored = copy.deepcopy(cluster.store.get("pods", "team-a", "web"))
+
+    with pytest.raises(errors.ApiError, match='already assigned to node "node-2"') as refused:
+        cluster.bind(pods_type, "team-a", "web", "node-3", manager=None)
+
+    assert refused.value.code == 409
+    assert cluster.store.get("pods", "team-a", "web") == stored

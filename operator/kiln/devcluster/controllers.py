@@ -162,25 +162,7 @@ def condition(obj: Object, kind: str) -> Object | None:
     return None
 
 
-def set_condition(  # noqa: PLR0917 - a condition's fields, in the order the API lists them
-    conditions: list[Object], kind: str, status: str, reason: str, message: str, now: str, **extra: Any
-) -> list[Object]:
-    """Conditions with one set: lastTransitionTime moves only when the status does; an empty reason
-    or message is left out, as the API's JSON omits empty strings."""
-    updated = []
-    found = False
-    texts = {key: value for key, value in (("reason", reason), ("message", message)) if value}
-    for entry in conditions:
-        if entry.get("type") != kind:
-            updated.append(entry)
-            continue
-        found = True
-        transition = entry.get("lastTransitionTime", now) if entry.get("status") == status else now
-        kept = {key: value for key, value in entry.items() if key not in ("reason", "message")}
-        updated.append({**kept, **extra, "status": status, **texts, "lastTransitionTime": transition})
-    if not found:
-        updated.append({"type": kind, "status": status, **texts, "lastTransitionTime": now, **extra})
-    return updated
+set_condition = objects.set_condition
 
 
 def is_pod_ready(pod: Object) -> bool:

@@ -7,6 +7,8 @@ import re
 import secrets
 from typing import Any
 
+Object = dict[str, Any]
+
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -82,3 +84,24 @@ def _select(items: list[Any], bracket: str) -> list[Any]:
         return []
     key, wanted = match.groups()
     return [item for item in items if isinstance(item, dict) and str(item.get(key)) == wanted]
+
+
+def set_condition(  # noqa: PLR0917 - a condition's fields, in the order the API lists them
+    conditions: list[Object], kind: str, status: str, reason: str, message: str, now: str, **extra: Any
+) -> list[Object]:
+    """Conditions with one set: lastTransitionTime moves only when the status does; an empty reason
+    or message is left out, as the API's JSON omits empty strings."""
+    updated = []
+    found = False
+    texts = {key: value for key, value in (("reason", reason), ("message", message)) if value}
+    for entry in conditions:
+        if entry.get("type") != kind:
+            updated.append(entry)
+            continue
+        found = True
+        transition = entry.get("lastTransitionTime", now) if entry.get("status") == status else now
+        kept = {key: value for key, value in entry.items() if key not in ("reason", "message")}
+        updated.append({**kept, **extra, "status": status, **texts, "lastTransitionTime": transition})
+    if not found:
+        updated.append({"type": kind, "status": status, **texts, "lastTransitionTime": now, **extra})
+    return updated

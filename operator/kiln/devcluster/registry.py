@@ -197,12 +197,35 @@ class Registry:
             return new
         return self._write_update(rt, new)
 
+    def bind(self, rt: kinds.ResourceType, namespace: str, name: str, node: str, *, manager: str | None) -> Object:
+        """pods/binding, as kube-apiserver stores it: the pod's node and its PodScheduled condition
+        in one write (a scheduler's one request per pod)."""
+        old = self.store.get(rt.key, namespace, name)
+        if old is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        if old["spec"].get("nodeName"):
+            why = f'pod {name} is already assigned to node "{old["spec"]["nodeName"]}"'
+            raise errors.conflict(rt.plural, rt.group, name, why)
+        status = old.get("status") or {}
+        conditions = objects.set_condition(
+            status.get("conditions") or [], "PodScheduled", "True", "", "", objects.now(), lastProbeTime=None
+        )
+        bound = {
+            **old,
+            "metadata": copy.deepcopy(old["metadata"]),
+            "spec": {**old["spec"], "nodeName": node},
+            "status": {**status, "conditions": conditions},
+        }
+        if manager:
+            bound = fieldmanager.record_update(old, bound, manager)
+        return self._write_update(rt, bound)
+
     def _merge_update(self, rt: kinds.ResourceType, old: Object, new: Object, subresource: str | None) -> Object:
         """Carry over what this kind of write may not change."""
         if subresource == "status":
-            merged = copy.deepcopy(old)
-            merged["status"] = new.get("status", {})
-            return merged
+            # All but the status as stored: only the metadata is copied, since the write stamps it;
+            # stored objects are never changed in place, so the rest can be shared.
+            return {**old, "metadata": copy.deepcopy(old["metadata"]), "status": new.get("status", {})}
         metadata = _meta(new)
         for field in _SYSTEM_METADATA:
             if field in old["metadata"]:

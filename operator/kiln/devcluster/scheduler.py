@@ -49,7 +49,7 @@ class Scheduler(controllers.Controller):
         result = scheduling.plan(pods, self.client.list(NODE), groups, classes, claims, usage=self._usage)
         now = objects.now()
         for pod, node in result.bindings:
-            self._bind(pod, node, now)
+            self._bind(pod, node)
         for pod, message in result.unschedulable:
             self._mark_unschedulable(pod, message, now)
         self._update_groups(groups)
@@ -65,14 +65,11 @@ class Scheduler(controllers.Controller):
                 groups[ref] = int((group.get("spec") or {}).get("minMember", 1))
         return groups
 
-    def _bind(self, pod: Object, node: str, now: str) -> None:
+    def _bind(self, pod: Object, node: str) -> None:
         metadata = pod["metadata"]
-        bound = self.client.update(POD, {**pod, "spec": {**pod["spec"], "nodeName": node}})
-        status = controllers.copied(bound.get("status") or {})
-        status["conditions"] = controllers.set_condition(
-            status.get("conditions") or [], "PodScheduled", "True", "", "", now, lastProbeTime=None
+        bound = self.client.registry.bind(
+            self.client.resource_type(POD), metadata["namespace"], metadata["name"], node, manager=self.name
         )
-        self.client.update_status(POD, bound, status)
         self.client.event(
             bound, "Normal", "Scheduled", f"Successfully assigned {metadata['namespace']}/{metadata['name']} to {node}"
         )

@@ -10,6 +10,7 @@ controller applies it.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import functools
 import itertools
@@ -136,13 +137,18 @@ class NodeState:
 
 class NodeUsage:
     """What the bound pods take of each node, kept current one pod event at a time as kube-scheduler's
-    cache is, so a scheduling pass starts from it instead of adding up every pod in the cluster."""
+    cache is, so a scheduling pass starts from it instead of adding up every pod in the cluster; and
+    what passes found of each node for pods of each shape, until that node changes (`verdicts`)."""
+
+    VERDICTS_KEPT = 100_000
 
     def __init__(self) -> None:
         self._pods: dict[tuple[str, str], tuple[str, Resources, Resources]] = {}
         self._requested: dict[str, Resources] = collections.defaultdict(dict)
         self._scored: dict[str, Resources] = collections.defaultdict(dict)
         self._nodes: dict[str, tuple[str, NodeState]] = {}
+        self._revisions: dict[str, int] = {}
+        self.verdicts: Verdicts = {}
 
     @classmethod
     def of(cls, pods: Iterable[Object]) -> NodeUsage:
@@ -153,11 +159,16 @@ class NodeUsage:
 
     def observe(self, pod: Object, gone: bool) -> None:
         key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
-        before = self._pods.pop(key, None)
-        if before is not None:
-            self._add(before, -1)
+        taken = None
         if not gone and occupies_node(pod):
             taken = (pod["spec"]["nodeName"], pod_requests(pod), scoring_requests(pod))
+        before = self._pods.get(key)
+        if taken == before:
+            return  # most pod events (its status) change nothing a node holds
+        if before is not None:
+            del self._pods[key]
+            self._add(before, -1)
+        if taken is not None:
             self._pods[key] = taken
             self._add(taken, 1)
 
@@ -166,23 +177,23 @@ class NodeUsage:
         for tally, amounts in ((self._requested[node], requested), (self._scored[node], scored)):
             for name, amount in amounts.items():
                 tally[name] = tally.get(name, Fraction(0)) + sign * amount
+        self._revisions[node] = next(_REVISIONS)
 
     def states(self, nodes: Iterable[Object]) -> list[NodeState]:
         """Each node as a pass may fill it: what it offers, less what its pods take."""
+        if len(self.verdicts) > self.VERDICTS_KEPT:
+            self.verdicts.clear()
         states = []
         for node in nodes:
             name, version = node["metadata"]["name"], node["metadata"].get("resourceVersion", "")
             known = self._nodes.get(name)
             if known is None or known[0] != version:
                 known = self._nodes[name] = (version, NodeState.of(node))
-            states.append(
-                dataclasses.replace(
-                    known[1],
-                    requested=dict(self._requested[name]),
-                    scored=dict(self._scored[name]),
-                    revision=next(_REVISIONS),
-                )
-            )
+                self._revisions[name] = next(_REVISIONS)
+            state = copy.copy(known[1])
+            state.requested, state.scored = dict(self._requested[name]), dict(self._scored[name])
+            state.revision = self._revisions.setdefault(name, next(_REVISIONS))
+            states.append(state)
         return states
 
 
@@ -370,8 +381,9 @@ def plan(
     """
     classes = priority_classes or {}
     default_priority = 0
-    states = (usage or NodeUsage.of(pods)).states(nodes)
-    verdicts: Verdicts = {}
+    usage = usage or NodeUsage.of(pods)
+    states = usage.states(nodes)
+    verdicts = usage.verdicts
     pending = sorted(
         (pod for pod in pods if is_pending(pod)),
         key=lambda pod: (

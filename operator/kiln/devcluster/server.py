@@ -455,14 +455,7 @@ class ApiServer:
         node = (binding.get("target") or {}).get("name")
         if not node:
             raise errors.bad_request("a Binding needs target.name, the node to bind to")
-        pod = self.registry.get(target.resource, target.namespace or "", target.name)
-        if pod["spec"].get("nodeName"):
-            why = f'pod {target.name} is already assigned to node "{pod["spec"]["nodeName"]}"'
-            raise errors.conflict("pods", "", target.name, why)
-        bound = {**pod, "spec": {**pod["spec"], "nodeName": node}}
-        self.registry.update(
-            target.resource, target.namespace or "", target.name, bound, manager=_field_manager(request)
-        )
+        self.registry.bind(target.resource, target.namespace or "", target.name, node, manager=_field_manager(request))
         return web.json_response(
             {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}, status=201
         )
