@@ -98,3 +98,17 @@ def test_an_item_path_that_leaves_its_volume_is_refused_and_nothing_is_written_o
 
     assert not (tmp_path / "pod" / "volumes" / "outside").exists()
     assert not (tmp_path / "outside").exists()
+
+
+def test_volumes_not_written_are_still_looked_up_and_nothing_is_made(tmp_path: pathlib.Path) -> None:
+    body = config_map_pod("app.conf")
+
+    with pytest.raises(podenv.ConfigError, match='configmap "app" not found'):
+        volumes.prepare(body, tmp_path / "pod", tmp_path / "claims", lambda kind, name: None, "token", write=False)
+    found = {"metadata": {"name": "app"}, "data": {"settings": "x=1"}}
+    directories = volumes.prepare(
+        body, tmp_path / "pod", tmp_path / "claims", lambda kind, name: found, "t", write=False
+    )
+
+    assert directories == {}
+    assert not (tmp_path / "pod").exists()

@@ -278,7 +278,7 @@ class FileWriter(Controller):
     so a reader (a pod's resolver, Prometheus) never sees half a file."""
 
     debounce_seconds = 0.1
-    busy_share = 0.05
+    busy_share = 0.02
     watched: tuple[str, ...] = ()
 
     def __init__(self, cluster: registry.Registry, path: pathlib.Path) -> None:

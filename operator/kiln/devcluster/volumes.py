@@ -30,14 +30,19 @@ def claim_directory(volumes_root: pathlib.Path, namespace: str, claim: str) -> p
     return volumes_root / namespace / claim
 
 
-def _write_files(directory: pathlib.Path, files: dict[str, str | bytes], mode: int | None) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for relative, content in files.items():
-        # Told apart by the path's words, as the API server validates item paths: the volume is
-        # freshly made by the kubelet, so no link in it can lead out.
+def _check_paths(files: dict[str, str | bytes]) -> None:
+    """Refuse an item path that leaves its volume, by the path's words, as the API server validates
+    item paths: the volume is freshly made by the kubelet, so no link in it can lead out."""
+    for relative in files:
         parts = pathlib.PurePosixPath(relative).parts
         if not parts or pathlib.PurePosixPath(relative).is_absolute() or ".." in parts:
             raise podenv.ConfigError(f"volume item path {relative!r} escapes its volume")
+
+
+def _write_files(directory: pathlib.Path, files: dict[str, str | bytes], mode: int | None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for relative, content in files.items():
+        parts = pathlib.PurePosixPath(relative).parts
         target = directory.joinpath(*parts)
         if len(parts) > 1:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -96,31 +101,43 @@ def _source_files(pod: Object, source: Object, lookup: Lookup, token: str) -> di
 
 
 def prepare(
-    pod: Object, pod_dir: pathlib.Path, volumes_root: pathlib.Path, lookup: Lookup, token: str
+    pod: Object, pod_dir: pathlib.Path, volumes_root: pathlib.Path, lookup: Lookup, token: str, *, write: bool = True
 ) -> dict[str, pathlib.Path]:
-    """Create every volume of the pod; returns each volume's directory by name."""
+    """Create every volume of the pod; returns each volume's directory by name. Without `write`,
+    what the volumes would hold is looked up (a missing source fails alike) but nothing is made, and
+    no directory returned (so none is refreshed either)."""
     namespace = pod["metadata"]["namespace"]
     directories: dict[str, pathlib.Path] = {}
+
+    def make(directory: pathlib.Path) -> None:
+        if write:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def fill(directory: pathlib.Path, files: dict[str, str | bytes], mode: int | None) -> None:
+        _check_paths(files)
+        if write:
+            _write_files(directory, files, mode)
+
     for volume in pod["spec"].get("volumes") or []:
         name = volume["name"]
         own = pod_dir / "volumes" / name
         if "persistentVolumeClaim" in volume:
             directory = claim_directory(volumes_root, namespace, volume["persistentVolumeClaim"]["claimName"])
-            directory.mkdir(parents=True, exist_ok=True)
+            make(directory)
         elif "hostPath" in volume:
             directory = pathlib.Path(volume["hostPath"]["path"])
             if volume["hostPath"].get("type") == "DirectoryOrCreate":
-                directory.mkdir(parents=True, exist_ok=True)
+                make(directory)
         elif "configMap" in volume or "secret" in volume or "downwardAPI" in volume:
             source = {key: volume[key] for key in ("configMap", "secret", "downwardAPI") if key in volume}
             mode = next(iter(source.values())).get("defaultMode")
-            _write_files(own, _source_files(pod, source, lookup, token), mode)
+            fill(own, _source_files(pod, source, lookup, token), mode)
             directory = own
         elif "projected" in volume:
             files: dict[str, str | bytes] = {}
             for source in volume["projected"].get("sources") or []:
                 files.update(_source_files(pod, source, lookup, token))
-            _write_files(own, files, volume["projected"].get("defaultMode"))
+            fill(own, files, volume["projected"].get("defaultMode"))
             directory = own
         else:
             if "emptyDir" not in volume:
@@ -130,13 +147,13 @@ def prepare(
                     namespace,
                     pod["metadata"]["name"],
                 )
-            own.mkdir(parents=True, exist_ok=True)
+            make(own)
             directory = own
         directories[name] = directory
     account = pod_dir / "serviceaccount"
-    _write_files(account, {"token": token, "namespace": namespace}, None)
+    fill(account, {"token": token, "namespace": namespace}, None)
     directories[""] = account
-    return directories
+    return directories if write else {}
 
 
 def refresh(pod: Object, directories: dict[str, pathlib.Path]) -> None:

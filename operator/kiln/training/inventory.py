@@ -130,6 +130,8 @@ class Inventory:
         self._versions: dict[tuple[str, Key], int] = {}
         self._woken: list[Key] = []
         self._stale_gangs = False
+        self._elastic: set[Key] = set()
+        """The elastic gangs among `_jobs`: the only ones that may grow."""
 
     # -- events --------------------------------------------------------------------------------
 
@@ -334,7 +336,7 @@ class Inventory:
             self._preempting.pop(key, None)  # admitted again
             self._shrinking.pop(key, None)
         self._dequeue(key)
-        self._jobs[key] = _Entry(gang, phase, suspended, job, world)
+        self._put(key, _Entry(gang, phase, suspended, job, world))
         self._stopped(key)
         if self._waiting(key):
             bisect.insort(self._queue, (admission.queue_order(gang), key))
@@ -376,6 +378,14 @@ class Inventory:
         self._tried.pop(key, None)
         self._rebalance(key, gone=True)
         self._jobs.pop(key, None)
+        self._elastic.discard(key)
+
+    def _put(self, key: Key, entry: _Entry) -> None:
+        self._jobs[key] = entry
+        if entry.gang.smallest < entry.gang.size:
+            self._elastic.add(key)
+        else:
+            self._elastic.discard(key)
 
     def _dequeue(self, key: Key) -> None:
         entry = self._jobs.get(key)
@@ -467,7 +477,7 @@ class Inventory:
         if entry is None or entry.gang != gang:  # a candidate the watch has not shown yet, or changed
             self._dequeue(gang.key)
             entry = dataclasses.replace(entry, gang=gang) if entry else _Entry(gang, Phase.PENDING, False, None)
-            self._jobs[gang.key] = entry
+            self._put(gang.key, entry)
         held = sum(self._reserved.get(gang.key, {}).values())
         over: str | None = None
         for size in range(gang.size, gang.smallest - 1, -1):
@@ -499,7 +509,7 @@ class Inventory:
 
     def _growable(self) -> list[Key]:
         """Elastic gangs holding admission below their maximum that one more worker would fit."""
-        return [key for key in self._jobs if self._may_grow(key)]
+        return [key for key in sorted(self._elastic) if self._may_grow(key)]
 
     def _may_grow(self, key: Key) -> bool:
         entry = self._jobs[key]
