@@ -14,13 +14,14 @@ from __future__ import annotations
 import collections
 import copy
 import ipaddress
+import json
 import random
 from fractions import Fraction
 from typing import Any
 
 import pytest
 
-from kiln.devcluster import errors, kinds, kube_schemas, network, registry, scheduling, schema, selectors, store
+from kiln.devcluster import errors, kinds, kube_schemas, network, registry, scheduling, schema, selectors, server, store
 from kiln.devcluster.controllers import POD, SERVICE
 
 Object = dict[str, Any]
@@ -693,3 +694,17 @@ def test_a_pod_bound_already_cannot_be_bound_again_and_is_left_as_it_was() -> No
 
     assert refused.value.code == 409
     assert cluster.store.get("pods", "team-a", "web") == stored
+
+
+# --- what the API server writes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param({"metadata": {"name": "web", "labels": {"team": "ä"}}, "spec": {"replicas": 3}}, id="object"),
+        pytest.param({"spec": {"huge": 2**70, "small": -1}}, id="an integer beyond 64 bits"),
+    ],
+)
+def test_what_the_api_server_writes_reads_back_as_the_object(document: Object) -> None:
+    assert json.loads(server._encoded(document)) == document

@@ -281,15 +281,16 @@ def _first_by_name(name: str) -> list[int]:
     return [-ord(char) for char in name]
 
 
-Verdicts = dict[tuple[Any, str, int], tuple[list[str], float]]
+Verdicts = dict[tuple[str, str, int], tuple[list[str], float]]
 """What a pass found of each node for pods of one shape: why it refuses them, or its score."""
 
 
-def _shape(pod: Object, requests: Resources, scoring: Resources) -> tuple[Any, ...]:
-    """All that the filters and scores read of a pod: pods of one shape fare alike on a node."""
+def _shape(pod: Object, requests: Resources, scoring: Resources) -> str:
+    """All that the filters and scores read of a pod (pods of one shape fare alike on a node), as
+    text: a string keeps its hash, and a pass looks it up once for every node."""
     spec = pod.get("spec", {})
     placing = json.dumps([spec.get(key) for key in ("tolerations", "nodeSelector", "affinity")], sort_keys=True)
-    return (tuple(sorted(requests.items())), tuple(sorted(scoring.items())), placing)
+    return f"{sorted(requests.items())}{sorted(scoring.items())}{placing}"
 
 
 def place(pod: Object, nodes: list[NodeState], verdicts: Verdicts | None = None) -> tuple[NodeState | None, str]:

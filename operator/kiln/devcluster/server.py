@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import yaml
 from aiohttp import web
 
@@ -226,7 +227,7 @@ class ApiServer:
         }
         if annotations:
             entry["annotations"] = annotations
-        self.audit_log.write(json.dumps(entry) + "\n")
+        self.audit_log.write(_encoded(entry).decode() + "\n")
 
     async def _serve(self, request: web.Request, verb: str, target: Target) -> web.StreamResponse:
         rt, namespace = target.resource, target.namespace or ""
@@ -300,7 +301,7 @@ class ApiServer:
         if tables.wants_table(request.headers.get("Accept", "")):
             table = tables.table(rt, [obj], str(obj["metadata"].get("resourceVersion", "")))
             return web.json_response(table, status=status)
-        return web.json_response(obj, status=status)
+        return _json_response(obj, status=status)
 
     # collections
 
@@ -328,7 +329,7 @@ class ApiServer:
         if tables.wants_table(request.headers.get("Accept", "")):
             return web.json_response(tables.table(rt, items, version, metadata.get("continue")))
         body = {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata, "items": items}
-        return web.json_response(body)
+        return _json_response(body)
 
     def _delete_collection(self, request: web.Request, target: Target, dry_run: bool) -> web.Response:
         rt = target.resource
@@ -531,9 +532,22 @@ def _at(parts: list[str], index: int) -> str | None:
     return parts[index] if index < len(parts) else None
 
 
+def _encoded(document: Object) -> bytes:
+    """JSON by orjson (objects and lists are most of what the API server writes), or by the standard
+    library for what orjson refuses: an integer beyond 64 bits."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return json.dumps(document).encode()
+
+
+def _json_response(document: Object, status: int = 200) -> web.Response:
+    return web.Response(body=_encoded(document), status=status, content_type="application/json")
+
+
 def _watch_line(rt: kinds.ResourceType, event_type: str, obj: Object) -> bytes:
     shown = obj if obj.get("apiVersion") == rt.api_version else {**obj, "apiVersion": rt.api_version}
-    return (json.dumps({"type": event_type, "object": shown}) + "\n").encode()
+    return _encoded({"type": event_type, "object": shown}) + b"\n"
 
 
 async def _watch_error(request: web.Request, error: errors.ApiError) -> web.StreamResponse:
