@@ -524,3 +524,20 @@ def test_an_elastic_gang_that_starts_running_after_capacity_freed_is_woken_to_gr
     cluster.job_seen(elastic("flex", "Running", worldSize=2))
     assert cluster.take_woken() == []  # woken once, as it started running
     assert cluster.grow(key("flex")) == 4
+
+
+def test_a_node_whose_labels_change_is_matched_again() -> None:
+    h100 = "NVIDIA-H100-80GB-HBM3"
+    cluster = known(fx.node("gpu-a", gpus=4, product=fx.A100))
+
+    def wanting(name: str, product: str) -> Object:
+        return fx.job_body(name, created=fx.at(0), resources={"gpus": {"count": 1, "product": product}})
+
+    assert decide(cluster, wanting("first", fx.A100)) is True
+
+    relabelled = fx.node("gpu-a", gpus=4, product=h100)
+    relabelled["metadata"]["resourceVersion"] = "2"
+    cluster.node_seen(relabelled)
+
+    assert decide(cluster, wanting("second", fx.A100)) is False
+    assert decide(cluster, wanting("third", h100)) is True

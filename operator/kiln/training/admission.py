@@ -196,6 +196,8 @@ class Capacity:
         self.free = free
         self._takes: dict[str, int] = {}
         """How often each node's free map changed in place; a map replaced is a new object."""
+        self._candidates: dict[str, list[str]] = {}
+        """The nodes each placement may use, by its `where`."""
         self._scores: dict[tuple[str, frozenset[tuple[str, Fraction]]], tuple[Resources, int, bool, Fraction]] = {}
         """Whether a worker fits each node and the node's free share, by node and requests, as of
         the free map and change they were computed for: placing one worker changes one node, so the
@@ -219,7 +221,7 @@ class Capacity:
         nothing taken) when they do not all fit. Most-free nodes first, so gangs spread as the
         scheduler's least-allocated scoring spreads them."""
         requests = gang.requests
-        candidates = [name for name, node in self.nodes.items() if name in self.free and matches(node, gang.where)]
+        candidates = self._candidates_for(gang.where)
         placed: dict[str, int] = {}
         shape = frozenset(requests.items())
         for _ in range(count):
@@ -233,6 +235,20 @@ class Capacity:
             self.take(chosen, requests)
             placed[chosen] = placed.get(chosen, 0) + 1
         return placed
+
+    def _candidates_for(self, where: workers.Placement) -> list[str]:
+        """The nodes `where` allows, remembered until `nodes_changed`: matching labels and taints on
+        every node is most of what a placement costs."""
+        key = repr(where)
+        if key not in self._candidates:
+            self._candidates[key] = [
+                name for name, node in self.nodes.items() if name in self.free and matches(node, where)
+            ]
+        return self._candidates[key]
+
+    def nodes_changed(self) -> None:
+        """A node came, went or changed: the nodes each placement may use are picked again."""
+        self._candidates.clear()
 
     def _score(self, node: str, requests: Resources, shape: frozenset[tuple[str, Fraction]]) -> tuple[bool, Fraction]:
         """Whether a worker with these requests (`shape`, as a key) fits the node, and the node's free share."""

@@ -166,6 +166,7 @@ class Inventory:
         self.nodes[name] = dict(body)
         self.allocatable[name] = {key: quantity.parse(value) for key, value in allocatable.items()}
         self._recount(name)
+        self.capacity.nodes_changed()
         if any(value > before.get(key, Fraction(0)) for key, value in self.free[name].items()) or not before:
             self._freed()
         self._stale_gangs = True
@@ -176,6 +177,7 @@ class Inventory:
         name = body["metadata"]["name"]
         for table in (self.nodes, self.allocatable, self.free):
             table.pop(name, None)
+        self.capacity.nodes_changed()
         self._stale_gangs = True
 
     def _recount(self, node: str) -> None:
