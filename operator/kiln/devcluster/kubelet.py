@@ -12,8 +12,10 @@ period, then SIGKILL, and only then is the pod object removed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import json
 import logging
@@ -672,6 +674,17 @@ def pod_status(pod: Object, worker: PodWorker) -> Object:
     return status
 
 
+@dataclasses.dataclass
+class _AddressesInUse:
+    """The pod addresses taken: in pods' status, or by a worker whose pod does not show it yet."""
+
+    in_status: collections.Counter[str]
+    workers: dict[Key, PodWorker]
+
+    def __contains__(self, address: object) -> bool:
+        return self.in_status[str(address)] > 0 or any(worker.ip == address for worker in self.workers.values())
+
+
 class Kubelet(controllers.Controller):
     """One kubelet for every simulated node: it starts a worker for each pod bound to any of them."""
 
@@ -694,6 +707,7 @@ class Kubelet(controllers.Controller):
             for pod in self.client.list(POD)
             if pod.get("status", {}).get("podIP")
         }
+        self._ips_in_status = collections.Counter(self._pod_ips.values())
         self.processes: set[asyncio.subprocess.Process] = set()
         self.closing = False
         self._write_python_wrappers()
@@ -712,7 +726,7 @@ class Kubelet(controllers.Controller):
         )
 
     def allocate_ip(self) -> str:
-        return self._addresses.allocate({*self._pod_ips.values(), *(worker.ip for worker in self.workers.values())})
+        return self._addresses.allocate(_AddressesInUse(self._ips_in_status, self.workers))
 
     def cluster_addresses(self, values: Iterable[str], namespace: str) -> dict[str, str | None]:
         """Each value that names a cluster host, with its address now (None: not yet resolvable)."""
@@ -740,10 +754,12 @@ class Kubelet(controllers.Controller):
             return ()
         key = controllers.object_key(event)
         address = event.object.get("status", {}).get("podIP")
+        before = self._pod_ips.pop(key, None)
+        if before is not None:
+            self._ips_in_status[before] -= 1
         if address and event.type != store.DELETED:
             self._pod_ips[key] = address
-        else:
-            self._pod_ips.pop(key, None)
+            self._ips_in_status[address] += 1
         return [key]
 
     async def reconcile(self, key: Key) -> float | None:

@@ -20,7 +20,7 @@ import itertools
 import logging
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
 from kiln.devcluster import controllers, errors, kinds, registry, selectors, store, workloads
@@ -42,7 +42,9 @@ ALLOCATION_OFFSET = random.SystemRandom().randrange(0, 250) * 256
 on one machine (a demo and a test run, say) share the loopback, so each starts at a random /24."""
 
 
-def next_free_address(network: ipaddress.IPv4Network | ipaddress.IPv6Network, used: set[str], offset: int = 0) -> str:
+def next_free_address(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network, used: Container[str], offset: int = 0
+) -> str:
     """The first address of the range not in `used`, counting from `offset` and wrapping around."""
     first = network.network_address + 2  # .0 is the network, .1 its gateway by convention
     count = network.num_addresses - 3  # and the last is the broadcast address
@@ -62,7 +64,7 @@ class AddressRange:
         self._network = network
         self._next = offset
 
-    def allocate(self, used: set[str]) -> str:
+    def allocate(self, used: Container[str]) -> str:
         address = next_free_address(self._network, used, self._next)
         self._next = int(ipaddress.ip_address(address)) - int(self._network.network_address) - 1
         return address
