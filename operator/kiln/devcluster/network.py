@@ -259,7 +259,8 @@ class EndpointsController(controllers.Controller):
         if current is None:
             self.client.create(resource, metadata["namespace"], desired)
             return
-        updated = controllers.copied(current)
+        # Shallow: the fields put are replaced whole, and the registry copies what it writes.
+        updated = {**current, "metadata": {**current["metadata"]}}
         for field, value in fields.items():
             if field == "metadata":
                 updated["metadata"].update(value)
@@ -267,7 +268,8 @@ class EndpointsController(controllers.Controller):
                 updated[field] = value
         if not updated.get("subsets") and resource == ENDPOINTS:
             updated.pop("subsets", None)
-        self.client.update(resource, updated)
+        if updated != current:  # most pod events (a status write) change no endpoint
+            self.client.update(resource, updated)
 
 
 def ready_targets(cluster: registry.Registry, service: Object, port: Object) -> list[tuple[str, int]]:
