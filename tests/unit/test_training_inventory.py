@@ -541,3 +541,19 @@ def test_a_node_whose_labels_change_is_matched_again() -> None:
 
     assert decide(cluster, wanting("second", fx.A100)) is False
     assert decide(cluster, wanting("third", h100)) is True
+
+
+def test_a_worker_bound_where_another_gang_holds_room_moves_that_reservation_so_none_is_counted_twice() -> None:
+    cluster = known(fx.node("gpu-a", gpus=1), fx.node("gpu-b", gpus=1))
+    for name in ("first", "second"):
+        assert decide(cluster, job(name, gpus=1)) is True
+        cluster.job_seen(job(name, "Admitted", gpus=1))
+    (reserved_for_first,) = cluster.reserved(key("first"))
+    elsewhere = "gpu-b" if reserved_for_first == "gpu-a" else "gpu-a"
+    one_gpu_worker = worker("first", elsewhere)
+    one_gpu_worker["spec"]["containers"][0]["resources"] = {"limits": {GPU: "1"}}
+
+    cluster.pod_seen(one_gpu_worker)  # the scheduler bound it where the second gang's room was
+
+    assert cluster.reserved(key("second")) == {reserved_for_first: 1}
+    assert decide(cluster, job("third", gpus=1)) is False

@@ -382,6 +382,10 @@ def _kubeconfig_namespace(config_file: str | None, context: str | None) -> str:
     return str((chosen or {}).get("context", {}).get("namespace") or "default")
 
 
+CONNECTIONS = 32
+"""Connections kept open to the API server: more than the requests the operator makes at once."""
+
+
 def connect(
     kubeconfig: str | None = None, context: str | None = None, impersonate: str | None = None, timeout: float = 30
 ) -> Client:
@@ -389,14 +393,17 @@ def connect(
     with none of those, the pod's service account. `impersonate` acts as that user, as `kubectl --as`."""
     config_file = kubeconfig or os.environ.get("KUBECONFIG") or str(pathlib.Path.home() / ".kube" / "config")
     config_file = config_file.split(os.pathsep)[0]
+    configuration = kubernetes.client.Configuration()
     if pathlib.Path(config_file).exists():
-        api_client = kubernetes.config.new_client_from_config(config_file=config_file, context=context)
+        kubernetes.config.load_kube_config(config_file=config_file, context=context, client_configuration=configuration)
         namespace = _kubeconfig_namespace(config_file, context)
     else:
-        configuration = kubernetes.client.Configuration()
         kubernetes.config.load_incluster_config(client_configuration=configuration)
-        api_client = kubernetes.client.ApiClient(configuration)
         namespace = IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.exists() else "default"
+    # The default pool keeps 5 connections per core; the operator's reconciles run more requests at
+    # once, and each connection beyond the pool would be opened and closed again for one request.
+    configuration.connection_pool_maxsize = CONNECTIONS
+    api_client = kubernetes.client.ApiClient(configuration)
     if impersonate:
         api_client.set_default_header("Impersonate-User", impersonate)
     return Client(api_client, namespace, timeout)

@@ -419,6 +419,8 @@ class Inventory:
             self._book(key, node, -1)
             if node != bound_on:
                 self._freed()
+                if bound_on is not None:
+                    self._cover(bound_on, node)
             bound_on = None
             count -= 1
         if count < target and entry is not None:
@@ -429,6 +431,26 @@ class Inventory:
         if entry is not None and unborn != self._pended.get(key, 0):
             _add_to(self._pending, key[0], quota_usage(entry.gang.requests), unborn - self._pended.get(key, 0))
             self._pended[key] = unborn
+
+    def _cover(self, bound_on: str, released: str) -> None:
+        """A worker bound where its gang held no reservation (`bound_on`), and the reservation it
+        held elsewhere (`released`) went back: when that worker took room another gang holds there,
+        that gang's reservation moves to the room released, where the scheduler will bind its worker.
+        Left where it was, the room would count as free twice, and a gang more would be admitted
+        than the nodes hold."""
+        if all(value >= 0 for value in self.free.get(bound_on, {}).values()):
+            return
+        for other, reserved in self._reserved.items():
+            gang = self._jobs[other].gang
+            movable = reserved.get(bound_on) and admission.matches(self.nodes[released], gang.where)
+            if movable and self._room(released, gang):
+                self._book(other, bound_on, -1)
+                self._book(other, released, 1)
+                return
+
+    def _room(self, node: str, gang: admission.Gang) -> bool:
+        free = self.free.get(node, {})
+        return all(free.get(name, Fraction(0)) >= value for name, value in gang.requests.items())
 
     def _unbound(self, key: Key) -> int:
         return max(self._jobs[key].size - self._bound.get(key, 0), 0)
