@@ -289,13 +289,15 @@ class ServiceProxy(controllers.Controller):
     """kube-proxy in userspace mode: a TCP listener on each ClusterIP:port, round-robin to ready endpoints."""
 
     name = "kube-proxy"
-    debounce_seconds = 0.02  # a burst of Services is one pass over them all, as kube-proxy's min sync period
-    busy_share = 0.1
 
     def __init__(self, cluster: registry.Registry) -> None:
         super().__init__(cluster)
         self.registry = cluster
         self._servers: dict[tuple[str, int], asyncio.Server] = {}
+        self._routes: dict[tuple[str, int], tuple[str, str, str]] = {}
+        """Each listener's Service (namespace, name, port name) as of the last pass: read when a
+        connection comes, so a ClusterIP handed to a new Service reaches the new one even if one
+        pass saw the old Service go and the new one come, and kept the listener."""
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -315,25 +317,28 @@ class ServiceProxy(controllers.Controller):
                 if port.get("protocol", "TCP") == "TCP":
                     metadata = service["metadata"]
                     wanted[(address, int(port["port"]))] = (metadata["namespace"], metadata["name"], port)
+        self._routes = {
+            listen: (namespace, name, port.get("name", "")) for listen, (namespace, name, port) in wanted.items()
+        }
         for listen in set(self._servers) - set(wanted):
             self._servers.pop(listen).close()
-        for listen, (namespace, name, port) in wanted.items():
+        for listen in wanted:
             if listen not in self._servers:
                 try:
-                    self._servers[listen] = await asyncio.start_server(
-                        self._forwarder(namespace, name, port.get("name", "")), *listen
-                    )
+                    self._servers[listen] = await asyncio.start_server(self._forwarder(listen), *listen)
                 except OSError as error:
                     log.warning("kube-proxy: cannot listen on %s:%s: %s", *listen, error)
         return None
 
-    def _forwarder(self, namespace: str, name: str, port_name: str) -> Any:
+    def _forwarder(self, listen: tuple[str, int]) -> Any:
         async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
             self._connections.add(task)
             try:
-                await self._forward(namespace, name, port_name, reader, writer)
+                route = self._routes.get(listen)
+                if route is not None:
+                    await self._forward(*route, reader, writer)
             finally:
                 self._connections.discard(task)
                 writer.close()
