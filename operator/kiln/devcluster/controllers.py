@@ -43,6 +43,8 @@ STORAGE_CLASS = "storageclasses.storage.k8s.io"
 CRD = "customresourcedefinitions.apiextensions.k8s.io"
 
 ERROR_RETRY_SECONDS = 1.0
+LONGEST_DEBOUNCE_SECONDS = 1.0
+"""However long a whole-cluster pass takes, what changed is taken in within this long."""
 
 
 class Client:
@@ -260,7 +262,8 @@ class Controller:
         finally:
             if self.debounce_seconds:
                 took = time.perf_counter() - started
-                self.debounce_seconds = max(type(self).debounce_seconds, took * (1 / self.busy_share - 1))
+                coalesced = min(took * (1 / self.busy_share - 1), LONGEST_DEBOUNCE_SECONDS)
+                self.debounce_seconds = max(type(self).debounce_seconds, coalesced)
         if again is not None:
             self.enqueue_after(key, again)
 
