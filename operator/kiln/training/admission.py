@@ -212,7 +212,8 @@ class Capacity:
     def give(self, node: str, requests: Mapping[str, Fraction], times: int = 1) -> None:
         self.take(node, requests, -times)
 
-    def _fits(self, node: str, requests: Resources) -> bool:
+    def fits(self, node: str, requests: Resources) -> bool:
+        """Whether one worker asking for `requests` fits what the node has free."""
         free = self.free[node]
         return all(free.get(name, Fraction(0)) >= value for name, value in requests.items())
 
@@ -259,7 +260,7 @@ class Capacity:
         known = self._scores.get(key)
         if known is not None and known[0] is free and known[1] == takes:
             return known[2], known[3]
-        fits, share = self._fits(node, requests), self._share_free(node, requests)
+        fits, share = self.fits(node, requests), self._share_free(node, requests)
         self._scores[key] = (free, takes, fits, share)
         return fits, share
 
@@ -272,7 +273,7 @@ class Capacity:
 
     def shortfall(self, gang: Gang) -> str:
         """Which resources the gang lacks on the nodes it may use, for the waiting reason."""
-        candidates = [name for name, node in self.nodes.items() if name in self.free and matches(node, gang.where)]
+        candidates = self._candidates_for(gang.where)
         if not candidates:
             return "no node matches the job's nodeSelector, GPU product and tolerations"
         short = []

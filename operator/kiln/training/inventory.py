@@ -443,14 +443,10 @@ class Inventory:
         for other, reserved in self._reserved.items():
             gang = self._jobs[other].gang
             movable = reserved.get(bound_on) and admission.matches(self.nodes[released], gang.where)
-            if movable and self._room(released, gang):
+            if movable and self.capacity.fits(released, gang.requests):
                 self._book(other, bound_on, -1)
                 self._book(other, released, 1)
                 return
-
-    def _room(self, node: str, gang: admission.Gang) -> bool:
-        free = self.free.get(node, {})
-        return all(free.get(name, Fraction(0)) >= value for name, value in gang.requests.items())
 
     def _unbound(self, key: Key) -> int:
         return max(self._jobs[key].size - self._bound.get(key, 0), 0)
