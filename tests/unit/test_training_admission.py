@@ -611,6 +611,11 @@ def test_cpu_nodes_for_reads_the_job_s_tolerations(tolerations: list[Object], ex
     assert admission.cpu_nodes_for(fx.job(name="a", tolerations=tolerations), nodes) is expected
 
 
+def test_a_gpu_job_has_no_cpu_only_workers_to_keep_off_gpu_nodes() -> None:
+    gpu_job = fx.job(name="a", resources={"cpu": "1", "gpus": {"count": 1}})
+    assert admission.cpu_nodes_for(gpu_job, [*TWO_4_GPU_NODES, node("cpu-a")]) is False
+
+
 def priority_class(name: str, value: int, *, default: bool = False) -> Object:
     return {"metadata": {"name": name}, "value": value, **({"globalDefault": True} if default else {})}
 

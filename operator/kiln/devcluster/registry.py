@@ -223,9 +223,9 @@ class Registry:
     def _merge_update(self, rt: kinds.ResourceType, old: Object, new: Object, subresource: str | None) -> Object:
         """Carry over what this kind of write may not change."""
         if subresource == "status":
-            # All but the status as stored: only the metadata is copied, since the write stamps it;
-            # stored objects are never changed in place, so the rest can be shared.
-            return {**old, "metadata": copy.deepcopy(old["metadata"]), "status": new.get("status", {})}
+            # All but the status as stored: only the metadata's top level is copied, since the write
+            # stamps its resourceVersion; stored objects are never changed in place, so the rest can be shared.
+            return {**old, "metadata": dict(old["metadata"]), "status": new.get("status", {})}
         metadata = _meta(new)
         for field in _SYSTEM_METADATA:
             if field in old["metadata"]:

@@ -151,7 +151,10 @@ def cpu_nodes_exist(nodes: Iterable[Mapping[str, Any]], tolerations: Iterable[Ma
 
 
 def cpu_nodes_for(job: workers.Job, nodes: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether the job's CPU-only workers have a node without GPUs to go to, given its tolerations."""
+    """Whether the job's CPU-only workers have a node without GPUs to go to, given its tolerations.
+    A job that asks for GPUs has no CPU-only workers, so the nodes are not looked at."""
+    if job.spec.resources.gpus is not None:
+        return False
     return cpu_nodes_exist(nodes, [toleration.to_wire() for toleration in job.spec.tolerations])
 
 
@@ -181,7 +184,7 @@ def gang_of(
     )
 
 
-_MAX_SCORES = 100_000
+_MAX_SHAPES = 100
 
 
 class Capacity:
@@ -198,8 +201,8 @@ class Capacity:
         """How often each node's free map changed in place; a map replaced is a new object."""
         self._candidates: dict[str, list[str]] = {}
         """The nodes each placement may use, by its `where`."""
-        self._scores: dict[tuple[str, frozenset[tuple[str, Fraction]]], tuple[Resources, int, bool, Fraction]] = {}
-        """Whether a worker fits each node and the node's free share, by node and requests, as of
+        self._scores: dict[frozenset[tuple[str, Fraction]], dict[str, tuple[Resources, int, bool, Fraction]]] = {}
+        """Whether a worker fits each node and the node's free share, by requests and node, as of
         the free map and change they were computed for: placing one worker changes one node, so the
         next placement recomputes that node only."""
 
@@ -224,9 +227,9 @@ class Capacity:
         requests = gang.requests
         candidates = self._candidates_for(gang.where)
         placed: dict[str, int] = {}
-        shape = frozenset(requests.items())
+        known = self._scores_of(frozenset(requests.items()))
         for _ in range(count):
-            scores = {name: self._score(name, requests, shape) for name in candidates}
+            scores = {name: self._score(name, requests, known) for name in candidates}
             fitting = [name for name in candidates if scores[name][0]]
             if not fitting:
                 for name, times in placed.items():
@@ -251,17 +254,24 @@ class Capacity:
         """A node came, went or changed: the nodes each placement may use are picked again."""
         self._candidates.clear()
 
-    def _score(self, node: str, requests: Resources, shape: frozenset[tuple[str, Fraction]]) -> tuple[bool, Fraction]:
-        """Whether a worker with these requests (`shape`, as a key) fits the node, and the node's free share."""
-        if len(self._scores) > _MAX_SCORES:  # many request shapes: start over rather than grow
+    def _scores_of(self, shape: frozenset[tuple[str, Fraction]]) -> dict[str, tuple[Resources, int, bool, Fraction]]:
+        """The scores remembered for workers of one shape of requests, by node. Looked up once per
+        placement, since comparing shapes compares their quantities."""
+        if shape not in self._scores and len(self._scores) >= _MAX_SHAPES:  # start over rather than grow
             self._scores.clear()
+        return self._scores.setdefault(shape, {})
+
+    def _score(
+        self, node: str, requests: Resources, known: dict[str, tuple[Resources, int, bool, Fraction]]
+    ) -> tuple[bool, Fraction]:
+        """Whether a worker with these requests fits the node, and the node's free share; `known`
+        holds the scores of workers of this shape."""
         free, takes = self.free[node], self._takes.get(node, 0)
-        key = (node, shape)
-        known = self._scores.get(key)
-        if known is not None and known[0] is free and known[1] == takes:
-            return known[2], known[3]
+        remembered = known.get(node)
+        if remembered is not None and remembered[0] is free and remembered[1] == takes:
+            return remembered[2], remembered[3]
         fits, share = self.fits(node, requests), self._share_free(node, requests)
-        self._scores[key] = (free, takes, fits, share)
+        known[node] = (free, takes, fits, share)
         return fits, share
 
     def _share_free(self, node: str, requests: Resources) -> Fraction:
