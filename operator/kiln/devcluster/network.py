@@ -285,6 +285,18 @@ def ready_targets(cluster: registry.Registry, service: Object, port: Object) -> 
     return targets
 
 
+def _tcp_ports(service: Object) -> dict[tuple[str, int], str]:
+    """The ClusterIP and port of each of a Service's TCP ports, with the port's name."""
+    address = service.get("spec", {}).get("clusterIP")
+    if not address or address == "None":
+        return {}
+    return {
+        (address, int(port["port"])): port.get("name", "")
+        for port in service["spec"].get("ports") or []
+        if port.get("protocol", "TCP") == "TCP"
+    }
+
+
 class ServiceProxy(controllers.Controller):
     """kube-proxy in userspace mode: a TCP listener on each ClusterIP:port, round-robin to ready endpoints."""
 
@@ -295,34 +307,35 @@ class ServiceProxy(controllers.Controller):
         self.registry = cluster
         self._servers: dict[tuple[str, int], asyncio.Server] = {}
         self._routes: dict[tuple[str, int], tuple[str, str, str]] = {}
-        """Each listener's Service (namespace, name, port name) as of the last pass: read when a
-        connection comes, so a ClusterIP handed to a new Service reaches the new one even if one
-        pass saw the old Service go and the new one come, and kept the listener."""
+        """Each listener's Service (namespace, name, port name): read when a connection comes, so a
+        ClusterIP handed to a new Service reaches the new one, whichever of the two Services' passes
+        comes first."""
+        self._listens: dict[Key, set[tuple[str, int]]] = {}
+        """The addresses and ports each Service was given listeners for."""
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         self._connections: set[asyncio.Task[None]] = set()
 
     def initial_keys(self) -> Iterable[Key]:
-        return [("", "")]
+        return self.keys_of(SERVICE)
 
     def keys_for(self, event: store.Event) -> Iterable[Key]:
-        return [("", "")] if event.resource == SERVICE else ()
+        return [controllers.object_key(event)] if event.resource == SERVICE else ()
 
     async def reconcile(self, key: Key) -> float | None:
-        wanted: dict[tuple[str, int], tuple[str, str, Object]] = {}
-        for service in self.client.list(SERVICE):
-            address = service.get("spec", {}).get("clusterIP")
-            if not address or address == "None":
-                continue
-            for port in service["spec"].get("ports") or []:
-                if port.get("protocol", "TCP") == "TCP":
-                    metadata = service["metadata"]
-                    wanted[(address, int(port["port"]))] = (metadata["namespace"], metadata["name"], port)
-        self._routes = {
-            listen: (namespace, name, port.get("name", "")) for listen, (namespace, name, port) in wanted.items()
-        }
-        for listen in set(self._servers) - set(wanted):
-            self._servers.pop(listen).close()
-        for listen in wanted:
+        """One Service's listeners: one pass per Service changed, never a pass over every Service."""
+        namespace, name = key
+        service = self.client.get(SERVICE, namespace, name)
+        wanted = _tcp_ports(service) if service is not None else {}
+        for listen in self._listens.pop(key, set()) - set(wanted):
+            if self._routes.get(listen, (namespace, name))[:2] == key:  # not taken over by another Service
+                self._routes.pop(listen, None)
+                server = self._servers.pop(listen, None)
+                if server is not None:  # None: it could not listen
+                    server.close()
+        if wanted:
+            self._listens[key] = set(wanted)
+        for listen, port_name in wanted.items():
+            self._routes[listen] = (namespace, name, port_name)
             if listen not in self._servers:
                 try:
                     self._servers[listen] = await asyncio.start_server(self._forwarder(listen), *listen)
