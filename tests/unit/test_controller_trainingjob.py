@@ -166,6 +166,8 @@ def test_a_failed_worker_restarts_the_whole_gang_after_the_back_off(
     reconcile(controller)
     attempts = {pod["metadata"]["labels"][workers.ATTEMPT_LABEL] for pod in worker_pods(api)}
     assert (len(worker_pods(api)), attempts) == (2, {"1"})
+    # The restarted gang's Service was there already: its create was a conflict, and ignored.
+    assert [service["metadata"]["name"] for service in api.list(client.SERVICES, fx.NAMESPACE)] == [NAME]
 
 
 def finished_job_owning_its_children(api: fake.FakeApi, ttl: int) -> Object:

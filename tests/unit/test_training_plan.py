@@ -133,12 +133,6 @@ def test_the_admitted_event_says_who_admitted_the_gang_and_why() -> None:
         pytest.param({"gangScheduling": {"scheduler": "volcano"}}, {}, ["Service", "PodGroup"], id="volcano"),
         pytest.param({"gangScheduling": {"scheduler": "coscheduling"}}, {}, ["Service", "PodGroup"], id="coscheduling"),
         pytest.param(
-            {"checkpoint": {"size": "100Gi"}, "gangScheduling": {"scheduler": "volcano"}},
-            {"children": frozenset({"Service", "PersistentVolumeClaim", "PodGroup"})},
-            [],
-            id="existing-children-are-left-alone",
-        ),
-        pytest.param(
             {
                 "workers": 1,
                 "resources": {},
@@ -292,8 +286,8 @@ def test_workers_left_unscheduled_past_the_timeout_fail_the_gang() -> None:
 def test_all_workers_running_makes_the_job_running_once() -> None:
     manifest = body(Phase.ADMITTED)
 
-    first = run(manifest, at(40), pods=running(), children=frozenset({"Service"}))
-    again = run(applied(manifest, first), at(100), pods=running(), children=frozenset({"Service"}))
+    first = run(manifest, at(40), pods=running())
+    again = run(applied(manifest, first), at(100), pods=running())
 
     assert first.status.phase == Phase.RUNNING
     assert first.status.start_time == at(40)
@@ -308,7 +302,7 @@ def test_all_workers_running_makes_the_job_running_once() -> None:
 def test_a_job_that_passes_two_phases_in_one_reconcile_announces_each() -> None:
     # Its Admitted status write was refused after its workers were created: admitted again, it
     # finds them all running, and says both what happened and in which order.
-    result = run(body(Phase.PENDING), at(40), pods=running(), admission=ADMIT, children=frozenset({"Service"}))
+    result = run(body(Phase.PENDING), at(40), pods=running(), admission=ADMIT)
 
     assert result.status.phase == Phase.RUNNING
     assert events(result) == [("Normal", "Admitted"), ("Normal", "Running")]
@@ -338,14 +332,14 @@ def test_an_admitted_job_keeps_its_admission_message_until_a_worker_runs(
 
 
 def test_the_status_that_creates_the_workers_counts_them_active() -> None:
-    result = run(body(Phase.PENDING), admission=ADMIT, children=frozenset({"Service"}))
+    result = run(body(Phase.PENDING), admission=ADMIT)
 
     assert len(created_pods(result)) == 2
     assert (result.status.workers.active, result.status.workers.ready) == (2, 0)
 
 
 def test_only_missing_workers_are_created() -> None:
-    result = run(body(Phase.ADMITTED, workers=3), pods=(worker(0, "Pending"),), children=frozenset({"Service"}))
+    result = run(body(Phase.ADMITTED, workers=3), pods=(worker(0, "Pending"),))
 
     assert [pod["metadata"]["name"] for pod in created_pods(result)] == ["resnet-worker-1", "resnet-worker-2"]
 
@@ -435,7 +429,7 @@ def restarting(next_restart: datetime.datetime) -> Object:
 def test_a_restarting_gang_starts_only_after_the_back_off_and_once_every_old_pod_is_gone(
     now: datetime.datetime, pods: tuple[plan.Worker, ...], deleted: list[str], created: int
 ) -> None:
-    result = run(restarting(at(10)), now, pods=pods, children=frozenset({"Service"}))
+    result = run(restarting(at(10)), now, pods=pods)
 
     assert result.delete_pods == deleted
     assert len(created_pods(result)) == created
@@ -444,7 +438,7 @@ def test_a_restarting_gang_starts_only_after_the_back_off_and_once_every_old_pod
 
 
 def test_a_restarted_gang_carries_the_new_attempt() -> None:
-    result = run(restarting(at(10)), at(10), children=frozenset({"Service"}))
+    result = run(restarting(at(10)), at(10))
 
     assert [pod["metadata"]["labels"]["kiln.dev/attempt"] for pod in created_pods(result)] == ["1", "1"]
     assert {

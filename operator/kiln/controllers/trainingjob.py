@@ -262,16 +262,12 @@ class Controller:
         found = [worker for worker in map(training_plan.Worker.from_pod, owned) if worker is not None]
         if status.phase in training_plan.FINISHED:
             return training_plan.Observed(body=body, workers=found)
-        # Children are made before the workers, and matter when a gang starts: only then are they read.
-        looked_up = self._children(job) if not found else dict.fromkeys(self._child_kinds(job), True)
-        children = frozenset(kind for kind, exists in looked_up.items() if exists)
         store = workers.model_store_pvc(job)
         output = job.spec.output
         model_version = self.kube.get(MODEL_VERSIONS, job.namespace, output.model_version_name()) if output else None
         return training_plan.Observed(
             body=body,
             workers=found,
-            children=children,
             model_store_exists=store is None
             or self.kube.get(client.PERSISTENT_VOLUME_CLAIMS, job.namespace, store["metadata"]["name"]) is not None,
             trainer_account_exists=not workers.needs_trainer_account(job)
@@ -279,23 +275,6 @@ class Controller:
             cpu_nodes_exist=admission.cpu_nodes_for(job, nodes),
             model_version=model_version,
         )
-
-    def _child_kinds(self, job: workers.Job) -> dict[str, tuple[client.Resource, str]]:
-        """The job's other children: kind -> (resource, name)."""
-        kinds = {"Service": (client.SERVICES, job.name)}
-        claim = workers.checkpoint_claim(job)
-        if claim:
-            kinds["PersistentVolumeClaim"] = (client.PERSISTENT_VOLUME_CLAIMS, claim)
-        pod_groups = POD_GROUPS.get(job.spec.gang_scheduling.scheduler)
-        if pod_groups is not None:
-            kinds["PodGroup"] = (pod_groups, job.name)
-        return kinds
-
-    def _children(self, job: workers.Job) -> dict[str, bool]:
-        return {
-            kind: self.kube.get(resource, job.namespace, name) is not None
-            for kind, (resource, name) in self._child_kinds(job).items()
-        }
 
     def _logs(self, namespace: str, pod: str) -> str:
         try:

@@ -98,8 +98,6 @@ class Observed:
     body: Mapping[str, Any]
     """The TrainingJob as read."""
     workers: Sequence[Worker] = ()
-    children: frozenset[str] = frozenset()
-    """Kinds of the other children that exist: Service, PersistentVolumeClaim, PodGroup."""
     model_store_exists: bool = True
     trainer_account_exists: bool = True
     cpu_nodes_exist: bool = False
@@ -337,12 +335,12 @@ class _Planner:
 
     def ensure_children(self) -> None:
         job, seen = self.job, self.seen
-        wanted: list[tuple[str, Object | None]] = [
-            ("Service", workers.headless_service(job)),
-            ("PersistentVolumeClaim", workers.checkpoint_pvc(job)),
-            ("PodGroup", workers.pod_group(job)),
-        ]
-        self.plan.create += [obj for kind, obj in wanted if obj is not None and kind not in seen.children]
+        if not seen.workers:
+            # A gang starting: its own children are made before its workers. They are not looked up
+            # first: a create that finds one there already (a restart) is a conflict the controller
+            # ignores, one request either way.
+            owned = [workers.headless_service(job), workers.checkpoint_pvc(job), workers.pod_group(job)]
+            self.plan.create += [obj for obj in owned if obj is not None]
         store = workers.model_store_pvc(job)
         if store is not None and not seen.model_store_exists:
             self.plan.create.append(store)
