@@ -679,10 +679,10 @@ class _AddressesInUse:
     """The pod addresses taken: in pods' status, or by a worker whose pod does not show it yet."""
 
     in_status: collections.Counter[str]
-    workers: dict[Key, PodWorker]
+    of_workers: collections.Counter[str]
 
     def __contains__(self, address: object) -> bool:
-        return self.in_status[str(address)] > 0 or any(worker.ip == address for worker in self.workers.values())
+        return self.in_status[str(address)] > 0 or self.of_workers[str(address)] > 0
 
 
 class Kubelet(controllers.Controller):
@@ -701,6 +701,7 @@ class Kubelet(controllers.Controller):
         self.hosts_file = state_dir / "hosts"
         self.bin_dir = state_dir / "bin"
         self.workers: dict[Key, PodWorker] = {}
+        self._worker_ips: collections.Counter[str] = collections.Counter()
         self._addresses = network.AddressRange(network.POD_NETWORK, network.ALLOCATION_OFFSET)
         self._pod_ips = {
             store.key_of(pod): pod["status"]["podIP"]
@@ -726,7 +727,15 @@ class Kubelet(controllers.Controller):
         )
 
     def allocate_ip(self) -> str:
-        return self._addresses.allocate(_AddressesInUse(self._ips_in_status, self.workers))
+        return self._addresses.allocate(_AddressesInUse(self._ips_in_status, self._worker_ips))
+
+    def _add_worker(self, worker: PodWorker) -> None:
+        self.workers[worker.key] = worker
+        self._worker_ips[worker.ip] += 1
+
+    def _drop_worker(self, worker: PodWorker) -> None:
+        del self.workers[worker.key]
+        self._worker_ips[worker.ip] -= 1
 
     def cluster_addresses(self, values: Iterable[str], namespace: str) -> dict[str, str | None]:
         """Each value that names a cluster host, with its address now (None: not yet resolvable)."""
@@ -768,7 +777,7 @@ class Kubelet(controllers.Controller):
         pod = self.client.get(POD, *key)
         worker = self.workers.get(key)
         if worker is not None and (pod is None or pod["metadata"]["uid"] != worker.uid):
-            del self.workers[key]
+            self._drop_worker(worker)
             await worker.kill(0)  # force-deleted: no grace left
             worker = None
         if pod is None or self.client.get(NODE, "", pod["spec"].get("nodeName") or "") is None:
@@ -778,7 +787,7 @@ class Kubelet(controllers.Controller):
                 self._finish_deletion(pod)
                 return None
             worker = PodWorker(self, pod)
-            self.workers[key] = worker
+            self._add_worker(worker)
             worker.start()
             return None
         worker.pod = pod
@@ -791,7 +800,7 @@ class Kubelet(controllers.Controller):
         await worker.terminate()
         worker.publish_now()
         if self.workers.get(worker.key) is worker:
-            del self.workers[worker.key]
+            self._drop_worker(worker)
         current = self.client.get(POD, *worker.key)
         if current is not None and current["metadata"]["uid"] == worker.uid:
             self._finish_deletion(current)
@@ -805,6 +814,7 @@ class Kubelet(controllers.Controller):
         self.closing = True
         workers = list(self.workers.values())
         self.workers.clear()
+        self._worker_ips.clear()
         await asyncio.gather(*(worker.kill(SHUTDOWN_GRACE_SECONDS) for worker in workers))
         for process in list(self.processes):
             with contextlib.suppress(ProcessLookupError):
