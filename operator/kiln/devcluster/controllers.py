@@ -164,9 +164,6 @@ def condition(obj: Object, kind: str) -> Object | None:
     return None
 
 
-set_condition = objects.set_condition
-
-
 def is_pod_ready(pod: Object) -> bool:
     ready = condition(pod, "Ready")
     return bool(ready and ready.get("status") == "True")

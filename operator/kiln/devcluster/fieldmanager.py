@@ -153,19 +153,18 @@ def record_apply(previous: Object | None, merged: Object, applied: Object, manag
 def record_update(previous: Object | None, updated: Object, manager: str) -> Object:
     """An ordinary write takes ownership of the leaves it changed, from whoever had them. `updated`
     is the registry's own copy of what is written: its managedFields are set in place."""
-    result = updated
     entries = _entries(previous)
     old_leaves = leaf_paths(previous) if previous else set()
-    new_leaves = leaf_paths(result)
-    changed = {path for path in new_leaves if previous is None or _get(previous, path) != _get(result, path)}
+    new_leaves = leaf_paths(updated)
+    changed = {path for path in new_leaves if previous is None or _get(previous, path) != _get(updated, path)}
     if not changed and previous is not None:
-        result["metadata"]["managedFields"] = entries
-        return result
+        updated["metadata"]["managedFields"] = entries
+        return updated
     mine = (manager, UPDATE)
     entries = _disown(entries, changed, keep=mine)
     current = next((e for e in entries if (e.get("manager"), e.get("operation")) == mine), None)
     owned = from_fields_v1(current.get("fieldsV1") or {}) if current else set()
-    still_there = {path for path in owned if _get(result, path) is not _MISSING} - (old_leaves - new_leaves)
-    entry = _entry(manager, UPDATE, result["apiVersion"], still_there | changed)
-    result["metadata"]["managedFields"] = _set_entry(entries, entry)
-    return result
+    still_there = {path for path in owned if _get(updated, path) is not _MISSING} - (old_leaves - new_leaves)
+    entry = _entry(manager, UPDATE, updated["apiVersion"], still_there | changed)
+    updated["metadata"]["managedFields"] = _set_entry(entries, entry)
+    return updated

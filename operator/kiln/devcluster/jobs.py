@@ -188,13 +188,13 @@ class JobController(controllers.Controller):
             self._stop_active(job, pods)
             if not _is_true(status, "Suspended"):
                 self.client.event(job, "Normal", "Suspended", "Job suspended")
-            status["conditions"] = controllers.set_condition(
+            status["conditions"] = objects.set_condition(
                 conditions, "Suspended", "True", "JobSuspended", "Job suspended", stamp, lastProbeTime=stamp
             )
             status.pop("startTime", None)
             return None
         if _is_true(status, "Suspended"):
-            conditions = controllers.set_condition(
+            conditions = objects.set_condition(
                 conditions, "Suspended", "False", "JobResumed", "Job resumed", stamp, lastProbeTime=stamp
             )
             self.client.event(job, "Normal", "Resumed", "Job resumed")
@@ -222,7 +222,7 @@ class JobController(controllers.Controller):
         )
         if done:
             status["completionTime"] = stamp
-            conditions = controllers.set_condition(
+            conditions = objects.set_condition(
                 conditions,
                 "SuccessCriteriaMet",
                 "True",
@@ -231,7 +231,7 @@ class JobController(controllers.Controller):
                 stamp,
                 lastProbeTime=stamp,
             )
-            status["conditions"] = controllers.set_condition(
+            status["conditions"] = objects.set_condition(
                 conditions,
                 "Complete",
                 "True",
@@ -304,10 +304,10 @@ class JobController(controllers.Controller):
 
     def _fail(self, job: Object, pods: list[Object], status: Object, *, reason: str, message: str, stamp: str) -> None:
         self._stop_active(job, pods)
-        conditions = controllers.set_condition(
+        conditions = objects.set_condition(
             status.get("conditions") or [], "FailureTarget", "True", reason, message, stamp, lastProbeTime=stamp
         )
-        status["conditions"] = controllers.set_condition(
+        status["conditions"] = objects.set_condition(
             conditions, "Failed", "True", reason, message, stamp, lastProbeTime=stamp
         )
         self.client.event(job, "Warning", reason, message)

@@ -632,7 +632,7 @@ def _readiness_conditions(
     for kind in ("ContainersReady", "Ready"):
         kinds.append((kind, "True" if ready else "False", "" if ready else reason, message))
     for kind, status, why, text in kinds:
-        conditions = controllers.set_condition(conditions, kind, status, why, text, now, lastProbeTime=None)
+        conditions = objects.set_condition(conditions, kind, status, why, text, now, lastProbeTime=None)
     return conditions
 
 

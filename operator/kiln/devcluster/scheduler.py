@@ -79,7 +79,7 @@ class Scheduler(controllers.Controller):
         if current and current.get("reason") == "Unschedulable" and current.get("message") == message:
             return
         status = controllers.copied(pod.get("status") or {})
-        status["conditions"] = controllers.set_condition(
+        status["conditions"] = objects.set_condition(
             status.get("conditions") or [], "PodScheduled", "False", "Unschedulable", message, now, lastProbeTime=None
         )
         self.client.update_status(POD, pod, status)

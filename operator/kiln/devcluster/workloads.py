@@ -142,7 +142,7 @@ def deployment_status(
     stamp = objects.format_time(now)
     conditions = list(previous.get("conditions") or [])
     if available >= replicas - max_unavailable:
-        conditions = controllers.set_condition(
+        conditions = objects.set_condition(
             conditions,
             "Available",
             "True",
@@ -152,7 +152,7 @@ def deployment_status(
             lastUpdateTime=stamp,
         )
     else:
-        conditions = controllers.set_condition(
+        conditions = objects.set_condition(
             conditions,
             "Available",
             "False",
@@ -187,7 +187,7 @@ def _progressing(
     name = new["metadata"]["name"] if new else ""
     current = controllers.condition(deployment, "Progressing")
     if spec.get("paused"):
-        return controllers.set_condition(
+        return objects.set_condition(
             conditions,
             "Progressing",
             "Unknown",
@@ -205,7 +205,7 @@ def _progressing(
         # complete, or merely scaled: scaling is not a rollout and does not restart the progress deadline
         if current and current.get("reason") == "NewReplicaSetAvailable":
             return conditions
-        return controllers.set_condition(
+        return objects.set_condition(
             conditions,
             "Progressing",
             "True",
@@ -220,7 +220,7 @@ def _progressing(
         status.get("replicas", 0) - status.get("updatedReplicas", 0) < old_before
     )  # only gains are progress, as kube-controller-manager counts it
     if current is None or moved or current.get("reason") in ("NewReplicaSetAvailable", "DeploymentPaused"):
-        return controllers.set_condition(
+        return objects.set_condition(
             conditions,
             "Progressing",
             "True",
@@ -232,7 +232,7 @@ def _progressing(
     deadline = spec.get("progressDeadlineSeconds")
     last_update = objects.parse_time(current.get("lastUpdateTime") or current.get("lastTransitionTime") or stamp)
     if deadline is not None and (now - last_update).total_seconds() > int(deadline):
-        return controllers.set_condition(
+        return objects.set_condition(
             conditions,
             "Progressing",
             "False",
