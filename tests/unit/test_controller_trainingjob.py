@@ -128,6 +128,47 @@ def test_a_restarted_reconcile_never_creates_a_worker_twice(
     assert created(api, "Service") == [NAME]
 
 
+class ReadCountingApi(fake.FakeApi):
+    """The in-memory API server, telling which objects were read one by one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: list[tuple[str, str]] = []
+
+    def get(self, resource: client.Resource, namespace: str | None, name: str) -> Object | None:
+        self.reads.append((resource.plural, name))
+        return super().get(resource, namespace, name)
+
+
+def test_a_job_from_submission_to_running_costs_its_writes_and_reads_none_of_its_children(
+    clock: fake.ManualClock,
+) -> None:
+    api = ReadCountingApi(namespace=fx.NAMESPACE, clock=clock)
+    api.add(client.NODES, fx.node("gpu-a", gpus=4, product=fx.A100), fx.node("gpu-b", gpus=4, product=fx.A100))
+    controller = WatchedController(kube=api, settings=plan.Settings(backoff_seconds=BACKOFF_SECONDS), clock=clock)
+
+    running_gang(api, controller)
+
+    by_the_controller = [
+        (action.verb, action.kind, action.subresource)
+        for action in api.actions
+        if (action.verb, action.kind) != ("patch", "Pod")  # the scheduler's and kubelet's, in this test
+    ]
+    assert by_the_controller == [
+        ("create", "Service", None),
+        ("create", "ServiceAccount", None),
+        ("create", "Role", None),
+        ("create", "RoleBinding", None),
+        ("create", "Pod", None),
+        ("create", "Pod", None),
+        ("patch", "TrainingJob", "status"),
+        ("create", "Event", None),
+        ("patch", "TrainingJob", "status"),
+        ("create", "Event", None),
+    ]
+    assert api.reads == [("trainingjobs", NAME)]  # the job, never seen by a watch in this test
+
+
 def test_events_are_posted_after_status(api: fake.FakeApi, controller: trainingjob.Controller) -> None:
     api.add(TRAINING_JOBS, submitted())
 
