@@ -54,11 +54,9 @@ UNEXERCISED = {
     ("", "persistentvolumeclaims", "delete"),
     ("apps", "deployments", "delete"),
     # Gang scheduling through coscheduling or Volcano (spec.scheduling), not the built-in admission.
-    ("scheduling.x-k8s.io", "podgroups", "get"),
     ("scheduling.x-k8s.io", "podgroups", "create"),
     ("scheduling.x-k8s.io", "podgroups", "patch"),
     ("scheduling.x-k8s.io", "podgroups", "delete"),
-    ("scheduling.volcano.sh", "podgroups", "get"),
     ("scheduling.volcano.sh", "podgroups", "create"),
     ("scheduling.volcano.sh", "podgroups", "patch"),
     ("scheduling.volcano.sh", "podgroups", "delete"),

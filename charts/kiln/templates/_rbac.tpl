@@ -45,7 +45,7 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 # Rendezvous and serving Services, checkpoint and dataset claims.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create", "delete"]
@@ -73,7 +73,7 @@ trainingjobs get, and the kiln-router Role grants configmaps get/list/watch, so 
 # Gang scheduling through coscheduling or Volcano.
 - apiGroups: ["scheduling.x-k8s.io", "scheduling.volcano.sh"]
   resources: ["podgroups"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["create", "patch", "delete"]
 # Traffic split and mirroring through the Gateway API.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
