@@ -32,9 +32,21 @@ def clock() -> fake.ManualClock:
     return fake.ManualClock(fx.T0)
 
 
+class ReadCountingApi(fake.FakeApi):
+    """The in-memory API server, telling which objects were read one by one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: list[tuple[str, str]] = []
+
+    def get(self, resource: client.Resource, namespace: str | None, name: str) -> Object | None:
+        self.reads.append((resource.plural, name))
+        return super().get(resource, namespace, name)
+
+
 @pytest.fixture
-def api(clock: fake.ManualClock) -> fake.FakeApi:
-    api = fake.FakeApi(namespace=fx.NAMESPACE, clock=clock)
+def api(clock: fake.ManualClock) -> ReadCountingApi:
+    api = ReadCountingApi(namespace=fx.NAMESPACE, clock=clock)
     api.add(client.NODES, fx.node("gpu-a", gpus=4, product=fx.A100), fx.node("gpu-b", gpus=4, product=fx.A100))
     return api
 
@@ -128,25 +140,9 @@ def test_a_restarted_reconcile_never_creates_a_worker_twice(
     assert created(api, "Service") == [NAME]
 
 
-class ReadCountingApi(fake.FakeApi):
-    """The in-memory API server, telling which objects were read one by one."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reads: list[tuple[str, str]] = []
-
-    def get(self, resource: client.Resource, namespace: str | None, name: str) -> Object | None:
-        self.reads.append((resource.plural, name))
-        return super().get(resource, namespace, name)
-
-
 def test_a_job_from_submission_to_running_costs_its_writes_and_reads_none_of_its_children(
-    clock: fake.ManualClock,
+    api: ReadCountingApi, controller: trainingjob.Controller
 ) -> None:
-    api = ReadCountingApi(namespace=fx.NAMESPACE, clock=clock)
-    api.add(client.NODES, fx.node("gpu-a", gpus=4, product=fx.A100), fx.node("gpu-b", gpus=4, product=fx.A100))
-    controller = WatchedController(kube=api, settings=plan.Settings(backoff_seconds=BACKOFF_SECONDS), clock=clock)
-
     running_gang(api, controller)
 
     by_the_controller = [

@@ -344,6 +344,15 @@ def test_only_missing_workers_are_created() -> None:
     assert [pod["metadata"]["name"] for pod in created_pods(result)] == ["resnet-worker-1", "resnet-worker-2"]
 
 
+def test_a_gang_that_has_workers_does_not_make_its_children_again() -> None:
+    spec = {"workers": 3, "checkpoint": {"size": "100Gi"}, "gangScheduling": {"scheduler": "volcano"}}
+
+    result = run(body(Phase.ADMITTED, **spec), pods=(worker(0, "Pending"),))
+
+    assert {obj["kind"] for obj in result.create} & {"Service", "PersistentVolumeClaim", "PodGroup"} == set()
+    assert len(created_pods(result)) == 2
+
+
 # -- restarts ----------------------------------------------------------------------------------------
 
 

@@ -327,11 +327,13 @@ class ServiceProxy(controllers.Controller):
         service = self.client.get(SERVICE, namespace, name)
         wanted = _tcp_ports(service) if service is not None else {}
         for listen in self._listens.pop(key, set()) - set(wanted):
-            if self._routes.get(listen, (namespace, name))[:2] == key:  # not taken over by another Service
-                self._routes.pop(listen, None)
-                server = self._servers.pop(listen, None)
-                if server is not None:  # None: it could not listen
-                    server.close()
+            route = self._routes.get(listen)
+            if route is not None and route[:2] != key:
+                continue  # taken over by another Service, whose listener it is now
+            self._routes.pop(listen, None)
+            server = self._servers.pop(listen, None)
+            if server is not None:  # None: it could not listen
+                server.close()
         if wanted:
             self._listens[key] = set(wanted)
         for listen, port_name in wanted.items():
