@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import threading
 from typing import Any
 
 import pytest
 import training_fixtures as fx
+from polling import eventually
 
 from kiln.controllers import trainingjob
 from kiln.kube import client, fake
@@ -105,9 +107,16 @@ def kubelet_reports(api: fake.FakeApi, pod: Object, phase: str, exit_code: int |
     api.patch(client.PODS, fx.NAMESPACE, name, {"status": status}, subresource="status")
 
 
+def admitted_and_made(controller: trainingjob.Controller) -> None:
+    """The job's admission turn, then the turn after it, which makes its gang."""
+    reconcile(controller)
+    assert (fx.NAMESPACE, NAME) in controller.wakeups.due(controller.clock())
+    reconcile(controller)
+
+
 def running_gang(api: fake.FakeApi, controller: trainingjob.Controller) -> None:
     api.add(TRAINING_JOBS, submitted())
-    reconcile(controller)
+    admitted_and_made(controller)
     for pod in worker_pods(api):
         kubelet_reports(api, pod, "Running")
     reconcile(controller)
@@ -118,6 +127,9 @@ def test_a_job_that_fits_is_admitted_and_gets_its_service_and_every_worker(
 ) -> None:
     api.add(TRAINING_JOBS, submitted())
 
+    reconcile(controller)
+    assert (job_status(api)["phase"], created(api, "Pod")) == ("Admitted", [])
+    assert (fx.NAMESPACE, NAME) in controller.wakeups.due(controller.clock())  # its next turn: now
     reconcile(controller)
 
     assert job_status(api)["phase"] == "Admitted"
@@ -151,14 +163,14 @@ def test_a_job_from_submission_to_running_costs_its_writes_and_reads_none_of_its
         if (action.verb, action.kind) != ("patch", "Pod")  # the scheduler's and kubelet's, in this test
     ]
     assert by_the_controller == [
+        ("patch", "TrainingJob", "status"),
+        ("create", "Event", None),
         ("create", "Service", None),
         ("create", "ServiceAccount", None),
         ("create", "Role", None),
         ("create", "RoleBinding", None),
         ("create", "Pod", None),
         ("create", "Pod", None),
-        ("patch", "TrainingJob", "status"),
-        ("create", "Event", None),
         ("patch", "TrainingJob", "status"),
         ("create", "Event", None),
     ]
@@ -315,6 +327,45 @@ def test_wakeups(wishes: list[tuple[str, int | None]], due_at_30: list[str], due
     assert ([name for _, name in first], [name for _, name in then]) == (due_at_30, due_at_90)
 
 
+def test_wakeups_for_events_come_before_those_whose_time_came_one_at_a_time() -> None:
+    wakeups = trainingjob.Wakeups()
+    wakeups.at(("ml", "admitted-gang-to-make"), fx.at(10))
+    wakeups.now([("ml", "new-job")])
+    wakeups.at(("ml", "later"), fx.at(40))
+
+    taken = [wakeups.due(fx.at(30), limit=1) for _ in range(3)]
+
+    assert taken == [[("ml", "new-job")], [("ml", "admitted-gang-to-make")], []]
+
+
+def test_the_wakeup_runner_hands_a_job_to_a_worker_only_when_one_is_free(
+    api: fake.FakeApi, clock: fake.ManualClock
+) -> None:
+    reconciled: list[str] = []
+    one_more_free = threading.Semaphore(0)
+
+    class Busy(trainingjob.Controller):
+        def wake(self, namespace: str, name: str) -> None:
+            reconciled.append(name)
+            if name.startswith("busy"):
+                one_more_free.acquire(timeout=10)
+
+    controller = Busy(kube=api, clock=clock)
+    controller.wakeups.now([("ml", f"busy-{index}") for index in range(trainingjob.WAKE_WORKERS)])
+    controller.wakeups.at(("ml", "due-by-time"), fx.T0)
+    controller.start()
+    try:
+        eventually(lambda: len(reconciled) == trainingjob.WAKE_WORKERS, "every worker busy")
+        controller.wakeups.now([("ml", "event")])  # later, but first: nothing was taken while all were busy
+        one_more_free.release()
+        eventually(lambda: len(reconciled) == trainingjob.WAKE_WORKERS + 2, "both taken by the one free worker")
+    finally:
+        one_more_free.release(trainingjob.WAKE_WORKERS)
+        controller.stop()
+
+    assert reconciled[-2:] == ["event", "due-by-time"]
+
+
 def test_events_before_the_first_list_admit_nothing(api: fake.FakeApi, clock: fake.ManualClock) -> None:
     controller = trainingjob.Controller(kube=api, clock=clock)
     queued = fx.job_body("waiting", status={"phase": "Queued"}, workers=1, resources={"gpus": {"count": 4}})
@@ -358,7 +409,7 @@ def test_only_a_pod_event_that_changes_the_worker_as_planned_wakes_its_job(
     api: fake.FakeApi, controller: trainingjob.Controller, clock: fake.ManualClock
 ) -> None:
     api.add(TRAINING_JOBS, submitted())
-    reconcile(controller)
+    admitted_and_made(controller)
     controller.wakeups.due(clock() + datetime.timedelta(days=1))
     pod = api.get(client.PODS, fx.NAMESPACE, workers.worker_name(NAME, 0))
     assert pod is not None

@@ -59,6 +59,16 @@ def applied(manifest: Object, result: plan.Plan) -> Object:
     return {**manifest, "status": result.status.to_wire()}
 
 
+def started(
+    manifest: Object, now: datetime.datetime = T0, *, answer: admission.Admission = ADMIT, **observed: Any
+) -> plan.Plan:
+    """The job's turn after its admission was written: the one that makes its gang."""
+    admitted = run(manifest, now, admission=answer, **observed)
+    assert admitted.create == []  # the decision is written alone
+    assert admitted.wake_at == now
+    return run(applied(manifest, admitted), now, **observed)
+
+
 def kinds(result: plan.Plan) -> list[str]:
     return [obj["kind"] for obj in result.create]
 
@@ -104,16 +114,23 @@ def test_a_job_waiting_for_admission_asks_the_gang_scheduler_first(phase: Phase 
     assert result.status.phase == (phase or Phase.PENDING)
 
 
-def test_an_admitted_gang_gets_its_service_and_every_worker_in_one_plan() -> None:
-    result = run(body(workers=4), admission=ADMIT)
+def test_admission_is_written_alone_and_the_jobs_next_turn_makes_its_gang() -> None:
+    manifest = body(workers=4)
 
-    assert result.status.phase == Phase.ADMITTED
-    assert not result.needs_admission
-    assert kinds(result) == ["Service", "ServiceAccount", "Role", "RoleBinding", "Pod", "Pod", "Pod", "Pod"]
-    assert [pod["metadata"]["name"] for pod in created_pods(result)] == [f"resnet-worker-{rank}" for rank in range(4)]
-    assert events(result) == [("Normal", "Admitted")]
-    assert result.status.workers.desired == 4
-    assert truths(result)["Admitted"] == "True"
+    admitted = run(manifest, at(3), admission=ADMIT)
+    making = run(applied(manifest, admitted), at(3))
+
+    assert admitted.status.phase == Phase.ADMITTED
+    assert not admitted.needs_admission
+    assert admitted.create == []
+    assert admitted.wake_at == at(3)
+    assert events(admitted) == [("Normal", "Admitted")]
+    assert admitted.status.workers.desired == 4
+    assert truths(admitted)["Admitted"] == "True"
+    assert kinds(making) == ["Service", "ServiceAccount", "Role", "RoleBinding", "Pod", "Pod", "Pod", "Pod"]
+    assert [pod["metadata"]["name"] for pod in created_pods(making)] == [f"resnet-worker-{rank}" for rank in range(4)]
+    assert making.events == []
+    assert making.wake_at is None
 
 
 def test_the_admitted_event_says_who_admitted_the_gang_and_why() -> None:
@@ -181,7 +198,7 @@ def test_the_admitted_event_says_who_admitted_the_gang_and_why() -> None:
     ],
 )
 def test_children_created_on_admission(spec: Object, observed: Object, expected: list[str]) -> None:
-    result = run(body(**spec), admission=ADMIT, **observed)
+    result = started(body(**spec), **observed)
 
     workers_own = {"Pod", "resnet-workers"}  # the pods, and their access to themselves (tested below)
     created = [obj for obj in result.create if not {obj["kind"], obj["metadata"]["name"]} & workers_own]
@@ -204,7 +221,7 @@ def test_children_created_on_admission(spec: Object, observed: Object, expected:
 def test_workers_get_their_access_to_their_own_pods_before_the_pods(
     spec: Object, account: str, expected: list[str]
 ) -> None:
-    result = run(body(**spec), admission=ADMIT)
+    result = started(body(**spec))
 
     access = [obj for obj in result.create if obj["metadata"]["name"] == "resnet-workers"]
     assert [obj["kind"] for obj in access] == expected
@@ -216,7 +233,7 @@ def test_workers_get_their_access_to_their_own_pods_before_the_pods(
 
 
 def test_admission_of_a_resumed_job_labels_its_workers_with_the_restart_count() -> None:
-    result = run(body(Phase.PENDING, state={"restarts": 2}), admission=ADMIT)
+    result = started(body(Phase.PENDING, state={"restarts": 2}))
 
     assert [pod["metadata"]["labels"]["kiln.dev/attempt"] for pod in created_pods(result)] == ["2", "2"]
 
@@ -300,14 +317,12 @@ def test_all_workers_running_makes_the_job_running_once() -> None:
 
 
 def test_a_job_that_passes_two_phases_in_one_reconcile_announces_each() -> None:
-    # Its Admitted status write was refused after its workers were created: admitted again, it
-    # finds them all running, and says both what happened and in which order.
-    result = run(body(Phase.PENDING), at(40), pods=running(), admission=ADMIT)
+    # Resumed and admitted at once: it says both what happened and in which order.
+    result = run(body(Phase.SUSPENDED), at(40), admission=ADMIT)
 
-    assert result.status.phase == Phase.RUNNING
-    assert events(result) == [("Normal", "Admitted"), ("Normal", "Running")]
-    assert "builtin gang scheduler" in result.events[0].message
-    assert result.events[1].message == "all 2 workers are running (attempt 0)"
+    assert result.status.phase == Phase.ADMITTED
+    assert events(result) == [("Normal", "Resumed"), ("Normal", "Admitted")]
+    assert "builtin gang scheduler" in result.events[1].message
 
 
 ADMISSION_MESSAGE = "admitted by the builtin gang scheduler: all 2 workers fit the free capacity"
@@ -331,11 +346,28 @@ def test_an_admitted_job_keeps_its_admission_message_until_a_worker_runs(
     assert result.events == []
 
 
-def test_the_status_that_creates_the_workers_counts_them_active() -> None:
-    result = run(body(Phase.PENDING), admission=ADMIT)
+def test_admission_counts_the_workers_it_makes_room_for_so_making_them_writes_no_status() -> None:
+    manifest = body(Phase.PENDING)
 
-    assert len(created_pods(result)) == 2
-    assert (result.status.workers.active, result.status.workers.ready) == (2, 0)
+    admitted = run(manifest, admission=ADMIT)
+    making = run(applied(manifest, admitted))
+
+    assert (admitted.status.workers.active, admitted.status.workers.ready) == (2, 0)
+    assert len(created_pods(making)) == 2
+    assert making.status.to_wire() == admitted.status.to_wire()
+
+
+def test_a_job_whose_workers_run_before_its_admission_is_seen_runs_on_its_next_turn() -> None:
+    # Its Admitted status write was refused after its workers were made: admitted again, it finds
+    # them all running on the turn after.
+    manifest = body(Phase.PENDING)
+
+    admitted = run(manifest, at(40), pods=running(), admission=ADMIT)
+    then = run(applied(manifest, admitted), at(40), pods=running())
+
+    assert (admitted.status.phase, admitted.create) == (Phase.ADMITTED, [])
+    assert "builtin gang scheduler" in admitted.events[0].message
+    assert (then.status.phase, events(then), then.create) == (Phase.RUNNING, [("Normal", "Running")], [])
 
 
 def test_only_missing_workers_are_created() -> None:
@@ -764,6 +796,7 @@ def test_resuming_goes_back_through_admission_with_the_start_time_reset() -> Non
 
     asked = run(manifest, at(300))
     admitted = run(manifest, at(300), admission=ADMIT)
+    making = started(manifest, at(300))
 
     assert asked.needs_admission
     assert asked.status.phase == Phase.PENDING
@@ -771,7 +804,7 @@ def test_resuming_goes_back_through_admission_with_the_start_time_reset() -> Non
     assert asked.status.restarts == 1
     assert admitted.status.phase == Phase.ADMITTED
     assert admitted.status.start_time is None
-    assert [pod["metadata"]["labels"]["kiln.dev/attempt"] for pod in created_pods(admitted)] == ["1", "1"]
+    assert [pod["metadata"]["labels"]["kiln.dev/attempt"] for pod in created_pods(making)] == ["1", "1"]
     assert truths(admitted)["Suspended"] == "False"
 
 
@@ -1114,11 +1147,11 @@ def world_size(pod: Object) -> str:
 def test_an_elastic_job_starts_with_the_workers_admission_sized_it_to() -> None:
     answer = admission.Admission(True, "3 of 4 workers fit the free capacity (elastic, at least 2)", workers=3)
 
-    result = run(body(**ELASTIC), at(1), admission=answer)
+    result = started(body(**ELASTIC), at(1), answer=answer)
 
     assert result.status.world_size == 3
     assert [world_size(pod) for pod in created_pods(result)] == ["3", "3", "3"]
-    assert (result.status.workers.desired, result.status.phase) == (4, Phase.ADMITTED)
+    assert (result.status.workers.desired, result.status.workers.active, result.status.phase) == (4, 3, Phase.ADMITTED)
 
 
 def test_a_running_elastic_job_grows_by_restarting_its_gang_with_the_new_world_size() -> None:

@@ -48,12 +48,16 @@ RETRY_SECONDS = 5.0
 WAKE_WORKERS = 16
 """Reconciles that wake-ups run at once: API round trips overlap, the GIL does the rest."""
 _LONGEST_WAIT_SECONDS = 60.0
+_IDLE_CHECK_SECONDS = 0.5
 
 
 class Wakeups:
     """When each job is to be reconciled again, earliest first: a job's own deadlines, and now for
-    a job admitted on another's turn. A wake-up never cancels an earlier one (an extra reconcile is
-    harmless; a lost one leaves a job waiting), and fires once."""
+    an event (a new job, a worker that changed, a job admitted on another's turn). Wake-ups for
+    events come before those whose time has come, so under a burst the decisions (admitting a new
+    job) go before the work they lead to (making an admitted gang, due at once). A wake-up never
+    cancels an earlier one (an extra reconcile is harmless; a lost one leaves a job waiting), and
+    fires once."""
 
     def __init__(self) -> None:
         self._due: dict[Key, datetime.datetime] = {}
@@ -75,11 +79,11 @@ class Wakeups:
         for key in keys:
             self.at(key, datetime.datetime.min.replace(tzinfo=datetime.UTC))
 
-    def due(self, now: datetime.datetime) -> list[Key]:
-        """Take the jobs whose time has come."""
-        taken = []
+    def due(self, now: datetime.datetime, limit: int | None = None) -> list[Key]:
+        """Take the jobs whose time has come, earliest first (at most `limit` of them)."""
+        taken: list[Key] = []
         with self._changed:
-            while self._heap and self._heap[0][0] <= now:
+            while self._heap and self._heap[0][0] <= now and (limit is None or len(taken) < limit):
                 when, _, key = heapq.heappop(self._heap)
                 if self._due.get(key) == when:
                     del self._due[key]
@@ -326,11 +330,20 @@ class Controller:
             self._runner.join()
 
     def _run_wakeups(self) -> None:
+        """Hand each due job to a reconcile worker, taking it from the wake-ups only once a worker is
+        free: taken early, jobs would wait in the pool's queue in the order they were taken, not in
+        the wake-ups' own (events first)."""
+        idle = threading.Semaphore(WAKE_WORKERS)
         with concurrent.futures.ThreadPoolExecutor(WAKE_WORKERS, thread_name_prefix="training-wake") as pool:
             while not self._stop.is_set():
+                if not idle.acquire(timeout=_IDLE_CHECK_SECONDS):
+                    continue  # every worker busy: look at `stop` again
                 self.wakeups.wait(self.clock(), self._stop)
-                for key in self.wakeups.due(self.clock()):
-                    pool.submit(self.wake, *key)
+                taken = self.wakeups.due(self.clock(), limit=1)
+                if not taken:
+                    idle.release()
+                    continue
+                pool.submit(self.wake, *taken[0]).add_done_callback(lambda _: idle.release())
 
     def wake(self, namespace: str, name: str) -> None:
         """Reconcile a job whose time came; one that fails is tried again shortly."""

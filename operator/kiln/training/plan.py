@@ -282,7 +282,9 @@ class _Planner:
         self.count({})
 
     def active(self) -> None:
-        if self.status.phase in (Phase.PENDING, Phase.QUEUED) and (self.preempted_still_there() or not self.queue()):
+        if self.status.phase in (Phase.PENDING, Phase.QUEUED):
+            if not self.preempted_still_there() and self.queue():
+                self.admitted()
             return
         self.ensure_children()
         if self.deadline_passed():
@@ -332,6 +334,16 @@ class _Planner:
             return False
         self.to(Phase.QUEUED, "Queued", answer.reason)
         return False
+
+    def admitted(self) -> None:
+        """The decision is written on its own and the gang is made on the job's next turn, which
+        comes after the decisions waiting (the controller serves wake-ups for events before those
+        whose time came): a burst of jobs is admitted as fast as their status writes go, not as fast
+        as their gangs are made. The workers about to be made are counted now, as the Job controller
+        counts those it has just made, so making them needs no status write of its own."""
+        self.count({})
+        self.status.workers.active = self.world
+        self.plan.wake_at = self.now
 
     def ensure_children(self) -> None:
         job, seen = self.job, self.seen
