@@ -683,6 +683,22 @@ def test_a_status_write_is_validated_against_the_schema(mvs: Custom) -> None:
     assert mvs.get("bad-status").get("status", {}).get("phase") != "Exploded"
 
 
+def test_a_pod_status_write_is_validated_for_its_status_and_keeps_the_spec(core: client.CoreV1Api) -> None:
+    spec = {"containers": [{"name": "main", "image": "busybox:1.36"}], "nodeName": "node-z"}  # no kubelet runs it
+    core.create_namespaced_pod(NS, {"metadata": {"name": "status-checked"}, "spec": spec})
+
+    body = api_error(
+        422, "Invalid", core.patch_namespaced_pod_status, "status-checked", NS, {"status": {"conditions": "ok"}}
+    )
+    assert [cause["field"] for cause in body["details"]["causes"]] == ["status.conditions"]
+    wrote = core.patch_namespaced_pod_status(
+        "status-checked", NS, {"status": {"phase": "Running"}, "spec": {"nodeName": "node-y"}}
+    )
+
+    assert (wrote.status.phase, wrote.status.qos_class, wrote.spec.node_name) == ("Running", "BestEffort", "node-z")
+    assert core.read_namespaced_pod("status-checked", NS).spec.containers[0].termination_message_path
+
+
 # Finalizers and garbage collection
 
 

@@ -24,6 +24,7 @@ FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 NAMESPACE_FINALIZER = "kubernetes"
 _STATUS_KEPT_ON_CREATE = ("Namespace", "CustomResourceDefinition", "Node")  # a kubelet registers its node with status
+_STATUS_WRITE_PARTS = ("apiVersion", "kind", "metadata", "status")
 _SYSTEM_METADATA = (
     "uid",
     "creationTimestamp",
@@ -170,7 +171,12 @@ class Registry:
         old = self.store.get(rt.key, namespace, name)
         if old is None:
             raise errors.not_found(rt.plural, rt.group, name)
-        new = copy.deepcopy(body)
+        if subresource == "status":
+            # Only its status is kept (`_merge_update`), so the spec is not copied: defaulting
+            # reads it (a pod's qosClass) and writes into it only what a stored spec has already.
+            new = {key: value if key == "spec" else copy.deepcopy(value) for key, value in body.items()}
+        else:
+            new = copy.deepcopy(body)
         new.setdefault("apiVersion", rt.api_version)
         new.setdefault("kind", rt.kind)
         self._check_kind(rt, new)
@@ -186,7 +192,7 @@ class Registry:
         new = self._merge_update(rt, old, new, subresource)
         if subresource is None:
             self._admit(rt, new, old)
-        self._validate(rt, new, old)
+        self._validate(rt, new, old, subresource)
         if subresource is None:
             self._check(rt, new, old)
         if manager and subresource is None:
@@ -421,8 +427,17 @@ class Registry:
         for plugin in self.validating:
             plugin(self, rt, obj, old)
 
-    def _validate(self, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
-        found = schema.validate(rt.schema, obj, old) if rt.crd and rt.schema else kube_schemas.validate(obj)
+    def _validate(
+        self, rt: kinds.ResourceType, obj: Object, old: Object | None, subresource: str | None = None
+    ) -> None:
+        if rt.crd and rt.schema:
+            found = schema.validate(rt.schema, obj, old)
+        elif subresource == "status":
+            # As kube-apiserver's status strategies: a status write is checked for its metadata and
+            # status; the spec it cannot change was checked when it was written.
+            found = kube_schemas.validate({key: obj[key] for key in _STATUS_WRITE_PARTS if key in obj})
+        else:
+            found = kube_schemas.validate(obj)
         found += _metadata_errors(obj, path_segment_name=rt.group == "rbac.authorization.k8s.io")
         if rt.kind == "CustomResourceDefinition":
             found += _crd_errors(obj)
