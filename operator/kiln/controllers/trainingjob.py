@@ -7,9 +7,9 @@ cluster. Decisions are serialised across jobs and reserve capacity at once, so t
 both be admitted into the same free capacity; gangs a decision admits on the way, or that fit once
 capacity frees, are woken. A job is woken again only when time alone would change it (its plan's
 `wake_at`), or at once when it was just admitted: its gang is made on that turn, which waits behind
-the wake-ups for events, so a burst is admitted before gangs are made. Acting is: create what is missing (an object that exists already is left alone, so a
-restarted operator never duplicates a worker), delete what must go, write status (refused if the
-job changed meanwhile), then post Events.
+the wake-ups for events, so a burst is admitted before gangs are made. Acting is: create what is
+missing (an object that exists already is left alone, so a restarted operator never duplicates a
+worker), delete what must go, write status (refused if the job changed meanwhile), then post Events.
 """
 
 from __future__ import annotations
