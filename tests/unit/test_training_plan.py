@@ -1213,6 +1213,23 @@ def test_an_elastic_job_may_grow_once_per_cooldown(state: Object, after: datetim
     assert plan.may_grow_after(trainingjob.TrainingJobStatus.model_validate(manifest["status"]), spec) == after
 
 
+@pytest.mark.parametrize(
+    ("cooldown", "after"),
+    [
+        pytest.param({"scaleUpCooldown": "90s"}, at(90), id="a-duration"),
+        pytest.param({"scaleUpCooldown": "1h30m"}, at(5400), id="hours-and-minutes"),
+        pytest.param({"scaleUpCooldownSeconds": 45}, at(45), id="in-seconds"),
+        pytest.param({}, at(300), id="five-minutes-by-default"),
+    ],
+)
+def test_the_cooldown_is_a_duration_or_seconds(cooldown: Object, after: datetime.datetime) -> None:
+    elastic = {"minWorkers": 2, "maxWorkers": 4, **cooldown}
+    spec = trainingjob.TrainingJobSpec.model_validate(body(workers=2, elastic=elastic)["spec"])
+    running_since = trainingjob.TrainingJobStatus.model_validate(status(Phase.RUNNING, worldSize=2, startTime=T0))
+
+    assert plan.may_grow_after(running_since, spec) == after
+
+
 def test_a_running_elastic_job_below_its_maximum_wakes_when_its_cooldown_ends() -> None:
     manifest = body(Phase.RUNNING, state={"worldSize": 2, "startTime": T0.isoformat()}, **ELASTIC)
 

@@ -158,6 +158,9 @@ class SklearnTrainer(base.KilnModel):
     )
 
 
+DEFAULT_SCALE_UP_COOLDOWN_SECONDS = 300
+
+
 class Elastic(base.KilnModel):
     """Elastic training: the job keeps running with between minWorkers and maxWorkers pods."""
 
@@ -167,9 +170,12 @@ class Elastic(base.KilnModel):
     """Most workers the job runs with."""
     max_restarts: StrictInt = Field(default=3, ge=0)
     """How many membership changes torch elastic tolerates before failing."""
-    scale_up_cooldown_seconds: StrictInt = Field(default=300, ge=0)
+    scale_up_cooldown: base.Duration | None = None
     """Builtin admission grows a running job toward maxWorkers when capacity frees (the gang
-    restarts from its checkpoint with the new WORLD_SIZE) at most once per this many seconds."""
+    restarts from its checkpoint with the new WORLD_SIZE) at most once per this long (`90s`, `5m`,
+    `1h`; 5m when neither this nor scaleUpCooldownSeconds is set)."""
+    scale_up_cooldown_seconds: StrictInt | None = Field(default=None, ge=0)
+    """The same cooldown in seconds, for manifests that count in seconds; set one of the two."""
 
     cel_rules = (
         base.Rule(
@@ -177,7 +183,24 @@ class Elastic(base.KilnModel):
             "minWorkers must not be greater than maxWorkers",
             field_path=".minWorkers",
         ),
+        base.Rule(
+            "!(has(self.scaleUpCooldown) && has(self.scaleUpCooldownSeconds))",
+            "set scaleUpCooldown or scaleUpCooldownSeconds, not both",
+            field_path=".scaleUpCooldown",
+        ),
     )
+
+    @property
+    def cooldown(self) -> datetime.timedelta:
+        """How long a grown (or started) job runs before it may grow again."""
+        if self.scale_up_cooldown is not None:
+            return base.duration_of(self.scale_up_cooldown)
+        seconds = (
+            DEFAULT_SCALE_UP_COOLDOWN_SECONDS
+            if self.scale_up_cooldown_seconds is None
+            else self.scale_up_cooldown_seconds
+        )
+        return datetime.timedelta(seconds=seconds)
 
 
 class GangScheduler(StrEnum):
@@ -489,7 +512,7 @@ class TrainingJobStatus(base.KilnModel):
     resizes: StrictInt = 0
     """How many times an elastic job was grown; each is a gang restart from the checkpoint."""
     last_resize_time: datetime.datetime | None = None
-    """When the elastic job last grew, for elastic.scaleUpCooldownSeconds."""
+    """When the elastic job last grew, for elastic.scaleUpCooldown."""
     progress: TrainingProgress | None = None
     """Rank 0's progress (step, total steps, epoch, metrics) with percent, rate and ETA, from the
     `kiln.dev/progress` annotation on its pod."""

@@ -616,7 +616,7 @@ def model_version(job: workers.Job, output: trainingjob.Output, result: training
 def may_grow_after(
     status: trainingjob.TrainingJobStatus, spec: trainingjob.TrainingJobSpec
 ) -> datetime.datetime | None:
-    """When a running elastic job below its maximum may grow (elastic.scaleUpCooldownSeconds after
+    """When a running elastic job below its maximum may grow (elastic.scaleUpCooldown after
     it started or last grew); None when it may not grow."""
     elastic = spec.elastic
     since = status.last_resize_time or status.start_time
@@ -624,7 +624,7 @@ def may_grow_after(
         return None
     if (status.world_size or spec.workers) >= elastic.max_workers:
         return None
-    return since + datetime.timedelta(seconds=elastic.scale_up_cooldown_seconds)
+    return since + elastic.cooldown
 
 
 def plan(seen: Observed, now: datetime.datetime, settings: Settings = Settings()) -> Plan:
