@@ -12,14 +12,14 @@ import logging
 import os
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pydantic
 
 from kiln import artifacts
 from kiln.api import base, resources
-from kiln.controllers import metrics, modeldeployment, modelversion, trainingjob
+from kiln.controllers import metrics, modeldeployment, modelversion, peering, trainingjob
 from kiln.delivery import serving
 from kiln.kube import client
 from kiln.training import inventory
@@ -65,11 +65,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.startup()
-def connect(memo: kopf.Memo, **_: Any) -> None:
-    """One API client and the artifact stores' settings, shared by every reconcile."""
+def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+    """One API client and the artifact stores' settings, shared by every reconcile; under peering,
+    the TrainingJob wake-ups follow kopf's peering as kopf itself does (`kiln.controllers.peering`)."""
     kube = client.connect()
     memo.model_versions = modelversion.Controller(kube, artifacts.Settings.from_environment(), metrics=METRICS)
-    memo.training_jobs = trainingjob.Controller(kube, training_settings(), metrics=METRICS)
+    acting = peering.always
+    if not settings.peering.standalone and getattr(memo, "peer", None):
+        replica = peering.Replica(kube, memo.peer, settings.peering.priority, getattr(memo, "namespaces", ()))
+        acting = replica.acting
+    memo.training_jobs = trainingjob.Controller(kube, training_settings(), metrics=METRICS, acting=acting)
     memo.training_jobs.start()
     memo.model_deployments = modeldeployment.Controller(
         kube, serving_settings(), default_prometheus=os.environ.get(PROMETHEUS_URL_ENV) or None, metrics=METRICS
@@ -232,9 +237,12 @@ def run_operator(
         logging.getLogger("kopf.objects").addFilter(quiet_inventory_handlers)
     if metrics_port:
         METRICS.serve(metrics_port)
+    identity = peering.own_identity()
     kopf.run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,
         standalone=standalone,
+        identity=cast(Any, identity),  # kopf's Identity: a NewType of str that kopf does not export
+        memo=kopf.Memo(peer=identity, namespaces=tuple(namespaces)),
     )

@@ -231,3 +231,51 @@ def test_the_standby_finishes_a_canary_paused_when_the_active_operator_is_killed
     assert all(answer.status == 200 for answer in traffic.answers), "a request failed during the hand-over"
     after = traffic.since(promoted.time + 1)
     assert rollout_world.served_versions(after) == {"1.1.0": len(after)}
+
+
+def _set_peers(kiln: Kiln, peers: dict[str, Any]) -> None:
+    """Write entries of kopf's peering object as kopf's keepalive does (None removes one)."""
+    kiln.api().patch_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "default", {"status": peers})
+
+
+def test_a_replica_that_kopf_pauses_runs_no_training_deadline_until_it_acts_again(
+    kiln: Kiln, tmp_path: pathlib.Path
+) -> None:
+    """kopf pauses a replica when a peer of higher priority appears; the TrainingJob wake-ups, a thread
+    of Kiln's own, pause with it, and run the deadline that passed meanwhile once it acts again."""
+    namespace, timeout = "ha-standby", 10
+    left = kiln.api().get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "default")
+    _set_peers(kiln, dict.fromkeys(left.get("status") or {}))  # peers of earlier tests, killed or gone
+    replica = OperatorProcess(kiln, peering=True, peer_id="kiln-solo", log=tmp_path / "operator-solo.log")
+    replica.start()
+    try:
+        kiln.kubectl("create", "namespace", namespace)
+        no_pods = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "none"},
+            "spec": {"hard": {"pods": "0"}},
+        }
+        kiln.apply(namespace, no_pods)
+        job = _job()
+        job["spec"] = {**job["spec"], "gangScheduling": {"timeoutSeconds": timeout}}  # type: ignore[dict-item]
+        kiln.apply(namespace, job)
+        eventually(lambda: _job_phase(kiln, namespace) == "Queued", f"tj/{JOB} Queued over the quota", 30)
+        queued = kiln.api().get_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", JOB)
+        deadline = _moment(queued["status"]["queuedTime"]) + timeout
+
+        newer = {"priority": 2**31, "lifetime": 120, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+        _set_peers(kiln, {"kiln-newer": newer})
+        eventually(
+            lambda: "Pausing operations in favour of" in replica.log.read_text(errors="replace"), "kopf pausing", 20
+        )
+        eventually(lambda: time.time() > deadline + 3, "the gang timeout to pass on standby", timeout + 10)
+        assert _job_phase(kiln, namespace) == "Queued", "a paused replica ran the job's deadline"
+
+        _set_peers(kiln, {"kiln-newer": None})
+        eventually(lambda: _job_phase(kiln, namespace) == "Failed", f"tj/{JOB} failing once the replica acts", 30)
+        failed = kiln.api().get_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", JOB)
+        assert "timeoutSeconds (10s)" in failed["status"]["message"]
+    finally:
+        replica.stop()
+    assert "Traceback" not in replica.log.read_text(errors="replace")

@@ -13,7 +13,7 @@ import pytest
 import training_fixtures as fx
 from polling import eventually
 
-from kiln.controllers import trainingjob
+from kiln.controllers import peering, trainingjob
 from kiln.kube import client, fake
 from kiln.training import plan, workers
 
@@ -364,6 +364,50 @@ def test_the_wakeup_runner_hands_a_job_to_a_worker_only_when_one_is_free(
         controller.stop()
 
     assert reconciled[-2:] == ["event", "due-by-time"]
+
+
+def test_on_standby_the_wakeups_reconcile_nothing_and_taking_over_starts_from_what_the_cluster_holds(
+    api: fake.FakeApi, clock: fake.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peering, "POLL_SECONDS", 0.01)
+    reconciled: list[str] = []
+    asked: list[bool] = []
+    kopf_lets_it_act = threading.Event()
+
+    def acting() -> bool:
+        asked.append(kopf_lets_it_act.is_set())
+        return asked[-1]
+
+    class Recording(trainingjob.Controller):
+        def reconcile(self, namespace: str, name: str) -> None:
+            reconciled.append(name)
+
+    controller = Recording(kube=api, clock=clock, acting=acting)
+    controller.sync()
+    # What it saw before standing by: a worker that used all of gpu-a, deleted while its watches
+    # were paused, so it never saw it go.
+    gone = {
+        "metadata": {"name": "gone", "namespace": fx.NAMESPACE, "resourceVersion": "1"},
+        "spec": {"nodeName": "gpu-a", "containers": [{"name": "c", "resources": {"requests": {fx.GPU: "4"}}}]},
+        "status": {"phase": "Running"},
+    }
+    controller.watched("pod", None, gone)
+    assert controller.inventory.free["gpu-a"][fx.GPU] == 0
+    api.add(
+        TRAINING_JOBS, fx.job_body("queued", status={"phase": "Queued"}, workers=1, resources={"gpus": {"count": 1}})
+    )
+    controller.wakeups.at((fx.NAMESPACE, "deadline-passed"), fx.T0)
+    controller.start()
+    try:
+        eventually(lambda: len(asked) >= 3, "the runner asking whether it may act, on standby")
+        assert reconciled == []
+        kopf_lets_it_act.set()
+        eventually(lambda: {"queued", "deadline-passed"} <= set(reconciled), "both jobs reconciled")
+    finally:
+        controller.stop()
+
+    free = [controller.inventory.free[node][fx.GPU] for node in ("gpu-a", "gpu-b")]
+    assert sum(free) == 7  # the queued job holds one GPU; the gone worker none
 
 
 def test_events_before_the_first_list_admit_nothing(api: fake.FakeApi, clock: fake.ManualClock) -> None:

@@ -22,14 +22,14 @@ import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pydantic
 
 from kiln.api import resources, trainingjob
 from kiln.controllers import metrics as operator_metrics
-from kiln.controllers import shared
+from kiln.controllers import peering, shared
 from kiln.kube import client
 from kiln.providers import gang
 from kiln.training import admission, inventory, workers
@@ -117,6 +117,9 @@ class Controller:
     metrics: operator_metrics.Metrics = dataclasses.field(default_factory=operator_metrics.Metrics)
     wakeups: Wakeups = dataclasses.field(default_factory=Wakeups)
     inventory: inventory.Inventory = dataclasses.field(default_factory=inventory.Inventory)
+    acting: Callable[[], bool] = peering.always
+    """Whether this replica may reconcile now (`kiln.controllers.peering`): kopf pauses the watches
+    of a replica on standby, but not the wake-ups, which ask this first."""
     _admission: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     """Guards the inventory: decisions and the events that feed it, one at a time."""
     _synced: bool = False
@@ -129,6 +132,7 @@ class Controller:
     _locks: shared.ObjectLocks = dataclasses.field(default_factory=shared.ObjectLocks)
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _runner: threading.Thread | None = None
+    _took_over: bool = False
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept of a deleted job: its lock and its body."""
@@ -171,20 +175,39 @@ class Controller:
         if self._synced:
             return
         with self._admission:
-            if self._synced:
-                return
-            for kind, resource in (
-                (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
-                (inventory.NODE, client.NODES),
-                (inventory.RESOURCE_QUOTA, client.RESOURCE_QUOTAS),
-                (inventory.POD, client.PODS),
-                (inventory.TRAINING_JOB, TRAINING_JOBS),
-            ):
-                for body in self.kube.list(resource, None):
-                    self.inventory.watched(kind, False, body)
-            self.inventory.admit_waiting()
-            self.wakeups.now(self.inventory.take_woken())
-            self._synced = True
+            if not self._synced:
+                self._fill()
+
+    def _fill(self) -> list[Key]:
+        """List every kind into the inventory (the caller holds `_admission`); the jobs listed."""
+        jobs = []
+        for kind, resource in (
+            (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
+            (inventory.NODE, client.NODES),
+            (inventory.RESOURCE_QUOTA, client.RESOURCE_QUOTAS),
+            (inventory.POD, client.PODS),
+            (inventory.TRAINING_JOB, TRAINING_JOBS),
+        ):
+            for body in self.kube.list(resource, None):
+                self.inventory.watched(kind, False, body)
+                if kind == inventory.TRAINING_JOB:
+                    jobs.append((body["metadata"].get("namespace") or "default", body["metadata"]["name"]))
+        self.inventory.admit_waiting()
+        self.wakeups.now(self.inventory.take_woken())
+        self._synced = True
+        return jobs
+
+    def take_over(self) -> None:
+        """Start acting from what the cluster holds now. A replica that stood by (or stops standing
+        by) had its watches paused, so a deletion meanwhile was never seen: its inventory and the jobs
+        it kept are dropped and listed afresh, and every job is reconciled once, which sets its
+        wake-ups again."""
+        with self._admission:
+            self.inventory = inventory.Inventory()
+            self._bodies.clear()
+            self._written.clear()
+            jobs = self._fill()
+        self.wakeups.now(jobs)
 
     def watched(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of a pod, node, priority class, ResourceQuota or TrainingJob (`kind` as in
@@ -333,18 +356,33 @@ class Controller:
     def _run_wakeups(self) -> None:
         """Hand each due job to a reconcile worker, taking it from the wake-ups only once a worker is
         free: taken early, jobs would wait in the pool's queue in the order they were taken, not in
-        the wake-ups' own (events first)."""
+        the wake-ups' own (events first). On standby (`acting`), nothing is taken."""
         idle = threading.Semaphore(WAKE_WORKERS)
         with concurrent.futures.ThreadPoolExecutor(WAKE_WORKERS, thread_name_prefix="training-wake") as pool:
             while not self._stop.is_set():
                 if not idle.acquire(timeout=_IDLE_CHECK_SECONDS):
                     continue  # every worker busy: look at `stop` again
                 self.wakeups.wait(self.clock(), self._stop)
-                taken = self.wakeups.due(self.clock(), limit=1)
+                taken = self.wakeups.due(self.clock(), limit=1) if self._may_act() else []
                 if not taken:
                     idle.release()
                     continue
                 pool.submit(self.wake, *taken[0]).add_done_callback(lambda _: idle.release())
+
+    def _may_act(self) -> bool:
+        """Whether this replica acts now; the moment it starts to (at start, or after standing by),
+        it takes over. On standby it looks again after a while."""
+        try:
+            acting = self.acting()
+            if acting and not self._took_over:
+                self.take_over()
+        except client.ApiError as error:
+            log.warning("TrainingJob wake-ups cannot take over yet: %s", error)
+            acting = False
+        self._took_over = acting
+        if not acting:
+            self._stop.wait(peering.POLL_SECONDS)
+        return acting
 
     def wake(self, namespace: str, name: str) -> None:
         """Reconcile a job whose time came; one that fails is tried again shortly."""
