@@ -95,14 +95,14 @@ class Wakeups:
         with self._changed:
             return dict(self._due)
 
-    def wait(self, now: datetime.datetime, stop: threading.Event) -> None:
-        """Sleep until the next wake-up is due, one is added, or `stop` is set."""
+    def wait(self, now: datetime.datetime, stop: threading.Event, longest: float = _LONGEST_WAIT_SECONDS) -> None:
+        """Sleep until the next wake-up is due, one is added, `stop` is set, or `longest` seconds pass."""
         with self._changed:
             if stop.is_set():
                 return
-            seconds = (self._heap[0][0] - now).total_seconds() if self._heap else _LONGEST_WAIT_SECONDS
+            seconds = (self._heap[0][0] - now).total_seconds() if self._heap else longest
             if seconds > 0:
-                self._changed.wait(min(seconds, _LONGEST_WAIT_SECONDS))
+                self._changed.wait(min(seconds, longest))
 
     def interrupt(self) -> None:
         with self._changed:
@@ -179,7 +179,8 @@ class Controller:
                 self._fill()
 
     def _fill(self) -> list[Key]:
-        """List every kind into the inventory (the caller holds `_admission`); the jobs listed."""
+        """List every kind into the inventory, and each job as listed where none is kept (the caller
+        holds `_admission`); the jobs listed."""
         jobs = []
         for kind, resource in (
             (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
@@ -191,7 +192,9 @@ class Controller:
             for body in self.kube.list(resource, None):
                 self.inventory.watched(kind, False, body)
                 if kind == inventory.TRAINING_JOB:
-                    jobs.append((body["metadata"].get("namespace") or "default", body["metadata"]["name"]))
+                    key = (body["metadata"].get("namespace") or "default", body["metadata"]["name"])
+                    self._bodies.setdefault(key, body)  # as listed, unless a watch event brought a newer one
+                    jobs.append(key)
         self.inventory.admit_waiting()
         self.wakeups.now(self.inventory.take_woken())
         self._synced = True
@@ -362,7 +365,9 @@ class Controller:
             while not self._stop.is_set():
                 if not idle.acquire(timeout=_IDLE_CHECK_SECONDS):
                     continue  # every worker busy: look at `stop` again
-                self.wakeups.wait(self.clock(), self._stop)
+                # Whether it may act is asked every second or so, work due or not, so that a pause
+                # is seen even when nothing is due during it (it must take over after one).
+                self.wakeups.wait(self.clock(), self._stop, peering.POLL_SECONDS)
                 taken = self.wakeups.due(self.clock(), limit=1) if self._may_act() else []
                 if not taken:
                     idle.release()
