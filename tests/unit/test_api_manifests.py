@@ -195,14 +195,6 @@ INVALID = [
         message="minWorkers must not be greater than maxWorkers",
     ),
     cel_rule(
-        "elastic-cooldown-given-twice",
-        GPU,
-        "spec.elastic.scaleUpCooldownSeconds",
-        60,
-        field="spec.elastic.scaleUpCooldown",
-        message="set scaleUpCooldown or scaleUpCooldownSeconds, not both",
-    ),
-    cel_rule(
         "workers-outside-elastic-bounds",
         GPU,
         "spec.workers",

@@ -338,6 +338,17 @@ def test_wakeups_for_events_come_before_those_whose_time_came_one_at_a_time() ->
     assert taken == [[("ml", "new-job")], [("ml", "admitted-gang-to-make")], []]
 
 
+def test_a_stream_of_events_lets_a_due_deadline_through_after_so_many_in_a_row() -> None:
+    wakeups = trainingjob.Wakeups()
+    wakeups.at(("ml", "deadline"), fx.at(10))
+    wakeups.now([("ml", f"event-{index}") for index in range(trainingjob.EVENTS_BEFORE_A_DEADLINE + 5)])
+
+    taken = [name for _, name in wakeups.due(fx.at(30))]
+
+    assert taken.index("deadline") == trainingjob.EVENTS_BEFORE_A_DEADLINE
+    assert len(taken) == trainingjob.EVENTS_BEFORE_A_DEADLINE + 6
+
+
 def test_the_wakeup_runner_hands_a_job_to_a_worker_only_when_one_is_free(
     api: fake.FakeApi, clock: fake.ManualClock
 ) -> None:
@@ -396,18 +407,40 @@ def test_on_standby_the_wakeups_reconcile_nothing_and_taking_over_starts_from_wh
     api.add(
         TRAINING_JOBS, fx.job_body("queued", status={"phase": "Queued"}, workers=1, resources={"gpus": {"count": 1}})
     )
+    finished = fx.job_body("finished", status={"phase": "Succeeded"}, workers=1, resources={"gpus": {"count": 1}})
+    api.add(TRAINING_JOBS, finished)  # only a take-over that reconciles every job wakes it
     controller.wakeups.at((fx.NAMESPACE, "deadline-passed"), fx.T0)
     controller.start()
     try:
         eventually(lambda: len(asked) >= 3, "the runner asking whether it may act, on standby")
         assert reconciled == []
         kopf_lets_it_act.set()
-        eventually(lambda: {"queued", "deadline-passed"} <= set(reconciled), "both jobs reconciled")
+        eventually(lambda: {"queued", "deadline-passed", "finished"} <= set(reconciled), "every job reconciled")
     finally:
         controller.stop()
 
     free = [controller.inventory.free[node][fx.GPU] for node in ("gpu-a", "gpu-b")]
     assert sum(free) == 7  # the queued job holds one GPU; the gone worker none
+
+
+def test_an_event_that_comes_while_a_take_over_lists_the_cluster_reaches_its_new_inventory(
+    api: fake.FakeApi, clock: fake.ManualClock
+) -> None:
+    spec = {"nodeName": "gpu-a", "containers": [{"name": "c", "resources": {"requests": {fx.GPU: "4"}}}]}
+    [leaving] = api.add(client.PODS, {"metadata": {"name": "leaving", "namespace": fx.NAMESPACE}, "spec": spec})
+
+    class EventWhileListing(ReadCountingApi):
+        def list(self, resource: client.Resource, namespace: str | None, label_selector: str | None = None) -> Any:
+            if resource is TRAINING_JOBS:  # the pods are listed already; kopf delivers their deletion now
+                gone = {**leaving, "metadata": {**leaving["metadata"], "resourceVersion": "999999"}}
+                controller.watched("pod", "DELETED", gone)
+            return api.list(resource, namespace, label_selector)
+
+    controller = trainingjob.Controller(kube=EventWhileListing(namespace=fx.NAMESPACE, clock=clock), clock=clock)
+
+    controller.take_over()
+
+    assert [controller.inventory.free[node][fx.GPU] for node in ("gpu-a", "gpu-b")] == [4, 4]
 
 
 def test_events_before_the_first_list_admit_nothing(api: fake.FakeApi, clock: fake.ManualClock) -> None:

@@ -35,6 +35,14 @@ def peer(priority: int, *, seen: datetime.datetime | None = T0, lifetime: int = 
         pytest.param({ME: peer(50), "other": peer(90)}, at(15), True, id="a-higher-peer-dead-at-its-lifetime"),
         pytest.param({ME: peer(50), "other": peer(90, seen=None)}, at(600), False, id="never-seen-counts-as-live"),
         pytest.param({ME: peer(50), "other": "garbage"}, T0, True, id="an-entry-that-is-no-peer"),
+        pytest.param({ME: peer(50), "other": {"priority": "high"}}, T0, True, id="a-priority-that-is-no-number"),
+        pytest.param({ME: peer(50), "other": {"priority": 90, "lastseen": "yesterday"}}, T0, True, id="no-time"),
+        pytest.param(
+            {ME: peer(50), "other": {"priority": 90, "lifetime": 60, "lastseen": "2024-06-11T10:00:00"}},
+            at(30),
+            False,
+            id="a-bare-time-is-utc",
+        ),
     ],
 )
 def test_kopfs_rule(peers: Object, now: datetime.datetime, acts: bool) -> None:

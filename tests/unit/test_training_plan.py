@@ -1219,6 +1219,7 @@ def test_an_elastic_job_may_grow_once_per_cooldown(state: Object, after: datetim
         pytest.param({"scaleUpCooldown": "90s"}, at(90), id="a-duration"),
         pytest.param({"scaleUpCooldown": "1h30m"}, at(5400), id="hours-and-minutes"),
         pytest.param({"scaleUpCooldownSeconds": 45}, at(45), id="in-seconds"),
+        pytest.param({"scaleUpCooldown": "2m", "scaleUpCooldownSeconds": 300}, at(120), id="the-duration-counts"),
         pytest.param({}, at(300), id="five-minutes-by-default"),
     ],
 )

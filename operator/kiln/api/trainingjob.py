@@ -175,18 +175,14 @@ class Elastic(base.KilnModel):
     restarts from its checkpoint with the new WORLD_SIZE) at most once per this long (`90s`, `5m`,
     `1h`; 5m when neither this nor scaleUpCooldownSeconds is set)."""
     scale_up_cooldown_seconds: StrictInt | None = Field(default=None, ge=0)
-    """The same cooldown in seconds, for manifests that count in seconds; set one of the two."""
+    """The same cooldown in seconds, for manifests that count in seconds; scaleUpCooldown, when set,
+    is the one that counts (an object stored before it existed has 300 here)."""
 
     cel_rules = (
         base.Rule(
             "self.minWorkers <= self.maxWorkers",
             "minWorkers must not be greater than maxWorkers",
             field_path=".minWorkers",
-        ),
-        base.Rule(
-            "!(has(self.scaleUpCooldown) && has(self.scaleUpCooldownSeconds))",
-            "set scaleUpCooldown or scaleUpCooldownSeconds, not both",
-            field_path=".scaleUpCooldown",
         ),
     )
 

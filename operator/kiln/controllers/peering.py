@@ -50,11 +50,18 @@ def acts(peers: Mapping[str, Any], identity: str, priority: int, now: datetime.d
     for peer, seen in peers.items():
         if peer == identity or not isinstance(seen, Mapping):
             continue
-        lastseen = seen.get("lastseen")
-        lifetime = datetime.timedelta(seconds=int(seen.get("lifetime", _KOPF_DEFAULT_LIFETIME_SECONDS)))
-        alive = lastseen is None or datetime.datetime.fromisoformat(str(lastseen)) + lifetime > now
-        if alive and int(seen.get("priority", 0)) >= priority:
-            return False
+        try:
+            lifetime = datetime.timedelta(seconds=int(seen.get("lifetime", _KOPF_DEFAULT_LIFETIME_SECONDS)))
+            lastseen = seen.get("lastseen")
+            if lastseen is not None:
+                at = datetime.datetime.fromisoformat(str(lastseen))
+                at = at if at.tzinfo else at.replace(tzinfo=datetime.UTC)  # kopf reads a bare time as UTC
+                if at + lifetime <= now:
+                    continue  # dead
+            if int(seen.get("priority", 0)) >= priority:
+                return False
+        except (TypeError, ValueError):
+            continue  # an entry kopf did not write; kopf would not read it either
     return True
 
 

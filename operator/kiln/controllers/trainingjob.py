@@ -45,25 +45,32 @@ Object = dict[str, Any]
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+Inventory = inventory.Inventory
 RETRY_SECONDS = 5.0
 WAKE_WORKERS = 16
 """Reconciles that wake-ups run at once: API round trips overlap, the GIL does the rest."""
 _LONGEST_WAIT_SECONDS = 60.0
 _IDLE_CHECK_SECONDS = 0.5
+_NOW = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+"""When an event's wake-up is due: before any time."""
+EVENTS_BEFORE_A_DEADLINE = 64
 
 
 class Wakeups:
-    """When each job is to be reconciled again, earliest first: a job's own deadlines, and now for
-    an event (a new job, a worker that changed, a job admitted on another's turn). Wake-ups for
-    events come before those whose time has come, so under a burst the decisions (admitting a new
-    job) go before the work they lead to (making an admitted gang, due at once). A wake-up never
-    cancels an earlier one (an extra reconcile is harmless; a lost one leaves a job waiting), and
-    fires once."""
+    """When each job is to be reconciled again: now for an event (a new job, a worker that changed,
+    a job admitted on another's turn), in the order they came, and at a job's own deadlines, earliest
+    first. Wake-ups for events come before those whose time has come, so under a burst the decisions
+    (admitting a new job) go before the work they lead to (making an admitted gang, due at once), but
+    never more than EVENTS_BEFORE_A_DEADLINE of them in a row while a deadline is due, so a steady
+    stream of events cannot hold the rest back for ever. A wake-up never cancels an earlier one (an
+    extra reconcile is harmless; a lost one leaves a job waiting), and fires once."""
 
     def __init__(self) -> None:
         self._due: dict[Key, datetime.datetime] = {}
-        self._heap: list[tuple[datetime.datetime, int, Key]] = []
+        self._events: list[tuple[datetime.datetime, int, Key]] = []
+        self._deadlines: list[tuple[datetime.datetime, int, Key]] = []
         self._order = itertools.count()
+        self._events_in_a_row = 0
         self._changed = threading.Condition()
 
     def at(self, key: Key, when: datetime.datetime | None) -> None:
@@ -73,22 +80,36 @@ class Wakeups:
             if key in self._due and self._due[key] <= when:
                 return
             self._due[key] = when
-            heapq.heappush(self._heap, (when, next(self._order), key))
+            heapq.heappush(self._events if when == _NOW else self._deadlines, (when, next(self._order), key))
             self._changed.notify()
 
     def now(self, keys: Iterable[Key]) -> None:
         for key in keys:
-            self.at(key, datetime.datetime.min.replace(tzinfo=datetime.UTC))
+            self.at(key, _NOW)
+
+    def _first(self, heap: list[tuple[datetime.datetime, int, Key]]) -> tuple[datetime.datetime, int, Key] | None:
+        """The heap's first wake-up still wanted (one superseded by an earlier one is dropped)."""
+        while heap and self._due.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
     def due(self, now: datetime.datetime, limit: int | None = None) -> list[Key]:
-        """Take the jobs whose time has come, earliest first (at most `limit` of them)."""
+        """Take the jobs whose time has come (at most `limit` of them)."""
         taken: list[Key] = []
         with self._changed:
-            while self._heap and self._heap[0][0] <= now and (limit is None or len(taken) < limit):
-                when, _, key = heapq.heappop(self._heap)
-                if self._due.get(key) == when:
-                    del self._due[key]
-                    taken.append(key)
+            while limit is None or len(taken) < limit:
+                event, deadline = self._first(self._events), self._first(self._deadlines)
+                deadline_due = deadline is not None and deadline[0] <= now
+                if event is not None and (not deadline_due or self._events_in_a_row < EVENTS_BEFORE_A_DEADLINE):
+                    self._events_in_a_row += 1
+                    key = heapq.heappop(self._events)[2]
+                elif deadline_due:
+                    self._events_in_a_row = 0
+                    key = heapq.heappop(self._deadlines)[2]
+                else:
+                    break
+                del self._due[key]
+                taken.append(key)
         return taken
 
     def pending(self) -> dict[Key, datetime.datetime]:
@@ -100,13 +121,23 @@ class Wakeups:
         with self._changed:
             if stop.is_set():
                 return
-            seconds = (self._heap[0][0] - now).total_seconds() if self._heap else longest
+            first = self._first(self._events) or self._first(self._deadlines)
+            seconds = (first[0] - now).total_seconds() if first else longest
             if seconds > 0:
                 self._changed.wait(min(seconds, longest))
 
     def interrupt(self) -> None:
         with self._changed:
             self._changed.notify_all()
+
+
+def _newer(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether `one` is a later version of the object than `other` (resourceVersions are etcd's
+    revisions, numbers, wherever Kiln runs; any other compares as not newer)."""
+    try:
+        return int(one["metadata"]["resourceVersion"]) > int(other["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 @dataclasses.dataclass
@@ -133,6 +164,8 @@ class Controller:
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _runner: threading.Thread | None = None
     _took_over: bool = False
+    _replay: list[tuple[str, bool, Mapping[str, Any]]] | None = None
+    """While a take-over lists the cluster, the events that came meanwhile, for its new inventory."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept of a deleted job: its lock and its body."""
@@ -176,12 +209,15 @@ class Controller:
             return
         with self._admission:
             if not self._synced:
-                self._fill()
+                for key, body in self._list_into(self.inventory).items():
+                    self._bodies.setdefault(key, body)
+                self.inventory.admit_waiting()
+                self.wakeups.now(self.inventory.take_woken())
+                self._synced = True
 
-    def _fill(self) -> list[Key]:
-        """List every kind into the inventory, and each job as listed where none is kept (the caller
-        holds `_admission`); the jobs listed."""
-        jobs = []
+    def _list_into(self, target: Inventory) -> dict[Key, Object]:
+        """List every kind into `target`; the TrainingJobs listed."""
+        jobs = {}
         for kind, resource in (
             (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
             (inventory.NODE, client.NODES),
@@ -190,27 +226,43 @@ class Controller:
             (inventory.TRAINING_JOB, TRAINING_JOBS),
         ):
             for body in self.kube.list(resource, None):
-                self.inventory.watched(kind, False, body)
+                target.watched(kind, False, body)
                 if kind == inventory.TRAINING_JOB:
-                    key = (body["metadata"].get("namespace") or "default", body["metadata"]["name"])
-                    self._bodies.setdefault(key, body)  # as listed, unless a watch event brought a newer one
-                    jobs.append(key)
-        self.inventory.admit_waiting()
-        self.wakeups.now(self.inventory.take_woken())
-        self._synced = True
+                    jobs[(body["metadata"].get("namespace") or "default", body["metadata"]["name"])] = body
         return jobs
 
     def take_over(self) -> None:
         """Start acting from what the cluster holds now. A replica that stood by (or stops standing
-        by) had its watches paused, so a deletion meanwhile was never seen: its inventory and the jobs
-        it kept are dropped and listed afresh, and every job is reconciled once, which sets its
-        wake-ups again."""
+        by) had its watches paused, so a deletion meanwhile was never seen: its inventory is listed
+        afresh, and swapped in with the events that came while it was listed; the jobs it kept that
+        are gone are forgotten, the others kept as listed unless an event brought them newer; and every
+        job is reconciled once, which sets its wake-ups again. The lists run outside the lock, so
+        kopf's event handlers, which take it, never wait for them."""
+        known = set(self._bodies)
         with self._admission:
-            self.inventory = inventory.Inventory()
-            self._bodies.clear()
-            self._written.clear()
-            jobs = self._fill()
-        self.wakeups.now(jobs)
+            self._replay = []
+        fresh = inventory.Inventory()
+        try:
+            listed = self._list_into(fresh)
+        except BaseException:
+            with self._admission:
+                self._replay = None
+            raise
+        with self._admission:
+            for kind, gone, body in self._replay or []:
+                fresh.watched(kind, gone, body)
+            self._replay = None
+            self.inventory = fresh
+            self._synced = True
+            fresh.admit_waiting()
+            woken = fresh.take_woken()
+        for key in known - listed.keys():
+            self.forget(*key)
+        for key, body in listed.items():
+            kept = self._bodies.get(key)
+            if kept is None or not _newer(kept, body):
+                self._remember(*key, body)
+        self.wakeups.now([*woken, *listed])
 
     def watched(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of a pod, node, priority class, ResourceQuota or TrainingJob (`kind` as in
@@ -270,6 +322,8 @@ class Controller:
     def _feed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> list[Key]:
         """Take the event into the inventory; the jobs admitted because capacity freed."""
         with self._admission:
+            if self._replay is not None:
+                self._replay.append((kind, event_type == "DELETED", body))
             before = self.inventory.epoch
             self.inventory.watched(kind, event_type == "DELETED", body)
             # Before the first list, the inventory may know the jobs but not yet the pods that fill
@@ -368,21 +422,32 @@ class Controller:
                 # Whether it may act is asked every second or so, work due or not, so that a pause
                 # is seen even when nothing is due during it (it must take over after one).
                 self.wakeups.wait(self.clock(), self._stop, peering.POLL_SECONDS)
-                taken = self.wakeups.due(self.clock(), limit=1) if self._may_act() else []
+                taken = self.wakeups.due(self.clock(), limit=1) if self._may_act(idle) else []
                 if not taken:
                     idle.release()
                     continue
                 pool.submit(self.wake, *taken[0]).add_done_callback(lambda _: idle.release())
 
-    def _may_act(self) -> bool:
+    def _may_act(self, idle: threading.Semaphore) -> bool:
         """Whether this replica acts now; the moment it starts to (at start, or after standing by),
-        it takes over. On standby it looks again after a while."""
+        it takes over, once the reconciles still running from before are done (the runner holds one
+        of the `idle` workers, and waits for the rest). On standby it looks again after a while; a
+        take-over that fails is tried again then."""
         try:
             acting = self.acting()
             if acting and not self._took_over:
-                self.take_over()
+                for _ in range(WAKE_WORKERS - 1):
+                    idle.acquire()
+                try:
+                    self.take_over()
+                finally:
+                    for _ in range(WAKE_WORKERS - 1):
+                        idle.release()
         except client.ApiError as error:
-            log.warning("TrainingJob wake-ups cannot take over yet: %s", error)
+            log.warning("TrainingJob wake-ups stand by: %s", error)
+            acting = False
+        except Exception:
+            log.exception("TrainingJob wake-ups stand by")
             acting = False
         self._took_over = acting
         if not acting:

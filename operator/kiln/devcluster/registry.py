@@ -171,9 +171,10 @@ class Registry:
         old = self.store.get(rt.key, namespace, name)
         if old is None:
             raise errors.not_found(rt.plural, rt.group, name)
-        if subresource == "status":
-            # Only its status is kept (`_merge_update`), so the spec is not copied: defaulting
-            # reads it (a pod's qosClass) and writes into it only what a stored spec has already.
+        if subresource == "status" and not rt.crd:
+            # Only its status is kept (`_merge_update`), so the spec is not copied: a built-in
+            # kind's defaulting reads it (a pod's qosClass) and writes into it only what a stored
+            # spec has already (a CRD's schema may have changed since: its spec is copied).
             new = {key: value if key == "spec" else copy.deepcopy(value) for key, value in body.items()}
         else:
             new = copy.deepcopy(body)
