@@ -88,7 +88,10 @@ def test_a_killed_ddp_worker_restarts_the_gang_from_its_checkpoint(kiln: Kiln) -
 
     eventually(restarted, "the gang to restart as attempt 1", TIMEOUT)
     status = wait_for_phase(kiln, "ddp-kill", "kill", "Succeeded", TIMEOUT)
-    assert status["restarts"] == 1
+    # The kill's restart, and at most the one more backoffLimit allows: on a loaded machine gloo can
+    # abort a restarted worker whose peers are slow to rendezvous (exit code 134), and Kiln restarts
+    # the gang again, as it should; either way the last attempt resumes from the checkpoint.
+    assert status["restarts"] in (1, 2)
     logs = kiln.core().read_namespaced_pod_log("kill-worker-0", "ddp-kill")
     resumed = int(re.search(r"resumed at epoch (\d+)", logs).group(1))  # type: ignore[union-attr]
     assert resumed >= killed_after + 1, logs
