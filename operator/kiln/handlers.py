@@ -72,7 +72,7 @@ def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     memo.model_versions = modelversion.Controller(kube, artifacts.Settings.from_environment(), metrics=METRICS)
     acting = peering.always
     if not settings.peering.standalone and getattr(memo, "peer", None):
-        replica = peering.Replica(kube, memo.peer, settings.peering.priority, getattr(memo, "namespaces", ()))
+        replica = peering.Replica(kube, memo.peer, settings.peering.priority, memo.namespaces)
         acting = replica.acting
     memo.training_jobs = trainingjob.Controller(kube, training_settings(), metrics=METRICS, acting=acting)
     memo.training_jobs.start()

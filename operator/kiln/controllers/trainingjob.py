@@ -49,7 +49,6 @@ Inventory = inventory.Inventory
 RETRY_SECONDS = 5.0
 WAKE_WORKERS = 16
 """Reconciles that wake-ups run at once: API round trips overlap, the GIL does the rest."""
-_LONGEST_WAIT_SECONDS = 60.0
 _IDLE_CHECK_SECONDS = 0.5
 _NOW = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 """When an event's wake-up is due: before any time."""
@@ -116,7 +115,7 @@ class Wakeups:
         with self._changed:
             return dict(self._due)
 
-    def wait(self, now: datetime.datetime, stop: threading.Event, longest: float = _LONGEST_WAIT_SECONDS) -> None:
+    def wait(self, now: datetime.datetime, stop: threading.Event, longest: float) -> None:
         """Sleep until the next wake-up is due, one is added, `stop` is set, or `longest` seconds pass."""
         with self._changed:
             if stop.is_set():
