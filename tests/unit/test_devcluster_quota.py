@@ -51,6 +51,24 @@ def test_other_objects_count_by_resource_and_group() -> None:
     assert quota.object_usage("configmaps", "", {}) == {"count/configmaps": 1, "configmaps": 1}
 
 
+def stored(name: str, version: str, gpus: str, phase: str = "Running") -> Object:
+    one = pod(container(requests={"nvidia.com/gpu": gpus}), phase=phase)
+    one["metadata"] = {"name": name, "resourceVersion": version}
+    return one
+
+
+def test_kept_usages_follow_each_objects_version_and_forget_the_objects_gone() -> None:
+    usages = quota.Usages()
+    gpus = a_quota(**{"requests.nvidia.com/gpu": "8"})
+    first = usages.of("pods", "", "team-a", [stored("a", "1", "2"), stored("b", "2", "3")])
+    assert quota.used(gpus, first) == {"requests.nvidia.com/gpu": 5}
+    # "b" finished under a new version, "a" is gone, "c" is new; a same-named pod elsewhere is apart
+    later = usages.of("pods", "", "team-a", [stored("b", "5", "3", phase="Succeeded"), stored("c", "6", "1")])
+    assert quota.used(gpus, later) == {"requests.nvidia.com/gpu": 1}
+    elsewhere = usages.of("pods", "", "team-b", [stored("b", "5", "4")])
+    assert quota.used(gpus, elsewhere) == {"requests.nvidia.com/gpu": 4}
+
+
 def test_the_fifth_gpu_is_refused_with_kubes_message() -> None:
     limit = a_quota(**{"requests.nvidia.com/gpu": "4"})
     gpu = quota.pod_usage(pod(container(requests={"nvidia.com/gpu": "1"})))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,7 +272,9 @@ def _params(cluster: registry.Registry, policy: Object, binding: Object,
     return selected or None
 
 
-def resource_quota(cluster: registry.Registry, rt: kinds.ResourceType, obj: Object, old: Object | None) -> None:
+def resource_quota(
+    cluster: registry.Registry, rt: kinds.ResourceType, obj: Object, old: Object | None, *, usages: quota.Usages
+) -> None:
     """Refuse a create that would take a namespace over one of its quotas."""
     if old is not None or not rt.namespaced or _phase(rt) in (MUTATING_PREVIEW, VALIDATING_PREVIEW):
         return
@@ -283,7 +286,7 @@ def resource_quota(cluster: registry.Registry, rt: kinds.ResourceType, obj: Obje
     for limit in quotas:
         why = quota.unspecified(limit, obj) if rt.key == "pods" else None
         if why is None and set(requested) & set(quota.hard(limit)):
-            why = quota.exceeded(limit, namespace_usage(cluster, limit, namespace), requested)
+            why = quota.exceeded(limit, namespace_usage(cluster, limit, namespace, usages), requested)
         if why:
             raise errors.forbidden(rt.plural, rt.group, obj["metadata"]["name"], why)
 
@@ -303,25 +306,35 @@ def _counted_keys(limit: Object) -> set[str]:
     return keys
 
 
-def namespace_usage(cluster: registry.Registry, limit: Object, namespace: str) -> quota.Usage:
-    usages = []
+def namespace_usage(cluster: registry.Registry, limit: Object, namespace: str, usages: quota.Usages) -> quota.Usage:
+    counted = []
     for key in _counted_keys(limit):
         resource = cluster.type_for_key(key)
         if resource is None:
             continue
-        usages += [quota.object_usage(resource.plural, resource.group, o) for o in cluster.store.list(key, namespace)]
-    return quota.used(limit, usages)
+        counted += usages.of(resource.plural, resource.group, namespace, cluster.store.list(key, namespace))
+    return quota.used(limit, counted)
 
 
 def install(cluster: registry.Registry) -> None:
     cluster.admission.extend([default_configuration, limit_ranger])
-    cluster.validating.extend([limit_bounds, validating_policies, resource_quota])
+    cluster.validating.extend(
+        [limit_bounds, validating_policies, functools.partial(resource_quota, usages=quota.Usages())]
+    )
 
 
 class QuotaController(controllers.Controller):
     """status.hard and status.used of every ResourceQuota, recomputed as objects come and go."""
 
     name = "resourcequota-controller"
+    # Each reconcile adds up the whole namespace: a burst of pod writes is counted once, as
+    # kube-controller-manager's quota controller counts changes in batches.
+    debounce_seconds = 0.05
+    busy_share = 0.1
+
+    def __init__(self, cluster: registry.Registry) -> None:
+        super().__init__(cluster)
+        self._usages = quota.Usages()
 
     def initial_keys(self) -> Iterable[controllers.Key]:
         return self.keys_of(RESOURCE_QUOTA)
@@ -332,13 +345,17 @@ class QuotaController(controllers.Controller):
         namespace = event.object.get("metadata", {}).get("namespace")
         if not namespace:
             return ()
-        return [(namespace, q["metadata"]["name"]) for q in self.client.list(RESOURCE_QUOTA, namespace)]
+        return [
+            (namespace, limit["metadata"]["name"])
+            for limit in self.client.list(RESOURCE_QUOTA, namespace)
+            if event.resource in _counted_keys(limit)
+        ]
 
     async def reconcile(self, key: controllers.Key) -> float | None:
         namespace, name = key
         limit = self.client.get(RESOURCE_QUOTA, namespace, name)
         if limit is None:
             return None
-        wanted = quota.status(limit, namespace_usage(self.client.registry, limit, namespace))
+        wanted = quota.status(limit, namespace_usage(self.client.registry, limit, namespace, self._usages))
         self.client.update_status(RESOURCE_QUOTA, limit, wanted)
         return None

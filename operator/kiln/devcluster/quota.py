@@ -91,6 +91,30 @@ def object_usage(plural: str, group: str, obj: Object) -> Usage:
     return usage
 
 
+class Usages:
+    """What each object of a namespace uses, kept while its resourceVersion stays: a namespace's use
+    is added up again for every write a quota counts, and parsing every pod's quantities each time
+    would make each write cost as much as the namespace holds."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, str, str], dict[str, tuple[str, Usage]]] = {}
+
+    def of(self, plural: str, group: str, namespace: str, objects: Iterable[Object]) -> list[Usage]:
+        """The usage of each of `objects`, the namespace's objects of the resource as stored now
+        (what is not among them any more is forgotten)."""
+        kept = self._kept.get((plural, group, namespace), {})
+        current = {}
+        for obj in objects:
+            metadata = obj["metadata"]
+            version = metadata.get("resourceVersion", "")
+            known = kept.get(metadata["name"])
+            current[metadata["name"]] = (
+                known if known is not None and known[0] == version else (version, object_usage(plural, group, obj))
+            )
+        self._kept[(plural, group, namespace)] = current
+        return [usage for _, usage in current.values()]
+
+
 def hard(quota: Object) -> Usage:
     return {name: quantity.parse(value) for name, value in ((quota.get("spec") or {}).get("hard") or {}).items()}
 
