@@ -10,6 +10,7 @@ from kiln.devcluster.controllers import NODE, POD, PRIORITY_CLASS, PVC, Key
 
 Object = dict[str, Any]
 
+PodKey = tuple[str, str]
 EVERYTHING: Key = ("", "")
 RETRY_UNSCHEDULABLE_SECONDS = 5.0
 _GROUP_RESOURCES = (scheduling.COSCHEDULING_PODGROUPS, scheduling.VOLCANO_PODGROUPS)
@@ -24,7 +25,12 @@ class Scheduler(controllers.Controller):
 
     def __init__(self, cluster: registry.Registry) -> None:
         super().__init__(cluster)
-        self._usage = scheduling.NodeUsage.of(self.client.list(POD))
+        pods = self.client.list(POD)
+        self._usage = scheduling.NodeUsage.of(pods)
+        self._pending: set[PodKey] = set()
+        self._members: dict[scheduling.GroupRef, set[PodKey]] = {}
+        for pod in pods:
+            self._track(pod, gone=False)
 
     def initial_keys(self) -> Iterable[Key]:
         return [EVERYTHING]
@@ -32,6 +38,7 @@ class Scheduler(controllers.Controller):
     def keys_for(self, event: store.Event) -> Iterable[Key]:
         if event.resource == POD:
             self._usage.observe(event.object, gone=event.type == store.DELETED)
+            self._track(event.object, gone=event.type == store.DELETED)
             spec = event.object.get("spec", {})
             pending = scheduling.is_pending(event.object)
             freed = event.type == store.DELETED or scheduling.is_terminal(event.object)
@@ -41,8 +48,37 @@ class Scheduler(controllers.Controller):
             return [EVERYTHING]
         return ()
 
+    def _track(self, pod: Object, gone: bool) -> None:
+        """Which pods wait for a node, and the live members of each gang: a plan reads those, not
+        every pod of the cluster (what the bound ones hold of the nodes is in `_usage`)."""
+        key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+        if not gone and scheduling.is_pending(pod):
+            self._pending.add(key)
+        else:
+            self._pending.discard(key)
+        group = scheduling.group_of(pod)
+        if group is not None:
+            members = self._members.setdefault(group, set())
+            if gone or scheduling.is_terminal(pod):
+                members.discard(key)
+            else:
+                members.add(key)
+            if not members:
+                del self._members[group]
+
+    def _to_plan(self) -> list[Object]:
+        """The pending pods and the other live members of their gangs."""
+        keys = set(self._pending)
+        pending = self._stored(self._pending)
+        for group in {group for pod in pending if (group := scheduling.group_of(pod)) is not None}:
+            keys |= self._members.get(group, set())
+        return self._stored(keys)
+
+    def _stored(self, keys: Iterable[PodKey]) -> list[Object]:
+        return [pod for key in keys if (pod := self.client.get(POD, *key)) is not None]
+
     async def reconcile(self, key: Key) -> float | None:
-        pods = self.client.list(POD)
+        pods = self._to_plan()
         groups = self._min_members()
         classes = {pc["metadata"]["name"]: int(pc.get("value", 0)) for pc in self.client.list(PRIORITY_CLASS)}
         claims = {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in self.client.list(PVC)}
