@@ -7,17 +7,22 @@ fresh dev cluster as `kiln cluster start` does (a process of its own, in memory,
 submits the jobs as fast as a few concurrent clients can, once a warm-up job has run and gone (so the
 operator's start-up is not counted). Every worker's image is not local, so the
 dev cluster's kubelet simulates it and it runs until deleted. Watches on TrainingJobs and worker
-pods, opened before the first job is submitted, time:
+pods, opened before the first job is submitted, time, in a round of each size:
 
-- the admission rate: jobs per second from the first submission to the last job seen Admitted;
-- the time until every job is Running;
+- the admission rate in a burst: jobs per second from the first submission to the last job seen
+  Admitted, and the time until every job is Running;
 - apply → worker pod in the burst: from a job's create call returning to its worker pod's ADDED
   event (p50, p99), while the jobs are submitted faster than two cores make pods;
 - apply → worker pod beside the jobs: once every job runs, 100 more jobs, one every 0.1 s, each
   into capacity that is free (as many of the first jobs deleted first as it takes), with every
   live object counted (the jobs, their pods, Services, service accounts, Roles, RoleBindings and
   Events): the latency a user sees on a cluster that holds thousands of objects;
-- the operator's memory: its VmRSS, sampled, and its peak (VmHWM) at the end.
+- the operator's memory: its VmRSS, sampled, and its peak (VmHWM) at the end;
+
+and, in a second round of each size on a cluster of its own, the admission rate from a backlog: the
+jobs submitted into a namespace whose ResourceQuota allows no GPU, all seen Queued for it, then the
+quota raised to fit them all; jobs per second from the raise to the last seen Admitted, and the
+time until every one is Running (in a burst, admission can go no faster than the creates).
 
 It prints the figures for each size and how they grow from the smallest size to the largest: the
 peer of each measurement is the same measurement at the smaller size, taken in the same run (per-job
