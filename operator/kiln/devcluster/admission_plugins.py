@@ -316,11 +316,12 @@ def namespace_usage(cluster: registry.Registry, limit: Object, namespace: str, u
     return quota.used(limit, counted)
 
 
-def install(cluster: registry.Registry) -> None:
+def install(cluster: registry.Registry) -> quota.Usages:
+    """The plugins, in their order; the usages quota admission keeps, for the quota controller to share."""
+    usages = quota.Usages()
     cluster.admission.extend([default_configuration, limit_ranger])
-    cluster.validating.extend(
-        [limit_bounds, validating_policies, functools.partial(resource_quota, usages=quota.Usages())]
-    )
+    cluster.validating.extend([limit_bounds, validating_policies, functools.partial(resource_quota, usages=usages)])
+    return usages
 
 
 class QuotaController(controllers.Controller):
@@ -332,9 +333,9 @@ class QuotaController(controllers.Controller):
     debounce_seconds = 0.05
     busy_share = 0.1
 
-    def __init__(self, cluster: registry.Registry) -> None:
+    def __init__(self, cluster: registry.Registry, usages: quota.Usages) -> None:
         super().__init__(cluster)
-        self._usages = quota.Usages()
+        self._usages = usages
 
     def initial_keys(self) -> Iterable[controllers.Key]:
         return self.keys_of(RESOURCE_QUOTA)

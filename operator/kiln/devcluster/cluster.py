@@ -141,7 +141,7 @@ class DevCluster:
         self._stack.callback(objects_store.close)
         self.registry = registry.Registry(objects_store)
         self.registry.admission.extend([network.allocate_cluster_ip, jobs.default_selector, cronjobs.validate])
-        admission_plugins.install(self.registry)
+        quota_usages = admission_plugins.install(self.registry)
         self.api = server.ApiServer(self.registry, self.audit_path, self.settings.authorization, self.settings.faults)
         self.port = await self._stack.enter_async_context(server.serving(self.api, self.host, self.requested_port))
         self._install_addons()
@@ -157,7 +157,7 @@ class DevCluster:
             jobs.JobController(self.registry, self.settings.crash_loop_back_off.initial_seconds),
             cronjobs.CronJobController(self.registry),
             network.EndpointsController(self.registry),
-            admission_plugins.QuotaController(self.registry),
+            admission_plugins.QuotaController(self.registry, quota_usages),
             network.DnsController(self.registry, self.kubelet.hosts_file),
             storage.VolumeBinder(self.registry, self.volumes_dir),
             prometheus.ScrapeTargets(self.registry, self.targets_file),

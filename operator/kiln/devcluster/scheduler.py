@@ -68,11 +68,10 @@ class Scheduler(controllers.Controller):
 
     def _to_plan(self) -> list[Object]:
         """The pending pods and the other live members of their gangs."""
-        keys = set(self._pending)
         pending = self._stored(self._pending)
-        for group in {group for pod in pending if (group := scheduling.group_of(pod)) is not None}:
-            keys |= self._members.get(group, set())
-        return self._stored(keys)
+        groups = {group for pod in pending if (group := scheduling.group_of(pod)) is not None}
+        others = set().union(*(self._members.get(group, set()) for group in groups)) - self._pending
+        return [*pending, *self._stored(others)]
 
     def _stored(self, keys: Iterable[PodKey]) -> list[Object]:
         return [pod for key in keys if (pod := self.client.get(POD, *key)) is not None]
