@@ -739,7 +739,7 @@ def owned_configmap(name: str, owner: dict[str, Any], block: bool = False, **met
     return configmap(name, ownerReferences=[reference], **metadata)
 
 
-def test_background_garbage_collection_deletes_dependents_of_a_deleted_owner(
+def test_garbage_collection_deletes_dependents_whose_owners_are_gone_and_strips_references_to_them(
     mvs: Custom, core: client.CoreV1Api
 ) -> None:
     owner = mvs.create(model_version("owner"))
@@ -755,6 +755,26 @@ def test_background_garbage_collection_deletes_dependents_of_a_deleted_owner(
     eventually(lambda: gone(core.read_namespaced_config_map, "child", NS), "the dependent to be collected")
     assert core.read_namespaced_config_map("shared", NS).metadata.deletion_timestamp is None
     assert core.read_namespaced_config_map("other-child", NS).metadata.deletion_timestamp is None
+    eventually(
+        lambda: owner_uids(core.read_namespaced_config_map("shared", NS)) == [survivor_owner["metadata"]["uid"]],
+        "the shared dependent to lose its reference to the owner gone",
+    )
+
+    # written after its owner went, by a client that raced the deletion: collected all the same
+    core.create_namespaced_config_map(NS, owned_configmap("late-child", owner))
+    eventually(lambda: gone(core.read_namespaced_config_map, "late-child", NS), "the late dependent to be collected")
+    late_shared = owned_configmap("late-shared", owner)
+    late_shared["metadata"]["ownerReferences"] += owned_configmap("x", survivor_owner)["metadata"]["ownerReferences"]
+    core.create_namespaced_config_map(NS, late_shared)
+    eventually(
+        lambda: owner_uids(core.read_namespaced_config_map("late-shared", NS)) == [survivor_owner["metadata"]["uid"]],
+        "the late shared dependent to lose its reference to the owner gone",
+    )
+    assert core.read_namespaced_config_map("late-shared", NS).metadata.deletion_timestamp is None
+
+
+def owner_uids(obj: Any) -> list[str]:
+    return [ref.uid for ref in obj.metadata.owner_references or []]
 
 
 def test_foreground_deletion_keeps_the_owner_until_its_dependents_are_gone(mvs: Custom, core: client.CoreV1Api) -> None:

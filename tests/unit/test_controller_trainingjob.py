@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import threading
 from typing import Any
 
@@ -480,6 +481,23 @@ def test_a_watch_event_older_than_the_controllers_own_status_write_is_not_planne
 
     assert job_status(api)["phase"] == "Admitted"
     assert created(api, "Pod") == [workers.worker_name(NAME, 0), workers.worker_name(NAME, 1)]
+
+
+def test_a_job_deleted_while_it_is_planned_is_forgotten_not_tried_again(
+    api: fake.FakeApi, clock: fake.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    controller = trainingjob.Controller(kube=api, clock=clock)  # given no watch events: its deletion's is late
+    (body,) = api.add(TRAINING_JOBS, submitted())
+    controller.watched("trainingjob", "ADDED", body)
+    controller.wakeups.due(controller.clock())
+    api.delete(TRAINING_JOBS, fx.NAMESPACE, NAME)
+
+    controller.wake(fx.NAMESPACE, NAME)  # planned from the job as kept, its status write finds none
+    for key in controller.wakeups.due(clock()):  # woken meanwhile, as admitted: it finds no job
+        controller.wake(*key)
+
+    assert controller.wakeups.pending() == {}
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 def test_only_a_pod_event_that_changes_the_worker_as_planned_wakes_its_job(

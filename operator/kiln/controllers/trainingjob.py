@@ -460,12 +460,26 @@ class Controller:
         except client.ConflictError:
             self._remember(namespace, name, None)
             self.wakeups.now([(namespace, name)])  # it changed while planned: plan again on what it is now
+        except client.NotFoundError as error:
+            if self._gone(namespace, name):
+                self.forget(namespace, name)  # deleted while planned; its watch event may still be on its way
+            else:
+                self._retry(namespace, name, error)
         except (client.ApiError, pydantic.ValidationError) as error:
-            log.warning("TrainingJob %s/%s: %s; trying again in %gs", namespace, name, error, RETRY_SECONDS)
-            self.wakeups.at((namespace, name), self.clock() + datetime.timedelta(seconds=RETRY_SECONDS))
+            self._retry(namespace, name, error)
         except Exception:
             log.exception("TrainingJob %s/%s", namespace, name)
             raise
+
+    def _retry(self, namespace: str, name: str, error: Exception) -> None:
+        log.warning("TrainingJob %s/%s: %s; trying again in %gs", namespace, name, error, RETRY_SECONDS)
+        self.wakeups.at((namespace, name), self.clock() + datetime.timedelta(seconds=RETRY_SECONDS))
+
+    def _gone(self, namespace: str, name: str) -> bool:
+        try:
+            return self.kube.get(TRAINING_JOBS, namespace, name) is None
+        except client.ApiError:
+            return False
 
     # -- act ----------------------------------------------------------------------------------
 

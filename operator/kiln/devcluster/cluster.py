@@ -32,6 +32,7 @@ from kiln.devcluster import (
     config,
     controllers,
     cronjobs,
+    garbage,
     identity,
     jobs,
     kubelet,
@@ -152,6 +153,7 @@ class DevCluster:
         loops: list[controllers.Controller] = [
             scheduler.Scheduler(self.registry),
             aggregation.ClusterRoleAggregator(self.registry),
+            garbage.GarbageCollector(self.registry),
             workloads.DeploymentController(self.registry),
             workloads.ReplicaSetController(self.registry),
             jobs.JobController(self.registry, self.settings.crash_loop_back_off.initial_seconds),

@@ -350,9 +350,9 @@ class Registry:
         if rt.kind == "Namespace" and NAMESPACE_FINALIZER in (obj.get("spec", {}).get("finalizers") or []):
             return self._terminate_namespace(rt, obj)
         if not metadata.get("deletionTimestamp"):
-            if policy == "Foreground" and self._dependents(metadata["uid"]):
+            if policy == "Foreground" and self.dependents(metadata["uid"]):
                 finalizers.append(FOREGROUND)
-            elif policy == "Orphan" and self._dependents(metadata["uid"]):
+            elif policy == "Orphan" and self.dependents(metadata["uid"]):
                 finalizers.append(ORPHAN)
         grace = _grace_period(rt, obj, options)
         if not finalizers and not grace:
@@ -518,7 +518,7 @@ class Registry:
             return
         finalizers = metadata.get("finalizers") or []
         if FOREGROUND in finalizers:
-            dependents = self._dependents(metadata["uid"])
+            dependents = self.dependents(metadata["uid"])
             for dep_rt, dependent in dependents:
                 self.delete(
                     dep_rt,
@@ -526,10 +526,10 @@ class Registry:
                     dependent["metadata"]["name"],
                     {"propagationPolicy": "Foreground"},
                 )
-            if not self._dependents(metadata["uid"]):
+            if not self.dependents(metadata["uid"]):
                 self._drop_finalizer(rt, obj, FOREGROUND)
         elif ORPHAN in finalizers:
-            for dep_rt, dependent in self._dependents(metadata["uid"]):
+            for dep_rt, dependent in self.dependents(metadata["uid"]):
                 orphaned = copy.deepcopy(dependent)
                 refs = orphaned["metadata"].get("ownerReferences", [])
                 orphaned["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != metadata["uid"]]
@@ -586,7 +586,8 @@ class Registry:
             assert ns_type is not None
             self._empty_namespace(ns_type, ns)
 
-    def _dependents(self, owner_uid: str) -> list[tuple[kinds.ResourceType, Object]]:
+    def dependents(self, owner_uid: str) -> list[tuple[kinds.ResourceType, Object]]:
+        """The objects that name this uid as an owner, each with its resource type."""
         found = []
         for key, namespace, name in self._index.dependents(owner_uid):
             resource = self.type_for_key(key)
@@ -595,13 +596,21 @@ class Registry:
                 found.append((resource, obj))
         return found
 
+    def absent_owners(self, obj: Object) -> set[str]:
+        """The uids in the object's ownerReferences that no object has (any more)."""
+        return {uid for uid in objects.owner_uids(obj) if not self._index.exists(uid)}
+
+    def located(self, uid: str) -> tuple[str, str, str] | None:
+        """Where the object with this uid is stored: its key, namespace and name; None if none has it."""
+        return self._index.place(uid)
+
     def type_for_key(self, key: str) -> kinds.ResourceType | None:
         """The resource type stored under a key (`pods`, `deployments.apps`), or None."""
         return next((resource for resource in self._storage_types() if resource.key == key), None)
 
     def _collect_garbage(self, owner_uid: str) -> None:
         """Background propagation: a dependent whose owners are all gone is deleted."""
-        for resource, dependent in self._dependents(owner_uid):
+        for resource, dependent in self.dependents(owner_uid):
             metadata = dependent["metadata"]
             owners = objects.owner_uids(dependent) - {owner_uid}
             if not any(self._index.exists(uid) for uid in owners):
@@ -646,6 +655,9 @@ class OwnerIndex:
 
     def exists(self, uid: str) -> bool:
         return uid in self._where
+
+    def place(self, uid: str) -> tuple[str, str, str] | None:
+        return self._where.get(uid)
 
     def dependents(self, uid: str) -> list[tuple[str, str, str]]:
         return sorted(self._owned.get(uid, set()))
