@@ -40,7 +40,7 @@ _CHANGE_HANDLED = frozenset(
 class ChangeHandledOnly(kopf.AnnotationsDiffBaseStorage):
     """kopf's diff base, built only for the kinds with create/update handlers. kopf builds it (a deep
     copy of the object) for every watch event to tell what changed, and the watch-only kinds (every
-    pod, node and TrainingJob event feeds the training inventory) would pay for it for nothing."""
+    node, quota and TrainingJob event feeds the training inventory) would pay for it for nothing."""
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
         if (body.get("apiVersion"), body.get("kind")) not in _CHANGE_HANDLED:
@@ -75,6 +75,12 @@ def connect(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
         replica = peering.Replica(kube, memo.peer, settings.peering.priority, memo.namespaces)
         acting = replica.acting
     memo.training_jobs = trainingjob.Controller(kube, training_settings(), metrics=METRICS, acting=acting)
+    # The pods builtin admission counts come from an informer of its own, not a kopf watch handler:
+    # kopf's handling of each pod event in the cluster was most of the operator's time in a burst of
+    # jobs. It runs on standby too (a standby's inventory is only memory; its wake-ups wait).
+    memo.training_pods = memo.training_jobs.pod_informers(kube, getattr(memo, "namespaces", ()))
+    for informer in memo.training_pods:
+        informer.start()
     memo.training_jobs.start()
     memo.model_deployments = modeldeployment.Controller(
         kube, serving_settings(), default_prometheus=os.environ.get(PROMETHEUS_URL_ENV) or None, metrics=METRICS
@@ -91,7 +97,9 @@ def serving_settings(environ: Mapping[str, str] = os.environ) -> serving.Setting
 
 @kopf.on.cleanup()
 def disconnect(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the TrainingJob wake-ups."""
+    """Stop the TrainingJob pod informers and wake-ups."""
+    for informer in getattr(memo, "training_pods", ()):
+        informer.stop()
     if hasattr(memo, "training_jobs"):
         memo.training_jobs.stop()
 
@@ -137,16 +145,13 @@ _INVENTORY_PREFIX = "training-inventory-"
 
 
 # What builtin admission reads, fed from watches (kiln.training.inventory); no I/O, so async: each
-# event costs no thread. A TrainingJob that is new or changed (its spec, its deletion) wakes, and so
-# does a job whose worker changed; so do time-driven steps (back-off, deadlines, queue timeouts, time
-# to live) and capacity freeing for a queued job: the controller's own wake-ups run those reconciles
-# (a burst of events for one job is one reconcile), not a per-job timer. TrainingJobs have watch
+# event costs no thread. Pods come from an informer of Kiln's own (`connect`); the rest stay on kopf's
+# one event loop, so a quota is taken in before the jobs submitted after it. A TrainingJob that is new
+# or changed (its spec, its deletion) wakes, and so does a job whose worker changed; so do time-driven
+# steps (back-off, deadlines, queue timeouts, time to live) and capacity freeing for a queued job: the
+# controller's own wake-ups run those reconciles (a burst of events for one job is one reconcile), not
+# a per-job timer. TrainingJobs have watch
 # handlers only, so kopf never writes to them: no annotation of its own to race the status writes.
-@kopf.on.event("", "v1", "pods", id=f"{_INVENTORY_PREFIX}pods")
-async def pod_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    memo.training_jobs.watched(inventory.POD, type, body)
-
-
 @kopf.on.event("", "v1", "nodes", id=f"{_INVENTORY_PREFIX}nodes")
 async def node_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.NODE, type, body)
@@ -168,8 +173,8 @@ async def training_job_seen(type: str | None, body: kopf.Body, memo: Any, **_: A
 
 
 def quiet_inventory_handlers(record: logging.LogRecord) -> bool:
-    """Drop kopf's "Handler 'training-inventory-pods' succeeded." lines: one for every pod, node or job
-    event in the cluster, from handlers that only feed memory, they would be most of the log (and a
+    """Drop kopf's "Handler 'training-inventory-jobs' succeeded." lines: one for every node, quota or
+    job event in the cluster, from handlers that only feed memory, they would be most of the log (and a
     good part of the operator's time in a big cluster). Their failures are still logged."""
     message = record.getMessage()
     return not (message.startswith(f"Handler '{_INVENTORY_PREFIX}") and message.endswith(" succeeded."))

@@ -1,6 +1,7 @@
 """How the operator sets kopf up for a big cluster: kopf's success line for each watch event that only
-feeds the training inventory is dropped from the log (one per pod event in the cluster), nothing else
-is; and kopf's diff base is built only for the kinds with create/update handlers."""
+feeds the training inventory is dropped from the log (one per node, quota or job event in the
+cluster), nothing else is; and kopf's diff base is built only for the kinds with create/update
+handlers."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
 @pytest.mark.parametrize(
     ("message", "kept"),
     [
-        pytest.param("Handler 'training-inventory-pods' succeeded.", False, id="inventory-success"),
+        pytest.param("Handler 'training-inventory-nodes' succeeded.", False, id="inventory-success"),
         pytest.param("Handler 'training-inventory-jobs' succeeded.", False, id="inventory-jobs-success"),
         pytest.param(
-            "Handler 'training-inventory-pods' failed with an exception and will try again in 60 seconds: boom",
+            "Handler 'training-inventory-nodes' failed with an exception and will try again in 60 seconds: boom",
             True,
             id="inventory-failure",
         ),

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import functools
 import heapq
 import itertools
 import logging
@@ -30,12 +31,20 @@ import pydantic
 from kiln.api import resources, trainingjob
 from kiln.controllers import metrics as operator_metrics
 from kiln.controllers import peering, shared
-from kiln.kube import client
+from kiln.kube import client, informer
 from kiln.providers import gang
 from kiln.training import admission, inventory, workers
 from kiln.training import plan as training_plan
 
 TRAINING_JOBS = client.kiln_resource(resources.TRAINING_JOB)
+INVENTORY_SOURCES = (
+    (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
+    (inventory.NODE, client.NODES),
+    (inventory.RESOURCE_QUOTA, client.RESOURCE_QUOTAS),
+    (inventory.POD, client.PODS),
+    (inventory.TRAINING_JOB, TRAINING_JOBS),
+)
+"""Each kind the inventory counts, and where it is read: priorities and nodes before what they rank and hold."""
 MODEL_VERSIONS = client.kiln_resource(resources.MODEL_VERSION)
 POD_GROUPS = {
     trainingjob.GangScheduler.COSCHEDULING: client.COSCHEDULING_POD_GROUPS,
@@ -214,16 +223,15 @@ class Controller:
                 self.wakeups.now(self.inventory.take_woken())
                 self._synced = True
 
+    def pod_informers(self, kube: informer.Source, namespaces: Sequence[str] = ()) -> list[informer.Informer]:
+        """What keeps the inventory's pods current once it is filled (the operator's kopf handlers feed
+        it the other kinds)."""
+        return informer.informers(kube, [(client.PODS, functools.partial(self.watched, inventory.POD))], namespaces)
+
     def _list_into(self, target: Inventory) -> dict[Key, Object]:
         """List every kind into `target`; the TrainingJobs listed."""
         jobs = {}
-        for kind, resource in (
-            (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
-            (inventory.NODE, client.NODES),
-            (inventory.RESOURCE_QUOTA, client.RESOURCE_QUOTAS),
-            (inventory.POD, client.PODS),
-            (inventory.TRAINING_JOB, TRAINING_JOBS),
-        ):
+        for kind, resource in INVENTORY_SOURCES:
             for body in self.kube.list(resource, None):
                 target.watched(kind, False, body)
                 if kind == inventory.TRAINING_JOB:

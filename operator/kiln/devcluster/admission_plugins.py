@@ -336,21 +336,30 @@ class QuotaController(controllers.Controller):
     def __init__(self, cluster: registry.Registry, usages: quota.Usages) -> None:
         super().__init__(cluster)
         self._usages = usages
+        self._counting: dict[str, dict[str, set[str]]] = {}
+        """Namespace to the name of each of its quotas to the stored resources it counts, kept from
+        the quotas' own events: every write in the cluster asks which quotas it concerns."""
+        for limit in self.client.list(RESOURCE_QUOTA):
+            self._count_for(limit, store.ADDED)
 
     def initial_keys(self) -> Iterable[controllers.Key]:
         return self.keys_of(RESOURCE_QUOTA)
 
     def keys_for(self, event: store.Event) -> Iterable[controllers.Key]:
         if event.resource == RESOURCE_QUOTA:
+            self._count_for(event.object, event.type)
             return [controllers.object_key(event)]
         namespace = event.object.get("metadata", {}).get("namespace")
-        if not namespace:
-            return ()
-        return [
-            (namespace, limit["metadata"]["name"])
-            for limit in self.client.list(RESOURCE_QUOTA, namespace)
-            if event.resource in _counted_keys(limit)
-        ]
+        quotas = self._counting.get(namespace or "", {})
+        return [(namespace, name) for name, counted in quotas.items() if event.resource in counted]
+
+    def _count_for(self, limit: Object, event_type: str) -> None:
+        namespace, name = store.key_of(limit)
+        quotas = self._counting.setdefault(namespace, {})
+        if event_type == store.DELETED:
+            quotas.pop(name, None)
+        else:
+            quotas[name] = _counted_keys(limit)
 
     async def reconcile(self, key: controllers.Key) -> float | None:
         namespace, name = key

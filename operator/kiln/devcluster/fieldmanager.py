@@ -109,8 +109,10 @@ def _disown(entries: list[Object], paths: set[Path], keep: tuple[str, str]) -> l
         if (entry.get("manager"), entry.get("operation")) == keep:
             out.append(entry)
             continue
-        remaining = from_fields_v1(entry.get("fieldsV1") or {}) - paths
-        if remaining:
+        owned = from_fields_v1(entry.get("fieldsV1") or {})
+        if owned and owned.isdisjoint(paths):
+            out.append(entry)  # most writes change no leaf of the other managers': nothing to rebuild
+        elif remaining := owned - paths:
             out.append({**entry, "fieldsV1": to_fields_v1(remaining)})
     return out
 

@@ -19,11 +19,12 @@ import os
 import pathlib
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import kubernetes
+import orjson
 import urllib3
 
 from kiln.api import base, resources
@@ -292,9 +293,7 @@ class Client(Api):
         except kubernetes.client.ApiException as error:
             raise _api_error(error) from None
         except urllib3.exceptions.HTTPError as error:
-            raise ApiError(
-                0, "Unreachable", f"the API server at {self._api.configuration.host} did not answer: {error}"
-            ) from None
+            raise self._unreachable(error) from None
         return result
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> Object | None:
@@ -304,6 +303,16 @@ class Client(Api):
         except NotFoundError:
             return None
 
+    def list_at(self, resource: Resource, namespace: str | None) -> tuple[list[Object], str]:
+        """Every object of the namespace (or of the cluster), and the resourceVersion the list shows
+        the cluster at: where a watch of what changed since starts."""
+        answer = self._call("GET", resource.path(namespace))
+        items: list[Object] = answer.get("items", [])
+        for item in items:
+            item.setdefault("apiVersion", resource.api_version)
+            item.setdefault("kind", resource.kind)
+        return items, str(answer.get("metadata", {}).get("resourceVersion", ""))
+
     def list(self, resource: Resource, namespace: str | None, label_selector: str | None = None) -> list[Object]:
         """Every object of the namespace (or of the cluster, with namespace None) the selector matches."""
         query = {"labelSelector": label_selector} if label_selector else None
@@ -312,6 +321,46 @@ class Client(Api):
             item.setdefault("apiVersion", resource.api_version)
             item.setdefault("kind", resource.kind)
         return items
+
+    def watch(self, resource: Resource, namespace: str | None, version: str, seconds: int) -> Iterator[Object]:
+        """The watch events (`{"type": ..., "object": ...}`, bookmarks included) of what changed after
+        `version`, until the server ends the watch, after at most `seconds`; an API server silent for
+        `timeout` longer than that is taken for gone."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(seconds)),
+        ]
+        try:
+            response = self._api.call_api(
+                resource.path(namespace),
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=(self.timeout, seconds + self.timeout),
+            )
+        except kubernetes.client.ApiException as error:
+            raise _api_error(error) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise self._unreachable(error) from None
+        try:
+            pending = b""
+            for chunk in response.stream(amt=None, decode_content=False):  # each chunk as it comes
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield orjson.loads(line)
+        except urllib3.exceptions.HTTPError as error:
+            raise self._unreachable(error) from None
+        finally:
+            response.release_conn()
+
+    def _unreachable(self, error: Exception) -> ApiError:
+        return ApiError(0, "Unreachable", f"the API server at {self._api.configuration.host} did not answer: {error}")
 
     def create(self, resource: Resource, body: Mapping[str, Any]) -> Object:
         namespace = body.get("metadata", {}).get("namespace")
