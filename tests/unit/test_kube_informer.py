@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import pytest
+
 from kiln.kube import client, informer
 
 Object = dict[str, Any]
@@ -20,7 +22,7 @@ class ScriptedApi:
     """Answers each list and each watch with the next of its script, and calls `done` when the last
     watch ends."""
 
-    def __init__(self, lists: list[tuple[list[Object], str]], watches: list[list[Object]]) -> None:
+    def __init__(self, lists: list[tuple[list[Object], str]], watches: list[list[Object] | client.ApiError]) -> None:
         self.lists = lists
         self.watches = watches
         self.watched_from: list[str] = []
@@ -31,7 +33,10 @@ class ScriptedApi:
 
     def watch(self, resource: client.Resource, namespace: str | None, version: str, seconds: int) -> Iterator[Object]:
         self.watched_from.append(version)
-        yield from self.watches.pop(0)
+        answer = self.watches.pop(0)
+        if isinstance(answer, client.ApiError):
+            raise answer
+        yield from answer
         if not self.watches:
             self.done()
 
@@ -70,11 +75,19 @@ def test_the_listed_objects_then_every_change_are_handed_over_and_a_watch_resume
     assert api.watched_from == ["7", "9"]  # the second from the bookmark, which is handed to no one
 
 
-def test_a_version_too_old_lists_again_and_an_object_gone_meanwhile_is_handed_over_as_deleted() -> None:
-    expired = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
+@pytest.mark.parametrize(
+    "expired",
+    [
+        pytest.param([{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}], id="event"),
+        pytest.param(client.ApiError(410, "Gone", "too old resource version: 7 (12)"), id="status"),
+    ],
+)
+def test_a_version_too_old_lists_again_and_an_object_gone_meanwhile_is_handed_over_as_deleted(
+    expired: list[Object] | client.ApiError,
+) -> None:
     api = ScriptedApi(
         lists=[([pod("a", "5", job="train"), pod("b", "6")], "7"), ([pod("b", "12")], "20")],
-        watches=[[expired], [{"type": "ADDED", "object": pod("c", "21")}]],
+        watches=[expired, [{"type": "ADDED", "object": pod("c", "21")}]],
     )
 
     seen = handed_over(api)

@@ -87,6 +87,9 @@ class Informer:
             except _VersionExpiredError:
                 version = None
             except client.ApiError as error:
+                if error.status == GONE:  # answered as a status, not as a watch event
+                    version = None
+                    continue
                 log.warning("watching %s: %s; trying again in %gs", self.name, error, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, LONGEST_BACKOFF_SECONDS)
