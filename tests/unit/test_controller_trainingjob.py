@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -432,7 +433,7 @@ def test_an_event_that_comes_while_a_take_over_lists_the_cluster_reaches_its_new
 
     class EventWhileListing(ReadCountingApi):
         def list(self, resource: client.Resource, namespace: str | None, label_selector: str | None = None) -> Any:
-            if resource is TRAINING_JOBS:  # the pods are listed already; kopf delivers their deletion now
+            if resource is TRAINING_JOBS:  # the pods are listed already; their deletion comes now
                 gone = {**leaving, "metadata": {**leaving["metadata"], "resourceVersion": "999999"}}
                 controller.watched("pod", "DELETED", gone)
             return api.list(resource, namespace, label_selector)
@@ -498,6 +499,62 @@ def test_a_job_deleted_while_it_is_planned_is_forgotten_not_tried_again(
 
     assert controller.wakeups.pending() == {}
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+class QuotaRefusingApi(ReadCountingApi):
+    """The in-memory API server, refusing worker pods as a ResourceQuota does while `refusing`."""
+
+    refusing = False
+
+    def create(self, resource: client.Resource, body: Mapping[str, Any]) -> Object:
+        if resource == client.PODS and self.refusing:
+            refusal = (
+                f'pods "{body["metadata"]["name"]}" is forbidden: exceeded quota: gpus, requested:'
+                " requests.nvidia.com/gpu=4, used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=0"
+            )
+            raise client.ApiError(403, "Forbidden", refusal)
+        return super().create(resource, body)
+
+
+def gpu_quota(gpus: int) -> Object:
+    hard = {"requests.nvidia.com/gpu": str(gpus)}
+    return {"metadata": {"name": "gpus", "namespace": fx.NAMESPACE}, "spec": {"hard": hard}, "status": {"hard": hard}}
+
+
+def test_a_gang_admitted_before_its_quota_was_seen_is_queued_again_whole_when_a_worker_is_refused(
+    clock: fake.ManualClock,
+) -> None:
+    api = QuotaRefusingApi(namespace=fx.NAMESPACE, clock=clock)
+    api.add(client.NODES, fx.node("gpu-a", gpus=4, product=fx.A100), fx.node("gpu-b", gpus=4, product=fx.A100))
+    api.add(TRAINING_JOBS, submitted())
+    controller = WatchedController(kube=api, clock=clock)
+    reconcile(controller)
+    assert job_status(api)["phase"] == "Admitted"
+    api.add(client.RESOURCE_QUOTAS, gpu_quota(0))  # created with the job: its event not come yet
+    api.refusing = True
+
+    controller.wake(fx.NAMESPACE, NAME)  # the gang is made: its first worker is refused
+    controller.wake(fx.NAMESPACE, NAME)  # queued again, whole
+    assert job_status(api)["phase"] == "Queued"
+    assert job_status(api)["message"].startswith('quota: a worker was refused: pods "resnet-worker-0" is forbidden')
+    for key in controller.wakeups.due(clock()):
+        controller.wake(*key)  # asks for admission again, which knows the quota now
+
+    assert job_status(api)["phase"] == "Queued"
+    assert job_status(api)["message"].startswith("quota: the job needs 8 nvidia.com/gpu, 0 of 0 left")
+    assert worker_pods(api) == []
+
+    api.refusing = False
+    raised = api.patch(
+        client.RESOURCE_QUOTAS, fx.NAMESPACE, "gpus", {"spec": {"hard": {"requests.nvidia.com/gpu": "8"}}}
+    )
+    controller.watched("resourcequota", "MODIFIED", raised)
+    for _ in range(3):
+        for key in controller.wakeups.due(clock()):
+            controller.wake(*key)
+
+    assert job_status(api)["phase"] == "Admitted"
+    assert len(worker_pods(api)) == 2
 
 
 def test_only_a_pod_event_that_changes_the_worker_as_planned_wakes_its_job(

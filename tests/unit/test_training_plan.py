@@ -1095,6 +1095,23 @@ def test_a_preempted_job_asks_for_admission_only_once_its_told_workers_are_gone(
     assert run(queued, at(2)).needs_admission  # gone: admission is asked
 
 
+def test_an_admitted_gang_a_quota_refused_a_worker_of_queues_again_whole() -> None:
+    refusal = (
+        'pods "resnet-worker-1" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=4,'
+        " used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4"
+    )
+    admitted = body(Phase.ADMITTED, state={"startTime": T0.isoformat()})
+
+    result = run(admitted, at(30), pods=(worker(0, "Pending"),), quota_refused=refusal)  # made before the refusal
+
+    assert result.delete_pods == ["resnet-worker-0"]
+    assert not result.create
+    assert (result.status.phase, result.status.queued_time) == (Phase.QUEUED, at(30))
+    assert result.status.message == f"quota: a worker was refused: {refusal}"
+    assert events(result) == [("Normal", "QuotaExceeded")]
+    assert not run(body(Phase.QUEUED), at(30), quota_refused=refusal).delete_pods  # queued: nothing to stop
+
+
 def test_a_worker_pod_annotated_preempted_is_seen_as_told() -> None:
     pod = worker_pod("Running", labels={"kiln.dev/rank": "0", "kiln.dev/attempt": "0"})
     pod["metadata"]["annotations"] = {"kiln.dev/preempted": "ml/urgent"}

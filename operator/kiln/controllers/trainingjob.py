@@ -37,6 +37,14 @@ from kiln.training import admission, inventory, workers
 from kiln.training import plan as training_plan
 
 TRAINING_JOBS = client.kiln_resource(resources.TRAINING_JOB)
+QUOTA_REFUSAL = "exceeded quota"
+"""How kube-apiserver's ResourceQuota admission words a refusal (`pods "x" is forbidden: exceeded quota: ...`)."""
+
+
+class QuotaRefusedError(client.ApiError):
+    """A ResourceQuota refused a worker pod."""
+
+
 INVENTORY_SOURCES = (
     (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
     (inventory.NODE, client.NODES),
@@ -174,6 +182,8 @@ class Controller:
     _took_over: bool = False
     _replay: list[tuple[str, bool, Mapping[str, Any]]] | None = None
     """While a take-over lists the cluster, the events that came meanwhile, for its new inventory."""
+    _refusals: dict[Key, str] = dataclasses.field(default_factory=dict)
+    """A quota's refusal of a job's worker, for its next reconcile to queue the gang again."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept of a deleted job: its lock and its body."""
@@ -197,6 +207,7 @@ class Controller:
                 preempted_by=preempted_by,
                 shrink_for=shrink_for,
                 grow_to=self._grow(body),
+                quota_refused=self._refusals.pop((namespace, name), None),
             )
             planned = training_plan.plan(seen, self.clock(), self.settings)
             if planned.needs_logs:
@@ -468,6 +479,8 @@ class Controller:
         except client.ConflictError:
             self._remember(namespace, name, None)
             self.wakeups.now([(namespace, name)])  # it changed while planned: plan again on what it is now
+        except QuotaRefusedError as refused:
+            self._refused(namespace, name, refused)
         except client.NotFoundError as error:
             if self._gone(namespace, name):
                 self.forget(namespace, name)  # deleted while planned; its watch event may still be on its way
@@ -478,6 +491,19 @@ class Controller:
         except Exception:
             log.exception("TrainingJob %s/%s", namespace, name)
             raise
+
+    def _refused(self, namespace: str, name: str, refusal: QuotaRefusedError) -> None:
+        """Admission granted the gang before a quota's watch event came (a quota created with the
+        job): it learns the namespace's quotas now, and the job's next reconcile queues the gang again."""
+        try:
+            limits = self.kube.list(client.RESOURCE_QUOTAS, namespace)
+        except client.ApiError as error:
+            self._retry(namespace, name, error)  # the pod is made again, and refused again, then
+            return
+        for limit in limits:
+            self.wakeups.now(self._feed(inventory.RESOURCE_QUOTA, None, limit))
+        self._refusals[(namespace, name)] = refusal.message
+        self.wakeups.now([(namespace, name)])
 
     def _retry(self, namespace: str, name: str, error: Exception) -> None:
         log.warning("TrainingJob %s/%s: %s; trying again in %gs", namespace, name, error, RETRY_SECONDS)
@@ -517,7 +543,12 @@ class Controller:
     def _create(self, objects: Sequence[Mapping[str, Any]], resource: client.Resource | None = None) -> None:
         for obj in objects:
             with contextlib.suppress(client.ConflictError):  # there already: never a duplicate
-                created = self.kube.create(resource or client.resource_of(obj), obj)
+                try:
+                    created = self.kube.create(resource or client.resource_of(obj), obj)
+                except client.ApiError as error:
+                    if error.status == 403 and QUOTA_REFUSAL in error.message and obj.get("kind") == "Pod":
+                        raise QuotaRefusedError(error.status, error.reason, error.message) from None
+                    raise
                 if created.get("kind") == "Pod":
                     # Known at once, before its watch event: the next reconcile never misses a worker
                     # it made (a gang missing one looks like a worker that disappeared).

@@ -108,11 +108,14 @@ class Observed:
     logs: str | None = None
     """The last log lines of the worker that failed the job, once fetched."""
     preempted_by: str | None = None
+    """The job (`namespace/name`) that builtin admission preempts this one for."""
     shrink_for: tuple[str, int] | None = None
     """The job (namespace/name) builtin admission shrinks this elastic one for, and the workers it keeps."""
-    """The job (`namespace/name`) that builtin admission preempts this one for."""
     grow_to: int | None = None
     """The workers builtin admission reserved room for an elastic job to grow to."""
+    quota_refused: str | None = None
+    """The API server's refusal of a worker for a ResourceQuota, when admission granted the gang
+    before the quota reached it (a quota created with the job): the gang goes back to the queue."""
 
 
 @dataclasses.dataclass
@@ -201,6 +204,8 @@ class _Planner:
             self.suspend()
         elif self.seen.preempted_by and phase in admission.HOLDS_ADMISSION:
             self.preempted(self.seen.preempted_by)
+        elif self.seen.quota_refused and phase in admission.HOLDS_ADMISSION:
+            self.refused_by_quota(self.seen.quota_refused)
         elif self.seen.shrink_for and phase in admission.HOLDS_ADMISSION and self.seen.shrink_for[1] < self.world:
             self.shrink(*self.seen.shrink_for)
         elif self.seen.grow_to and phase is Phase.RUNNING and self.seen.grow_to > self.world:
@@ -279,6 +284,14 @@ class _Planner:
             f"preempted by {by}: the workers were told to checkpoint and stop; queued to resume from the"
             " checkpoint when admitted again",
         )
+        self.count({})
+
+    def refused_by_quota(self, refusal: str) -> None:
+        """Queue the gang again, whole: the workers made before the refusal are deleted, and the
+        queue waits for the quota, which admission knows of now."""
+        self.delete_active()
+        self.status.queued_time = self.now
+        self.to(Phase.QUEUED, "QuotaExceeded", f"quota: a worker was refused: {refusal}")
         self.count({})
 
     def active(self) -> None:
