@@ -36,17 +36,21 @@ def _split(weight: int, mirror: int = 0) -> traffic.Split:
     return traffic.Split((stable, candidate) if weight else (stable,))
 
 
-def _target(namespace: str, **settings: Any) -> base.Target:
+def _target(kube: client.Client, namespace: str, **settings: Any) -> base.Target:
+    """A ModelDeployment `iris`'s traffic, owned by an object that exists: the garbage collector deletes
+    a route whose owner is gone. A ConfigMap stands in for the ModelDeployment, which the operator
+    beside would serve (the dev cluster's collector goes by the owner's uid alone)."""
     spec = modeldeployment.ModelDeploymentSpec.model_validate(
         {"model": "iris", "traffic": {"provider": "gatewayAPI", "gatewayAPI": settings}}
     )
-    return base.Target(serving.Owner("iris", namespace, "00000000-0000-0000-0000-00000000abcd"), spec)
+    owner = kube.create(client.CONFIG_MAPS, {"metadata": {"name": "iris-owner", "namespace": namespace}})
+    return base.Target(serving.Owner("iris", namespace, owner["metadata"]["uid"]), spec)
 
 
 def test_the_route_kiln_owns_follows_the_split_and_is_not_rewritten(kiln: Kiln, namespace: str) -> None:
     kube = _install(kiln)
     provider = gateway_api.GatewayAPI()
-    target = _target(namespace, parentRefs=[{"name": "edge"}], hostnames=["iris.example.com"])
+    target = _target(kube, namespace, parentRefs=[{"name": "edge"}], hostnames=["iris.example.com"])
     for split in (_split(0), _split(10), _split(50), _split(0, mirror=20)):
         provider.apply(kube, target, split)
         assert provider.observe(kube, target) == split
@@ -78,7 +82,7 @@ def test_an_existing_route_keeps_its_other_rules(kiln: Kiln, namespace: str) -> 
     assert written is not None
     kept = written["spec"]["rules"][0]
     provider = gateway_api.GatewayAPI()
-    target = _target(namespace, httpRoute="storefront")
+    target = _target(kube, namespace, httpRoute="storefront")
     for split in (_split(0), _split(10), _split(50), _split(0)):
         provider.apply(kube, target, split)
         assert provider.observe(kube, target) == split
