@@ -37,14 +37,6 @@ from kiln.training import admission, inventory, workers
 from kiln.training import plan as training_plan
 
 TRAINING_JOBS = client.kiln_resource(resources.TRAINING_JOB)
-QUOTA_REFUSAL = "exceeded quota"
-"""How kube-apiserver's ResourceQuota admission words a refusal (`pods "x" is forbidden: exceeded quota: ...`)."""
-
-
-class QuotaRefusedError(client.ApiError):
-    """A ResourceQuota refused a worker pod."""
-
-
 INVENTORY_SOURCES = (
     (inventory.PRIORITY_CLASS, client.PRIORITY_CLASSES),
     (inventory.NODE, client.NODES),
@@ -70,6 +62,12 @@ _IDLE_CHECK_SECONDS = 0.5
 _NOW = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 """When an event's wake-up is due: before any time."""
 EVENTS_BEFORE_A_DEADLINE = 64
+QUOTA_REFUSAL = "exceeded quota"
+"""How kube-apiserver's ResourceQuota admission words a refusal (`pods "x" is forbidden: exceeded quota: ...`)."""
+
+
+class QuotaRefusedError(client.ApiError):
+    """A ResourceQuota refused a worker pod."""
 
 
 class Wakeups:
@@ -498,7 +496,7 @@ class Controller:
         try:
             limits = self.kube.list(client.RESOURCE_QUOTAS, namespace)
         except client.ApiError as error:
-            self._retry(namespace, name, error)  # the pod is made again, and refused again, then
+            self._retry(namespace, name, error)  # its pod is made again then; refused again, it is queued
             return
         for limit in limits:
             self.wakeups.now(self._feed(inventory.RESOURCE_QUOTA, None, limit))
