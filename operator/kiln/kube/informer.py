@@ -45,10 +45,6 @@ class Source(Protocol):
     ) -> Iterator[Object]: ...
 
 
-class _VersionExpiredError(Exception):
-    """The version watched from is older than the API server keeps: list again."""
-
-
 @dataclasses.dataclass
 class Informer:
     kube: Source
@@ -59,7 +55,7 @@ class Informer:
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _known: dict[tuple[str, str], Object] = dataclasses.field(default_factory=dict)
-    """What a deletion missed between two lists is told from: each object's name, namespace and labels."""
+    """What a deletion missed between two lists is told from: each object's kind and identity, and its labels."""
 
     @property
     def name(self) -> str:
@@ -83,20 +79,18 @@ class Informer:
                 if version is None:
                     version = self._list()
                 version = self._watch(version)
-                backoff = FIRST_BACKOFF_SECONDS
-            except _VersionExpiredError:
-                version = None
             except client.ApiError as error:
-                if error.status == GONE:  # answered as a status, not as a watch event
+                if error.status == GONE:  # older than the server keeps (a watch event or a status)
                     version = None
                     continue
                 log.warning("watching %s: %s; trying again in %gs", self.name, error, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, LONGEST_BACKOFF_SECONDS)
             except Exception:
                 log.exception("watching %s; trying again in %gs", self.name, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, LONGEST_BACKOFF_SECONDS)
+            else:
+                backoff = FIRST_BACKOFF_SECONDS
+                continue
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, LONGEST_BACKOFF_SECONDS)
 
     def _list(self) -> str:
         items, version = self.kube.list_at(self.resource, self.namespace)
@@ -114,8 +108,6 @@ class Informer:
                 break
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
-                if obj.get("code") == GONE:
-                    raise _VersionExpiredError()
                 raise client.ApiError(
                     int(obj.get("code") or 0), str(obj.get("reason", "")), str(obj.get("message", ""))
                 )
