@@ -150,8 +150,8 @@ _INVENTORY_PREFIX = "training-inventory-"
 # or changed (its spec, its deletion) wakes, and so does a job whose worker changed; so do time-driven
 # steps (back-off, deadlines, queue timeouts, time to live) and capacity freeing for a queued job: the
 # controller's own wake-ups run those reconciles (a burst of events for one job is one reconcile), not
-# a per-job timer. TrainingJobs have watch
-# handlers only, so kopf never writes to them: no annotation of its own to race the status writes.
+# a per-job timer. TrainingJobs have watch handlers only, so kopf never writes to them: no annotation
+# of its own to race the status writes.
 @kopf.on.event("", "v1", "nodes", id=f"{_INVENTORY_PREFIX}nodes")
 async def node_seen(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.training_jobs.watched(inventory.NODE, type, body)

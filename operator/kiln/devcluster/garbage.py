@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kiln.devcluster import controllers, objects, store
+from kiln.devcluster import controllers, store
 
 
 class GarbageCollector(controllers.Controller):
@@ -42,10 +42,10 @@ class GarbageCollector(controllers.Controller):
         obj = self.client.get(resource, namespace, name)
         if obj is None or not self._dangling(obj):
             return None
-        absent = self.client.registry.absent_owners(obj)
-        if absent >= objects.owner_uids(obj):
+        if self.client.registry.owners_gone(obj):
             self.client.delete(resource, namespace, name)
             return None
+        absent = self.client.registry.absent_owners(obj)
         kept = controllers.copied(obj)
         references = kept["metadata"]["ownerReferences"]
         kept["metadata"]["ownerReferences"] = [ref for ref in references if ref.get("uid") not in absent]

@@ -600,6 +600,10 @@ class Registry:
         """The uids in the object's ownerReferences that no object has (any more)."""
         return {uid for uid in objects.owner_uids(obj) if not self._index.exists(uid)}
 
+    def owners_gone(self, obj: Object) -> bool:
+        """Whether every owner the object names is gone: background propagation deletes it."""
+        return self.absent_owners(obj) >= objects.owner_uids(obj)
+
     def located(self, uid: str) -> tuple[str, str, str] | None:
         """Where the object with this uid is stored: its key, namespace and name; None if none has it."""
         return self._index.place(uid)
@@ -612,8 +616,7 @@ class Registry:
         """Background propagation: a dependent whose owners are all gone is deleted."""
         for resource, dependent in self.dependents(owner_uid):
             metadata = dependent["metadata"]
-            owners = objects.owner_uids(dependent) - {owner_uid}
-            if not any(self._index.exists(uid) for uid in owners):
+            if self.owners_gone(dependent):  # the owner is out of the index already
                 with contextlib.suppress(errors.ApiError):
                     self.delete(resource, metadata.get("namespace", ""), metadata["name"])
         self._release_foreground_owners()

@@ -303,24 +303,23 @@ class Client(Api):
         except NotFoundError:
             return None
 
-    def list_at(self, resource: Resource, namespace: str | None) -> tuple[list[Object], str]:
-        """Every object of the namespace (or of the cluster), and the resourceVersion the list shows
-        the cluster at: where a watch of what changed since starts."""
-        answer = self._call("GET", resource.path(namespace))
+    def list_at(
+        self, resource: Resource, namespace: str | None, label_selector: str | None = None
+    ) -> tuple[list[Object], str]:
+        """Every object of the namespace (or of the cluster, with namespace None) the selector
+        matches, and the resourceVersion the list shows the cluster at: where a watch of what changed
+        since starts."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        answer = self._call("GET", resource.path(namespace), query=query)
         items: list[Object] = answer.get("items", [])
-        for item in items:
+        for item in items:  # list items come without apiVersion and kind; callers parse whole objects
             item.setdefault("apiVersion", resource.api_version)
             item.setdefault("kind", resource.kind)
         return items, str(answer.get("metadata", {}).get("resourceVersion", ""))
 
     def list(self, resource: Resource, namespace: str | None, label_selector: str | None = None) -> list[Object]:
         """Every object of the namespace (or of the cluster, with namespace None) the selector matches."""
-        query = {"labelSelector": label_selector} if label_selector else None
-        items: list[Object] = self._call("GET", resource.path(namespace), query=query).get("items", [])
-        for item in items:  # list items come without apiVersion and kind; callers parse whole objects
-            item.setdefault("apiVersion", resource.api_version)
-            item.setdefault("kind", resource.kind)
-        return items
+        return self.list_at(resource, namespace, label_selector)[0]
 
     def watch(self, resource: Resource, namespace: str | None, version: str, seconds: int) -> Iterator[Object]:
         """The watch events (`{"type": ..., "object": ...}`, bookmarks included) of what changed after

@@ -94,8 +94,8 @@ class Informer:
 
     def _list(self) -> str:
         items, version = self.kube.list_at(self.resource, self.namespace)
-        listed = {_key(item): item for item in items}
-        for key in self._known.keys() - listed.keys():
+        listed = {_key(item) for item in items}
+        for key in self._known.keys() - listed:
             gone = self._known.pop(key)
             self._hand_over("DELETED", {**gone, "metadata": {**gone["metadata"], "resourceVersion": version}})
         for item in items:
