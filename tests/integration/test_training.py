@@ -80,11 +80,25 @@ def job(kiln: Kiln, namespace: str, name: str) -> dict[str, Any]:
 
 
 def wait_for_phase(kiln: Kiln, namespace: str, name: str, phase: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+
     def reached() -> dict[str, Any] | None:
-        status = job(kiln, namespace, name).get("status") or {}
+        last.update(job(kiln, namespace, name))
+        status = last.get("status") or {}
         return status if status.get("phase") == phase else None
 
-    result: dict[str, Any] = eventually(reached, f"tj/{name} to be {phase} (see {kiln.operator_log})", timeout)
+    try:
+        result: dict[str, Any] = eventually(reached, f"tj/{name} to be {phase}", timeout)
+    except AssertionError as timed_out:
+        # What a failure on a loaded machine needs to be told apart: where the job stopped, and its pods.
+        pods = [
+            (pod.metadata.name, pod.status.phase, pod.metadata.deletion_timestamp)
+            for pod in pods_of(kiln, namespace, name)
+        ]
+        status = last.get("status") or {}
+        raise AssertionError(
+            f"{timed_out}: spec {last.get('spec')}, status {status}, pods {pods}; see {kiln.operator_log}"
+        ) from None
     return result
 
 

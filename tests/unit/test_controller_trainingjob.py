@@ -501,6 +501,30 @@ def test_a_job_deleted_while_it_is_planned_is_forgotten_not_tried_again(
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
+def test_a_reconcile_that_fails_unexpectedly_is_logged_and_tried_again_after_the_retry_delay(
+    api: fake.FakeApi, clock: fake.ManualClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = trainingjob.Controller(kube=api, clock=clock)
+    (body,) = api.add(TRAINING_JOBS, submitted())
+    controller.watched("trainingjob", "ADDED", body)
+    controller.sync()
+    controller.wakeups.due(clock())
+    with monkeypatch.context() as broken:
+        broken.setattr(plan, "plan", lambda *_: {}["a fault of Kiln's own"])
+
+        controller.wake(fx.NAMESPACE, NAME)
+
+    retry_at = clock() + datetime.timedelta(seconds=trainingjob.RETRY_SECONDS)
+    assert controller.wakeups.pending() == {(fx.NAMESPACE, NAME): retry_at}
+    [record] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
+    clock.advance(trainingjob.RETRY_SECONDS)
+    for key in controller.wakeups.due(clock()):
+        controller.wake(*key)
+    assert job_status(api)["phase"] == "Admitted"
+
+
 class QuotaRefusingApi(ReadCountingApi):
     """The in-memory API server, refusing worker pods as a ResourceQuota does while `refusing`."""
 

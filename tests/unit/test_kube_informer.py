@@ -18,11 +18,15 @@ def pod(name: str, version: str, **labels: str) -> Object:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
 
 
+Answer = list[Object | client.ApiError] | client.ApiError
+"""A watch's events, an error where the stream breaks; or the error the watch is refused with."""
+
+
 class ScriptedApi:
     """Answers each list and each watch with the next of its script, and calls `done` when the last
     watch ends."""
 
-    def __init__(self, lists: list[tuple[list[Object], str]], watches: list[list[Object] | client.ApiError]) -> None:
+    def __init__(self, lists: list[tuple[list[Object], str]], watches: list[Answer]) -> None:
         self.lists = lists
         self.watches = watches
         self.watched_from: list[str] = []
@@ -36,7 +40,10 @@ class ScriptedApi:
         answer = self.watches.pop(0)
         if isinstance(answer, client.ApiError):
             raise answer
-        yield from answer
+        for event in answer:
+            if isinstance(event, client.ApiError):
+                raise event  # the stream breaks here
+            yield event
         if not self.watches:
             self.done()
 
@@ -73,6 +80,22 @@ def test_the_listed_objects_then_every_change_are_handed_over_and_a_watch_resume
         ("DELETED", "b", "11"),
     ]
     assert api.watched_from == ["7", "9"]  # the second from the bookmark, which is handed to no one
+
+
+def test_a_watch_that_breaks_is_resumed_after_the_last_event_it_handed_over_which_is_not_handed_over_again() -> None:
+    unreachable = client.ApiError(0, "Unreachable", "the API server at https://127.0.0.1:6443 did not answer")
+    api = ScriptedApi(
+        lists=[([pod("a", "5")], "7")],
+        watches=[
+            [{"type": "ADDED", "object": pod("c", "8")}, unreachable],
+            [{"type": "DELETED", "object": pod("c", "9")}],
+        ],
+    )
+
+    seen = handed_over(api)
+
+    assert versions(seen) == [(None, "a", "5"), ("ADDED", "c", "8"), ("DELETED", "c", "9")]
+    assert api.watched_from == ["7", "8"]
 
 
 @pytest.mark.parametrize(

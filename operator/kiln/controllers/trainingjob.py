@@ -487,8 +487,10 @@ class Controller:
         except (client.ApiError, pydantic.ValidationError) as error:
             self._retry(namespace, name, error)
         except Exception:
-            log.exception("TrainingJob %s/%s", namespace, name)
-            raise
+            # A fault of Kiln's own: told in full, and tried again as any other, since no event may
+            # come to wake the job again (kopf retries a failed handler the same way).
+            log.exception("TrainingJob %s/%s; trying again in %gs", namespace, name, RETRY_SECONDS)
+            self._later(namespace, name)
 
     def _refused(self, namespace: str, name: str, refusal: QuotaRefusedError) -> None:
         """Admission granted the gang before a quota's watch event came (a quota created with the
@@ -505,6 +507,9 @@ class Controller:
 
     def _retry(self, namespace: str, name: str, error: Exception) -> None:
         log.warning("TrainingJob %s/%s: %s; trying again in %gs", namespace, name, error, RETRY_SECONDS)
+        self._later(namespace, name)
+
+    def _later(self, namespace: str, name: str) -> None:
         self.wakeups.at((namespace, name), self.clock() + datetime.timedelta(seconds=RETRY_SECONDS))
 
     def _gone(self, namespace: str, name: str) -> bool:

@@ -7,7 +7,8 @@ operator's time in a burst of jobs. An informer hands each event straight to a c
 
 An informer runs in a thread of its own. It lists (each object handed over with the event type
 None, as kopf hands over what it lists), then watches from the list's resourceVersion. A watch the
-server ends is resumed from the last version seen (bookmarks included); one whose version is too
+server ends, or one that breaks, is resumed from the last version seen (bookmarks included), so an
+event is handed over once; one whose version is too
 old (410 Gone) lists again, and an object that went meanwhile is handed over as DELETED, as last
 seen, so no deletion is missed. Errors are logged and retried after a back-off.
 """
@@ -54,6 +55,8 @@ class Informer:
     watch_seconds: int = WATCH_SECONDS
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _version: str | None = None
+    """Where the next watch starts: the last version listed or watched (None: list first)."""
     _known: dict[tuple[str, str], Object] = dataclasses.field(default_factory=dict)
     """What a deletion missed between two lists is told from: each object's kind and identity, and its labels."""
 
@@ -72,16 +75,15 @@ class Informer:
         self._stop.set()
 
     def _run(self) -> None:
-        version: str | None = None
         backoff = FIRST_BACKOFF_SECONDS
         while not self._stop.is_set():
             try:
-                if version is None:
-                    version = self._list()
-                version = self._watch(version)
+                if self._version is None:
+                    self._list()
+                self._watch()
             except client.ApiError as error:
                 if error.status == GONE:  # older than the server keeps (a watch event or a status)
-                    version = None
+                    self._version = None
                     continue
                 log.warning("watching %s: %s; trying again in %gs", self.name, error, backoff)
             except Exception:
@@ -92,7 +94,7 @@ class Informer:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, LONGEST_BACKOFF_SECONDS)
 
-    def _list(self) -> str:
+    def _list(self) -> None:
         items, version = self.kube.list_at(self.resource, self.namespace)
         listed = {_key(item) for item in items}
         for key in self._known.keys() - listed:
@@ -100,10 +102,13 @@ class Informer:
             self._hand_over("DELETED", {**gone, "metadata": {**gone["metadata"], "resourceVersion": version}})
         for item in items:
             self._hand_over(None, item)
-        return version
+        self._version = version
 
-    def _watch(self, version: str) -> str:
-        for event in self.kube.watch(self.resource, self.namespace, version, self.watch_seconds):
+    def _watch(self) -> None:
+        """Watch from the last version handed over, kept event by event: a stream that breaks is
+        resumed after what it delivered, not from where it started."""
+        assert self._version is not None
+        for event in self.kube.watch(self.resource, self.namespace, self._version, self.watch_seconds):
             if self._stop.is_set():
                 break
             kind, obj = event.get("type"), event.get("object") or {}
@@ -111,10 +116,9 @@ class Informer:
                 raise client.ApiError(
                     int(obj.get("code") or 0), str(obj.get("reason", "")), str(obj.get("message", ""))
                 )
-            version = str(obj.get("metadata", {}).get("resourceVersion") or version)
             if kind != "BOOKMARK":
                 self._hand_over(kind, obj)
-        return version
+            self._version = str(obj.get("metadata", {}).get("resourceVersion") or self._version)
 
     def _hand_over(self, kind: str | None, obj: Object) -> None:
         key = _key(obj)
