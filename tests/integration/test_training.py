@@ -95,9 +95,16 @@ def wait_for_phase(kiln: Kiln, namespace: str, name: str, phase: str, timeout: f
             (pod.metadata.name, pod.status.phase, pod.metadata.deletion_timestamp)
             for pod in pods_of(kiln, namespace, name)
         ]
-        status = last.get("status") or {}
+        status = {key: value for key, value in (last.get("status") or {}).items() if key != "conditions"}
+        complaints = [
+            line
+            for line in kiln.operator_log.read_text(errors="replace").splitlines()
+            if namespace in line and ("[WARNING" in line or "[ERROR" in line)
+        ]
         raise AssertionError(
-            f"{timed_out}: spec {last.get('spec')}, status {status}, pods {pods}; see {kiln.operator_log}"
+            f"{timed_out}: generation {last.get('metadata', {}).get('generation')}, spec {last.get('spec')},"
+            f" status {status}, pods {pods};"
+            f" the operator's last warnings about the namespace: {complaints[-5:]}; see {kiln.operator_log}"
         ) from None
     return result
 
