@@ -9,13 +9,14 @@ and the Job selector admission.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 from typing import Any
 
 import pytest
 
-from kiln.devcluster import jobs, kinds, registry, store, workloads
+from kiln.devcluster import errors, jobs, kinds, registry, store, workloads
 
 Object = dict[str, Any]
 NOW = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -625,3 +626,62 @@ def test_the_api_server_admits_jobs_with_a_generated_selector() -> None:
     uid = created["metadata"]["uid"]
     assert created["spec"]["selector"] == {"matchLabels": {jobs.CONTROLLER_UID: uid}}
     assert created["spec"]["template"]["metadata"]["labels"][jobs.JOB_NAME] == "train"
+
+
+def reconcile(controller: workloads.DeploymentController) -> None:
+    """One reconcile, tried again on a conflict as the controller's loop does (a new ReplicaSet's
+    revision is written on the Deployment before its status)."""
+    for _ in range(3):
+        try:
+            asyncio.run(controller.reconcile(("default", "web")))
+            return
+        except errors.ApiError as error:
+            if error.code != 409:
+                raise
+    raise AssertionError("the Deployment's reconcile kept conflicting")
+
+
+def recreated_deployment(cluster: registry.Registry) -> tuple[workloads.DeploymentController, Object]:
+    """A Recreate Deployment of 2 whose first ReplicaSet runs one pod, its template then changed."""
+    controller = workloads.DeploymentController(cluster)
+    template = {"metadata": {"labels": {"app": "batch"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    body = deployment(2, strategy="Recreate", selector={"matchLabels": {"app": "batch"}}, template=template)
+    del body["metadata"]["generation"]
+    controller.client.create(workloads.DEPLOYMENT, "default", body)
+    reconcile(controller)
+    (first,) = controller.client.list(workloads.REPLICA_SET, "default")
+    pod = workloads.pod_from_template(first, first["spec"]["template"], "web-")
+    created = controller.client.create(workloads.POD, "default", pod)
+    changed = controller.client.get(workloads.DEPLOYMENT, "default", "web")
+    assert changed is not None
+    changed["spec"]["template"]["metadata"]["labels"]["version"] = "2"
+    controller.client.update(workloads.DEPLOYMENT, changed)
+    reconcile(controller)
+    return controller, created
+
+
+def replicas_by_revision(controller: workloads.DeploymentController) -> dict[str, int]:
+    return {
+        rs["metadata"]["annotations"][workloads.REVISION]: rs["spec"]["replicas"]
+        for rs in controller.client.list(workloads.REPLICA_SET, "default")
+    }
+
+
+@pytest.mark.parametrize("ends", ["deleted", "succeeded"])
+def test_recreate_scales_the_new_replica_set_up_when_the_last_old_pod_is_gone_or_finished(ends: str) -> None:
+    cluster = registry.Registry(store.Store(None))
+    controller, old_pod = recreated_deployment(cluster)
+    assert replicas_by_revision(controller) == {"1": 0, "2": 0}, "the old pod still runs"
+    seen: list[store.Event] = []
+    cluster.store.listeners.append(seen.append)
+
+    if ends == "deleted":
+        controller.client.delete(workloads.POD, "default", old_pod["metadata"]["name"], {"gracePeriodSeconds": 0})
+    else:
+        controller.client.update_status(workloads.POD, old_pod, {"phase": "Succeeded"})
+
+    # The pod's own event wakes the Deployment: its ReplicaSet's count of active pods does not change.
+    woken = {key for event in seen for key in controller.keys_for(event)}
+    assert woken == {("default", "web")}
+    reconcile(controller)
+    assert replicas_by_revision(controller) == {"1": 0, "2": 2}

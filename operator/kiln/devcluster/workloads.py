@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from kiln.devcluster import controllers, objects, selectors, store
+from kiln.devcluster import controllers, objects, scheduling, selectors, store
 from kiln.devcluster.controllers import DEPLOYMENT, POD, REPLICA_SET, Key
 
 Object = dict[str, Any]
@@ -257,7 +257,18 @@ class DeploymentController(controllers.Controller):
             owner = controllers.controller_named(event.object, "Deployment")
             if owner:
                 return [(event.object["metadata"].get("namespace", ""), owner)]
+        if event.resource == POD and (event.type == store.DELETED or scheduling.is_terminal(event.object)):
+            # Recreate scales the new ReplicaSet up once the old pods are gone or finished: their
+            # ReplicaSet's count of active pods reached 0 when they started terminating, before.
+            return self._deployment_of_pod(event.object)
         return ()
+
+    def _deployment_of_pod(self, pod: Object) -> list[Key]:
+        namespace = pod["metadata"].get("namespace", "")
+        replica_set_name = controllers.controller_named(pod, "ReplicaSet")
+        replica_set = self.client.get(REPLICA_SET, namespace, replica_set_name) if replica_set_name else None
+        owner = controllers.controller_named(replica_set, "Deployment") if replica_set else None
+        return [(namespace, owner)] if owner else []
 
     async def reconcile(self, key: Key) -> float | None:
         namespace, name = key
@@ -331,7 +342,8 @@ class DeploymentController(controllers.Controller):
             old_pods = [
                 pod
                 for pod in self.client.list(POD, deployment["metadata"].get("namespace"))
-                if any(controllers.controller_of(pod) == rs["metadata"]["uid"] for rs in olds)
+                if not scheduling.is_terminal(pod)
+                and any(controllers.controller_of(pod) == rs["metadata"]["uid"] for rs in olds)
             ]
             targets[new["metadata"]["name"]] = replicas if not old_pods else 0
         else:
