@@ -280,7 +280,7 @@ class DeploymentController(controllers.Controller):
         new = next((rs for rs in sets if _template_without_hash(rs["spec"]["template"]) == template), None)
         spec = deployment["spec"]
         if new is None and not spec.get("paused"):
-            new = self._create_replica_set(deployment, sets)
+            new, deployment = self._create_replica_set(deployment, sets)
             sets.append(new)
         olds = [rs for rs in sets if rs is not new]
         if not spec.get("paused") and new is not None:
@@ -296,7 +296,9 @@ class DeploymentController(controllers.Controller):
             return float(spec["progressDeadlineSeconds"]) + 1
         return None
 
-    def _create_replica_set(self, deployment: Object, sets: list[Object]) -> Object:
+    def _create_replica_set(self, deployment: Object, sets: list[Object]) -> tuple[Object, Object]:
+        """The new ReplicaSet, and the Deployment as stored with its revision (its status is written
+        over that, not over the version read before)."""
         metadata = deployment["metadata"]
         template = controllers.copied(deployment["spec"]["template"])
         hashed = template_hash(template)
@@ -331,8 +333,10 @@ class DeploymentController(controllers.Controller):
         )
         annotations = {**(metadata.get("annotations") or {}), REVISION: str(revision)}
         if annotations != metadata.get("annotations"):
-            self.client.update(DEPLOYMENT, {**deployment, "metadata": {**metadata, "annotations": annotations}})
-        return created
+            deployment = self.client.update(
+                DEPLOYMENT, {**deployment, "metadata": {**metadata, "annotations": annotations}}
+            )
+        return created, deployment
 
     def _scale(self, deployment: Object, new: Object, olds: list[Object]) -> None:
         replicas = int(deployment["spec"].get("replicas", 1))
@@ -410,8 +414,7 @@ def available_since(pod: Object, min_ready_seconds: int, now: datetime.datetime)
 
 
 def is_active(pod: Object) -> bool:
-    status = pod.get("status") or {}
-    return not pod["metadata"].get("deletionTimestamp") and status.get("phase") not in ("Succeeded", "Failed")
+    return not pod["metadata"].get("deletionTimestamp") and not scheduling.is_terminal(pod)
 
 
 def pod_from_template(owner: Object, template: Object, generate_name: str) -> Object:
